@@ -1,0 +1,136 @@
+"""Accuracy benchmark: the default (CPU) training recipe on the full chest-CT data, several seeds.
+
+Uses exactly the pipeline's pieces (CtExampleGen's reader, LeakageAudit, the Transform preprocessing graph,
+the Trainer's recipe) without the orchestration, and reports accuracy and macro-F1 on the official test
+split and on its leak-free part, per-class recall and wall time, as mean and spread over seeds.
+
+Usage: python -m benchmarks.accuracy --data ../shared/data/chest-ct --seeds 0 1 2
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import time
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from components import evaluation, features, imaging
+from components.ct_example_gen import SkippedFile, read_scan_image
+from components.leakage_audit import ImageRecord, audit, perceptual_hash
+from components.trainer import recipes
+
+RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
+
+
+def load_dataset(data_root: str):
+    """All splits -> {split: (pixels, labels, filenames)} plus the audit result."""
+    records, scans = [], {}
+    for split in features.SPLITS:
+        paths = sorted(p for p in glob.glob(os.path.join(data_root, split, "*", "*")) if os.path.isfile(p))
+        for path in tqdm(paths, desc=f"read {split}", leave=False):
+            try:
+                scan = read_scan_image(path, data_root)
+            except SkippedFile:
+                continue
+            scans.setdefault(split, []).append(scan)
+            records.append(ImageRecord(split, scan.filename, scan.sha256, scan.label, perceptual_hash(scan.encoded)))
+    result = audit(records)
+    preprocess = tf.function(imaging.preprocess_batch)
+    data = {}
+    for split, items in scans.items():
+        items = [s for s in items if not result.drops(split, s.sha256)]
+        pixels = np.concatenate([
+            preprocess(tf.constant([s.encoded for s in items[i : i + 32]])).numpy() for i in range(0, len(items), 32)
+        ])
+        data[split] = (pixels, np.array([s.label for s in items]), [s.filename for s in items])
+    return data, result
+
+
+def scores(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    matrix = np.zeros((features.NUM_CLASSES, features.NUM_CLASSES), dtype=np.int64)
+    np.add.at(matrix, (labels, probabilities.argmax(1)), 1)
+    result = evaluation.scores_from_confusion(matrix)
+    return {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"], "n": int(len(labels)),
+            "recall": {n: result[f"recall/{n}"] for n in features.CLASS_NAMES},
+            "confusion_matrix": matrix.tolist()}
+
+
+def run_seed(config: recipes.TrainingConfig, data: dict, leaked: np.ndarray) -> dict:
+    started = time.time()
+    classifier = recipes.train(config, data["train"][:2], data["valid"][:2])
+    train_seconds = time.time() - started
+    logits = classifier.model.predict(data["test"][0], batch_size=32, verbose=0)
+    probabilities = tf.nn.softmax(logits / classifier.temperature).numpy()
+    labels = data["test"][1]
+    return {
+        "seed": config.seed,
+        "train_seconds": round(train_seconds, 1),
+        "temperature": classifier.temperature,
+        "official_test": scores(probabilities, labels),
+        "leak_free_test": scores(probabilities[~leaked], labels[~leaked]),
+    }
+
+
+def summarise(runs: list[dict]) -> dict:
+    def stat(values):
+        values = np.asarray(values, dtype=np.float64)
+        return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                "min": float(values.min()), "max": float(values.max())}
+
+    out = {}
+    for part in ("official_test", "leak_free_test"):
+        out[part] = {
+            "accuracy": stat([r[part]["accuracy"] for r in runs]),
+            "macro_f1": stat([r[part]["macro_f1"] for r in runs]),
+            "recall": {n: stat([r[part]["recall"][n] for r in runs]) for n in features.CLASS_NAMES},
+        }
+    out["train_seconds"] = stat([r["train_seconds"] for r in runs])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="RadAssist accuracy benchmark (CPU recipe, several seeds)")
+    parser.add_argument("--data", default=os.environ.get("RADASSIST_DATA_DIR", "../shared/data/chest-ct"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--config", default="{}", help="JSON of TrainingConfig overrides")
+    parser.add_argument("--out", default=os.path.join(RESULTS_DIR, "accuracy.json"))
+    args = parser.parse_args()
+
+    started = time.time()
+    data, audit_result = load_dataset(args.data)
+    leaked = np.array([audit_result.is_leaked("test", f) for f in data["test"][2]])
+    print(f"data: {', '.join(f'{s} {len(v[1])}' for s, v in data.items())}; test leaked {leaked.sum()} "
+          f"({time.time() - started:.0f}s)", flush=True)
+    runs = []
+    for seed in args.seeds:
+        config = recipes.TrainingConfig.from_dict({**json.loads(args.config), "seed": seed})
+        runs.append(run_seed(config, data, leaked))
+        r = runs[-1]
+        print(f"seed {seed}: official acc {r['official_test']['accuracy']:.3f} F1 {r['official_test']['macro_f1']:.3f}"
+              f" | leak-free acc {r['leak_free_test']['accuracy']:.3f} F1 {r['leak_free_test']['macro_f1']:.3f}"
+              f" | {r['train_seconds']:.0f}s", flush=True)
+    summary = summarise(runs)
+    print(f"\n{'split':<16}{'accuracy':>20}{'macro-F1':>20}")
+    for part in ("official_test", "leak_free_test"):
+        acc, f1 = summary[part]["accuracy"], summary[part]["macro_f1"]
+        print(f"{part:<16}{acc['mean']:>12.3f} ± {acc['std']:.3f}{f1['mean']:>12.3f} ± {f1['std']:.3f}")
+    print("recall (official):", {n: round(v["mean"], 3) for n, v in summary["official_test"]["recall"].items()})
+    result = {
+        "benchmark": "accuracy", "recipe": runs[0] and json.loads(args.config) or {}, "config":
+        recipes.TrainingConfig.from_dict(json.loads(args.config)).__dict__, "data": os.path.abspath(args.data),
+        "test_examples": int(len(leaked)), "test_leaked": int(leaked.sum()), "seeds": args.seeds,
+        "summary": summary, "runs": runs, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "wall_seconds": round(time.time() - started, 1),
+    }
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as handle:
+        json.dump(result, handle, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

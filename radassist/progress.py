@@ -1,0 +1,69 @@
+"""Live progress of a local pipeline run, read from ML Metadata (robust to TF resetting Python logging)."""
+
+import threading
+import time
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tqdm import tqdm
+
+_DONE = {metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED}
+_FAILED = {metadata_store_pb2.Execution.FAILED, metadata_store_pb2.Execution.CANCELED}
+
+
+def _node_name(execution) -> str:
+    prop = execution.custom_properties.get("__node_id__") or execution.properties.get("__node_id__")
+    if prop is not None and prop.string_value:
+        return prop.string_value
+    return execution.type or f"execution {execution.id}"
+
+
+class PipelineProgress:
+    """A tqdm bar over the pipeline's nodes, updated by polling the SQLite MLMD store."""
+
+    def __init__(self, metadata_path: str, node_ids: list[str], interval: float = 2.0):
+        self._path, self._nodes, self._interval = metadata_path, node_ids, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._seen_before: set[int] = set()
+        self.bar = tqdm(total=len(node_ids), desc="pipeline", unit="component", dynamic_ncols=True)
+
+    def _store(self):
+        config = metadata_store_pb2.ConnectionConfig()
+        config.sqlite.filename_uri = self._path
+        config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+        return metadata_store.MetadataStore(config)
+
+    def __enter__(self):
+        try:
+            self._seen_before = {e.id for e in self._store().get_executions()}
+        except Exception:  # noqa: BLE001 - a missing store just means a first run
+            self._seen_before = set()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._update()
+        self.bar.close()
+
+    def _update(self) -> None:
+        try:
+            executions = [e for e in self._store().get_executions() if e.id not in self._seen_before]
+        except Exception:  # noqa: BLE001 - the writer may hold the database for a moment
+            return
+        done = [e for e in executions if e.last_known_state in _DONE]
+        running = [e for e in executions if e.last_known_state == metadata_store_pb2.Execution.RUNNING]
+        failed = [e for e in executions if e.last_known_state in _FAILED]
+        self.bar.n = min(len(done), len(self._nodes))
+        if failed:
+            self.bar.set_description(f"FAILED: {_node_name(failed[-1])}")
+        elif running:
+            self.bar.set_description(f"running {_node_name(running[-1])}")
+        self.bar.refresh()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._update()
+            time.sleep(self._interval)
