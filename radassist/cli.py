@@ -1,4 +1,4 @@
-"""``radassist`` command line: run or compile the training pipeline (serving and portal join later)."""
+"""``radassist`` command line: run or compile the training pipeline, serve models."""
 
 import argparse
 import json
@@ -99,6 +99,30 @@ def cmd_pipeline_compile(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from serving.batching import BatchingOptions
+    from serving.model_store import VersionPolicy
+    from serving.server import JsonLogFormatter, ServerConfig, serve
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter())
+    logging.getLogger().handlers[:] = [handler]
+    logging.getLogger().setLevel(logging.INFO)
+    config = ServerConfig(
+        model_base_path=args.model_base_path,
+        model_names=args.model_name,
+        grpc_port=args.grpc_port,
+        rest_port=args.rest_port,
+        host=args.host,
+        policy=VersionPolicy(latest=args.latest_versions, pinned=tuple(args.pin_version or ())),
+        batching=BatchingOptions(enabled=args.enable_batching, max_batch_size=args.max_batch_size,
+                                 batch_timeout_micros=args.batch_timeout_micros),
+        poll_seconds=args.file_system_poll_wait_seconds,
+    )
+    serve(config)
+    return 0
+
+
 def _add_training_flags(parser) -> None:
     parser.add_argument("--seed", type=int, help="training seed (default 0)")
     parser.add_argument("--recipe", choices=["cpu", "full"], help="cpu (default) or full fine-tuning (GPU)")
@@ -135,11 +159,29 @@ def make_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--schedule", metavar="CRON", help="with --submit: a recurring run (6-field cron)")
     _add_training_flags(compile_)
     compile_.set_defaults(func=cmd_pipeline_compile)
+
+    serve = areas.add_parser("serve", help="serve models over TF Serving's gRPC and REST APIs")
+    serve.add_argument("--model-base-path", default=os.environ.get("RADASSIST_MODEL_BASE")
+                       or os.path.join(_repo_root(), configs.OUTPUT_SUBDIR, "models"),
+                       help="folder or s3:// URI holding <model name>/<integer version>/ SavedModels")
+    serve.add_argument("--model-name", action="append", help="model to serve (repeatable; default radassist)")
+    serve.add_argument("--grpc-port", type=int, default=int(os.environ.get("RADASSIST_GRPC_PORT", 8500)))
+    serve.add_argument("--rest-port", type=int, default=int(os.environ.get("RADASSIST_REST_PORT", 8501)))
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--latest-versions", type=int, default=1, help="serve the N latest versions")
+    serve.add_argument("--pin-version", type=int, action="append", help="serve exactly these versions")
+    serve.add_argument("--enable-batching", action=argparse.BooleanOptionalAction, default=True)
+    serve.add_argument("--max-batch-size", type=int, default=32)
+    serve.add_argument("--batch-timeout-micros", type=int, default=5000)
+    serve.add_argument("--file-system-poll-wait-seconds", type=float, default=2.0)
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    if getattr(args, "area", None) == "serve" and not args.model_name:
+        args.model_name = [configs.MODEL_NAME]
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:

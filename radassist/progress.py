@@ -12,10 +12,7 @@ _FAILED = {metadata_store_pb2.Execution.FAILED, metadata_store_pb2.Execution.CAN
 
 
 def _node_name(execution) -> str:
-    prop = execution.custom_properties.get("__node_id__") or execution.properties.get("__node_id__")
-    if prop is not None and prop.string_value:
-        return prop.string_value
-    return execution.type or f"execution {execution.id}"
+    return execution.type.rsplit(".", 1)[-1] if execution.type else f"execution {execution.id}"
 
 
 class PipelineProgress:

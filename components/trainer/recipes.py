@@ -37,6 +37,7 @@ class TrainingConfig:
     finetune_learning_rate: float = 5e-5
     label_smoothing: float = 0.1
     dropout: float = 0.3
+    balance_classes: bool = False   # class-balanced loss weights (True trades accuracy for minority recall)
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "TrainingConfig":
@@ -154,50 +155,50 @@ def _predict(model: tf_keras.Model, inputs: np.ndarray, batch_size: int) -> np.n
     return model.predict(inputs, batch_size=batch_size, verbose=0)
 
 
-def train_cpu(config: TrainingConfig, train: tuple, valid: tuple, progress=None) -> Classifier:
-    """CPU recipe. ``train``/``valid`` are (pixels float32 [N,224,224,3], labels int [N]) numpy pairs."""
-    nets = build_networks(config)
-    stem, top, head = nets.stem, nets.top, nets.head
-    train_pixels, train_labels = train
+def cache_block4_features(config: TrainingConfig, nets: Networks, train_pixels: np.ndarray, progress=None):
+    """Blocks 1-4 outputs for ``augmented_views`` views of each image -> float16 [N, V, 14, 14, 512]."""
     augment = augmenter(config.seed)
-
+    # Compiled, so Grappler fuses conv + bias + ReLU (about 25% faster than eager on CPU).
+    stem_plain = tf.function(lambda pixels: nets.stem(pixels, training=False))
+    stem_augmented = tf.function(lambda pixels: nets.stem(augment_pixels(pixels, augment), training=False))
     started = time.time()
     views = []
     for view in range(max(1, config.augmented_views)):
         batches = []
         for start in range(0, len(train_pixels), config.batch_size):
             batch = tf.constant(train_pixels[start : start + config.batch_size])
-            if view > 0:
-                batch = augment_pixels(batch, augment)
-            batches.append(stem(batch, training=False).numpy().astype(np.float16))
+            features_of = stem_augmented if view > 0 else stem_plain
+            batches.append(features_of(batch).numpy().astype(np.float16))
         views.append(np.concatenate(batches))
         log.info("block 1-4 features, view %d/%d: %.0fs", view + 1, config.augmented_views, time.time() - started)
         if progress:
             progress(f"cached features view {view + 1}/{config.augmented_views}")
-    cached = np.stack(views, axis=1)  # [N, V, 14, 14, 512]
-    weights = class_weights(train_labels)
-    targets = _one_hot(train_labels)
+    return np.stack(views, axis=1)
+
+
+def fit_top(config: TrainingConfig, nets: Networks, cached: np.ndarray, labels: np.ndarray, progress=None):
+    """Stage 1 (head on cached block-5 outputs) and stage 2 (block 5 + head on cached block-4 outputs)."""
+    started = time.time()
+    weights = class_weights(labels) if config.balance_classes else None
+    targets = _one_hot(labels)
     rng = np.random.default_rng(config.seed)
 
-    # Stage 1: head only, on block-5 outputs of every cached view (block 5 frozen, so computed once).
     pooled = np.stack([_predict(nets.block5, cached[:, v], config.batch_size) for v in range(cached.shape[1])], 1)
     head_in = tf_keras.Input(shape=pooled.shape[2:])
-    head_model = tf_keras.Model(head_in, head(head_in))
+    head_model = tf_keras.Model(head_in, nets.head(head_in))
     head_model.compile(tf_keras.optimizers.Adam(config.head_learning_rate), loss=_loss(config))
     for _ in range(config.head_epochs):
-        pick = rng.integers(0, pooled.shape[1], size=len(train_labels))
+        pick = rng.integers(0, pooled.shape[1], size=len(labels))
         head_model.fit(pooled[np.arange(len(pick)), pick], targets, batch_size=config.batch_size, epochs=1,
                        class_weight=weights, shuffle=True, verbose=0)
     log.info("head trained (%d epochs): %.0fs", config.head_epochs, time.time() - started)
     if progress:
         progress("head trained")
 
-    # Stage 2: block 5 + head, on cached block-4 outputs.
-    for layer in top.layers:
-        layer.trainable = True
+    top = nets.top
     top.compile(tf_keras.optimizers.Adam(config.finetune_learning_rate), loss=_loss(config))
     for epoch in range(config.finetune_epochs):
-        pick = rng.integers(0, cached.shape[1], size=len(train_labels))
+        pick = rng.integers(0, cached.shape[1], size=len(labels))
         x = cached[np.arange(len(pick)), pick].astype(np.float32)
         history = top.fit(x, targets, batch_size=config.batch_size, epochs=1, class_weight=weights,
                           shuffle=True, verbose=0)
@@ -206,6 +207,13 @@ def train_cpu(config: TrainingConfig, train: tuple, valid: tuple, progress=None)
         if progress:
             progress(f"fine-tune epoch {epoch + 1}/{config.finetune_epochs}")
 
+
+def train_cpu(config: TrainingConfig, train: tuple, valid: tuple, progress=None) -> Classifier:
+    """CPU recipe. ``train``/``valid`` are (pixels float32 [N,224,224,3], labels int [N]) numpy pairs."""
+    nets = build_networks(config)
+    train_pixels, train_labels = train
+    cached = cache_block4_features(config, nets, train_pixels, progress)
+    fit_top(config, nets, cached, train_labels, progress)
     return Classifier(nets.classifier, nets.gradcam_model, _calibrate(nets.classifier, valid, config))
 
 
@@ -222,7 +230,7 @@ def train_full(config: TrainingConfig, train: tuple, valid: tuple, progress=None
         .map(lambda x, y: (augment_pixels(x, augment), y), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
-    weights = class_weights(train_labels)
+    weights = class_weights(train_labels) if config.balance_classes else None
     base.trainable = False
     classifier.compile(tf_keras.optimizers.Adam(config.head_learning_rate), loss=_loss(config))
     classifier.fit(dataset, epochs=config.head_epochs, class_weight=weights, verbose=2)

@@ -1,0 +1,29 @@
+# RadAssist developer entry points. `make run` and `make test` are the two commands in README.md.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export TF_USE_LEGACY_KERAS := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: env run test test-full lint benchmark-accuracy compile-kfp clean
+
+env:  ## build .venv (patched interpreter on glibc < 2.39), idempotent
+	@bash scripts/bootstrap_env.sh
+
+run: env  ## train on $$RADASSIST_DATA_DIR, ./data/chest-ct, or the bundled sample; push a blessed model
+	$(PY) -m radassist.cli pipeline run $(ARGS)
+
+test: env  ## lint + the test suite on the bundled sample (no external data needed)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -m "not full_data" $(PYTEST_ARGS)
+
+test-full: env  ## tests against the full Kaggle set ($$RADASSIST_FULL_DATA_DIR or ../shared/data/chest-ct)
+	$(PY) -m pytest -m full_data $(PYTEST_ARGS)
+
+benchmark-accuracy: env  ## default recipe on the full data, 3 seeds -> benchmarks/results/accuracy.json
+	$(PY) -m benchmarks.accuracy --data $${RADASSIST_FULL_DATA_DIR:-../shared/data/chest-ct} --seeds 0 1 2
+
+compile-kfp: env  ## write the Kubeflow Pipelines spec
+	$(PY) -m radassist.cli pipeline compile --output build/radassist_pipeline.json $(ARGS)
+
+clean:
+	rm -rf outputs build .pytest_cache

@@ -1,0 +1,141 @@
+"""ServingClient: typed predictions from TF Serving's gRPC API (RadAssist's server or the real one).
+
+Uses only the official stubs. Every call has a deadline; only UNAVAILABLE is retried, with backoff.
+"""
+
+import dataclasses
+import random
+import time
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from components import features
+
+
+class ServingClientError(Exception):
+    """Base of the client's typed errors."""
+
+
+class ServerUnavailable(ServingClientError):
+    """The model server cannot be reached or has no model loaded (after retries)."""
+
+
+class ModelNotFound(ServingClientError):
+    """The model, version or signature does not exist on the server."""
+
+
+class InvalidInput(ServingClientError):
+    """The server rejected the input (empty, not an image, too large, wrong type)."""
+
+
+class DeadlineExceeded(ServingClientError):
+    """The call did not finish within its deadline."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    class_name: str
+    class_id: int
+    probabilities: dict[str, float]
+    model_name: str
+    model_version: int
+    heatmap: np.ndarray | None = None  # [14, 14] in 0..1 over the square-padded image (explain only)
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.class_name]
+
+
+def _map_error(error: grpc.RpcError) -> ServingClientError:
+    code, details = error.code(), error.details()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return ServerUnavailable(details or "model server unavailable")
+    if code == grpc.StatusCode.NOT_FOUND:
+        return ModelNotFound(details)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        if "signature" in (details or "").lower() and "not found" in (details or "").lower():
+            return ModelNotFound(details)
+        return InvalidInput(details)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(details or "deadline exceeded")
+    return ServingClientError(f"{code.name}: {details}")
+
+
+class ServingClient:
+    def __init__(self, address: str, model_name: str = "radassist", timeout: float = 30.0, retries: int = 3,
+                 backoff: float = 0.5, version: int | None = None):
+        self.address, self.model_name, self.timeout = address, model_name, timeout
+        self.retries, self.backoff, self.version = retries, backoff, version
+        self._channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20),
+                                                                ("grpc.max_send_message_length", 64 << 20)])
+        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _call(self, method, request):
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return method(request, timeout=self.timeout)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
+                    raise _map_error(error) from error
+            time.sleep(delay * (1 + random.random() * 0.2))
+            delay *= 2
+        raise ServerUnavailable("unreachable")  # pragma: no cover - the loop always returns or raises
+
+    def _request(self, signature: str, images: list[bytes]) -> predict_pb2.PredictRequest:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.model_name
+        request.model_spec.signature_name = signature
+        if self.version is not None:
+            request.model_spec.version.value = self.version
+        request.inputs["images"].CopyFrom(tf.make_tensor_proto(images, dtype=tf.string, shape=[len(images)]))
+        return request
+
+    def _predictions(self, response, with_heatmap: bool) -> list[Prediction]:
+        outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+        results = []
+        for i, probs in enumerate(outputs["probabilities"]):
+            class_id = int(outputs["class_id"][i])
+            results.append(Prediction(
+                class_name=features.CLASS_NAMES[class_id], class_id=class_id,
+                probabilities={n: float(p) for n, p in zip(features.CLASS_NAMES, probs, strict=True)},
+                model_name=response.model_spec.name, model_version=int(response.model_spec.version.value),
+                heatmap=outputs["heatmap"][i] if with_heatmap else None))
+        return results
+
+    def predict(self, images: list[bytes]) -> list[Prediction]:
+        """Class and calibrated probabilities for each encoded image (one call, one batch)."""
+        if not images:
+            return []
+        response = self._call(self._predict.Predict, self._request(features.PREDICT_IMAGE_SIGNATURE, images))
+        return self._predictions(response, with_heatmap=False)
+
+    def explain(self, image: bytes) -> Prediction:
+        """Prediction plus the Grad-CAM heat map for one encoded image."""
+        response = self._call(self._predict.Predict, self._request(features.EXPLAIN_SIGNATURE, [image]))
+        return self._predictions(response, with_heatmap=True)[0]
+
+    def model_status(self) -> list[tuple[int, int]]:
+        """(version, state) pairs as the server reports them."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = self.model_name
+        response = self._call(self._models.GetModelStatus, request)
+        return [(s.version, s.state) for s in response.model_version_status]

@@ -1,0 +1,67 @@
+import json
+
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from pipelines import kubeflow_runner
+
+EXPECTED_TASKS = {"CtExampleGen", "LeakageAudit", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
+                  "Trainer", "Evaluator", "Pusher", "MlflowRegistrar"}
+
+
+def _compile(tmp_path):
+    return kubeflow_runner.compile_pipeline(
+        output_file=str(tmp_path / "radassist.json"),
+        image="registry.example/radassist-train:1.2.3",
+        pipeline_root="s3://bucket/root",
+        data_root="s3://bucket/chest-ct",
+        model_base="s3://bucket/models",
+        mlflow_tracking_uri="http://mlflow:5000",
+        training={"seed": 3},
+        beam_pipeline_args=["--runner=FlinkRunner", "--parallelism=4"],
+    )
+
+
+def test_compiled_spec_parses_as_a_kfp_pipeline_spec(tmp_path):
+    spec_dict = kubeflow_runner.pipeline_spec(_compile(tmp_path))
+    spec = json_format.ParseDict(spec_dict, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    tasks = set(spec.root.dag.tasks)
+    assert EXPECTED_TASKS <= tasks
+    assert any(name.startswith("latest_blessed_model_resolver") for name in tasks)
+    text = json.dumps(spec_dict)
+    assert "registry.example/radassist-train:1.2.3" in text
+    assert "--runner=FlinkRunner" in text  # Beam options reach the data components
+    assert "s3://bucket/chest-ct" in text
+
+
+class _FakeKfpClient:
+    """Stands in for a Kubeflow cluster, which tests cannot run; records what would be sent."""
+
+    calls: list = []
+
+    def __init__(self, host):
+        self.host = host
+
+    def create_experiment(self, name):
+        self.calls.append(("experiment", self.host, name))
+        return type("Experiment", (), {"experiment_id": "exp-1"})()
+
+    def create_run_from_pipeline_package(self, package, arguments, run_name, experiment_name):
+        with open(package) as handle:
+            self.calls.append(("run", json.load(handle)["pipelineInfo"]["name"], run_name))
+        return type("Run", (), {"run_id": "run-1"})()
+
+    def create_recurring_run(self, experiment_id, job_name, cron_expression, pipeline_package_path, enabled):
+        with open(pipeline_package_path) as handle:
+            self.calls.append(("recurring", experiment_id, cron_expression, "root" in json.load(handle)))
+        return type("Job", (), {"recurring_run_id": "job-1"})()
+
+
+def test_submit_sends_the_pipeline_spec_as_a_run_or_a_schedule(tmp_path):
+    job = _compile(tmp_path)
+    _FakeKfpClient.calls = []
+    assert kubeflow_runner.submit(job, "http://kfp:8888", client_factory=_FakeKfpClient) == "run-1"
+    assert kubeflow_runner.submit(job, "http://kfp:8888", schedule="0 0 3 * * 0",
+                                  client_factory=_FakeKfpClient) == "job-1"
+    assert ("run", "radassist", "radassist-run") in _FakeKfpClient.calls
+    assert ("recurring", "exp-1", "0 0 3 * * 0", True) in _FakeKfpClient.calls

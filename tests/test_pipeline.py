@@ -1,0 +1,130 @@
+"""The whole pipeline, every real TFX component, on the committed sample (plus some bad files)."""
+
+import glob
+import os
+
+import mlflow
+import pytest
+import tensorflow as tf
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from mlflow.tracking import MlflowClient
+from tensorflow_model_analysis import load_validation_result
+from tensorflow_serving.apis import prediction_log_pb2
+
+from components import features
+from radassist import cli
+
+pytestmark = pytest.mark.slow
+COMPONENTS = {"CtExampleGen", "LeakageAudit", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
+              "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher", "MlflowRegistrar"}
+
+
+@pytest.fixture(scope="module")
+def run(first_pipeline_run):
+    """A second run on the same outputs: compared with the first (blessed) model as baseline and, with a floor
+    no model can reach, refused and not pushed.
+    """
+    assert cli.main(first_pipeline_run["args"] + ["--seed", "2", "--accuracy-floor", "1.01"]) == 0
+    return first_pipeline_run
+
+
+def _store(output) -> metadata_store.MetadataStore:
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = str(output / "tfx" / "metadata.sqlite")
+    return metadata_store.MetadataStore(config)
+
+
+def _node_executions(store, node_id: str):
+    context = store.get_context_by_type_and_name("node", f"radassist.{node_id}")
+    return sorted(store.get_executions_by_context(context.id), key=lambda e: e.id)
+
+
+def test_every_component_completes_in_both_runs(run):
+    store = _store(run["output"])
+    assert len(store.get_contexts_by_type("pipeline_run")) == 2
+    for node_id in COMPONENTS:
+        states = [e.last_known_state for e in _node_executions(store, node_id)]
+        assert states == [metadata_store_pb2.Execution.COMPLETE] * 2, (node_id, states)
+
+
+def test_bad_files_are_skipped_and_leaks_recorded_in_mlmd(run):
+    store = _store(run["output"])
+    report = max(store.get_artifacts_by_type("radassist.LeakageReport"), key=lambda a: a.id)
+    counts = {k: v.int_value for k, v in report.custom_properties.items() if k != "data_fingerprint"}
+    assert counts["train_examples"] == 40 and counts["test_examples"] == 40  # bad files skipped
+    assert counts["test_leaked_exact"] == 4
+    assert counts["label_conflict_groups"] == 1 and counts["train_dropped_label_conflicts"] == 2
+    assert len(report.custom_properties["data_fingerprint"].string_value) == 64
+
+
+def _versions(output):
+    return sorted(glob.glob(str(output / "models" / "radassist" / "*")))
+
+
+def test_pushed_models_use_tf_serving_layout(run):
+    versions = _versions(run["output"])
+    assert len(versions) == 1  # the second run was not blessed, so it was not pushed
+    for version in versions:
+        assert os.path.basename(version).isdigit()
+        assert os.path.isfile(os.path.join(version, "saved_model.pb"))
+        warmup = os.path.join(version, "assets.extra", "tf_serving_warmup_requests")
+        records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(warmup)]
+        assert records[0].predict_log.request.model_spec.signature_name == features.PREDICT_IMAGE_SIGNATURE
+
+
+def test_pushed_model_answers_predict_image_and_explain(run):
+    model = tf.saved_model.load(_versions(run["output"])[-1])
+    assert set(model.signatures) >= {features.SERVING_DEFAULT_SIGNATURE, features.PREDICT_IMAGE_SIGNATURE,
+                                     features.EXPLAIN_SIGNATURE}
+    paths = sorted(glob.glob(str(run["data"] / "test" / "*" / "*.png")))[:3]
+    images = tf.constant([open(p, "rb").read() for p in paths])
+    predicted = model.signatures[features.PREDICT_IMAGE_SIGNATURE](images=images)
+    probabilities = predicted["probabilities"].numpy()
+    assert probabilities.shape == (3, features.NUM_CLASSES)
+    assert abs(probabilities.sum(axis=1) - 1).max() < 1e-4
+    names = [n.decode() for n in predicted["class_name"].numpy()]
+    assert names == [features.CLASS_NAMES[i] for i in predicted["class_id"].numpy()]
+    explained = model.signatures[features.EXPLAIN_SIGNATURE](images=images[:1])
+    heatmap = explained["heatmap"].numpy()
+    assert heatmap.shape[1:] == (14, 14) and heatmap.min() >= 0 and heatmap.max() <= 1.0 + 1e-6
+    assert abs(explained["probabilities"].numpy()[0] - probabilities[0]).max() < 1e-4
+    example = tf.train.Example()
+    example.features.feature[features.IMAGE_KEY].bytes_list.value.append(images.numpy()[0])
+    served = model.signatures[features.SERVING_DEFAULT_SIGNATURE](examples=tf.constant([example.SerializeToString()]))
+    assert abs(served["probabilities"].numpy()[0] - probabilities[0]).max() < 1e-4
+
+
+def test_second_run_is_evaluated_against_the_blessed_baseline(run):
+    store = _store(run["output"])
+    first, second = _node_executions(store, "Evaluator")
+
+    def input_keys(execution):
+        events = store.get_events_by_execution_ids([execution.id])
+        return {e.path.steps[0].key for e in events if e.type == metadata_store_pb2.Event.INPUT}
+
+    assert "baseline_model" not in input_keys(first)
+    assert "baseline_model" in input_keys(second)
+    first_evaluation, second_evaluation = sorted(store.get_artifacts_by_type("ModelEvaluation"), key=lambda a: a.id)
+    assert load_validation_result(first_evaluation.uri).validation_ok
+    assert not load_validation_result(second_evaluation.uri).validation_ok
+
+
+def test_mlflow_logs_every_run_and_registers_only_pushed_models(run):
+    mlflow.set_tracking_uri("sqlite:///" + str(run["output"] / "mlflow" / "mlflow.db"))
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("radassist-training")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    assert [r.data.tags["blessed"] for r in runs] == ["true", "false"]
+    assert [r.data.params["seed"] for r in runs] == ["1", "2"]
+    for logged in runs:
+        metrics = logged.data.metrics
+        assert {"overall/accuracy", "overall/macro_f1", "leaked_0/accuracy", "leaked_1/accuracy"} <= set(metrics)
+        assert metrics["audit/test_leaked_exact"] == 4
+        artifacts = {a.path for a in client.list_artifacts(logged.info.run_id, "plots")}
+        assert {"plots/roc.png", "plots/confusion_overall.png", "plots/confusion_leaked_0.png"} <= artifacts
+    (version,) = client.search_model_versions("name='radassist'")
+    assert version.run_id == runs[0].info.run_id
+    assert version.tags["tfx.pipeline_run_id"] == runs[0].data.tags["tfx.pipeline_run_id"] != "unknown"
+    assert len(version.tags["data_fingerprint"]) == 64
+    assert version.source == _versions(run["output"])[0]

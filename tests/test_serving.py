@@ -1,0 +1,247 @@
+"""The model server as a real process, driven through TF Serving's official gRPC stubs and its REST API."""
+
+import base64
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
+
+from components import features
+from serving import client as serving_client
+
+pytestmark = pytest.mark.slow
+MODEL = "radassist"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, base: str, *extra: str):
+        self.base, self.extra = base, extra
+        self.grpc_port, self.rest_port = _free_port(), _free_port()
+        self.process = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def rest(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    def start(self, wait: bool = True) -> "ServerProcess":
+        self.log = open(os.path.join(self.base, "..", f"server-{self.grpc_port}.log"), "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "radassist.cli", "serve", "--model-base-path", self.base, "--host", "127.0.0.1",
+             "--grpc-port", str(self.grpc_port), "--rest-port", str(self.rest_port),
+             "--file-system-poll-wait-seconds", "0.5", *self.extra],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert self.process.poll() is None, "server exited; see its log"
+            try:
+                if requests.get(f"{self.rest}/readyz", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError("server not ready")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def model_base(first_pipeline_run, tmp_path_factory):
+    base = tmp_path_factory.mktemp("serving") / "models"
+    shutil.copytree(first_pipeline_run["output"] / "models", base)
+    return str(base)
+
+
+@pytest.fixture(scope="module")
+def server(model_base):
+    process = ServerProcess(model_base).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def images(first_pipeline_run) -> list[bytes]:
+    paths = sorted(glob.glob(str(first_pipeline_run["data"] / "test" / "*" / "*.png")))[:4]
+    return [open(p, "rb").read() for p in paths]
+
+
+def _version(model_base: str) -> int:
+    return max(int(v) for v in os.listdir(os.path.join(model_base, MODEL)))
+
+
+def test_predict_and_explain_on_real_images(server, images, model_base):
+    with serving_client.ServingClient(server.address, MODEL, timeout=60) as client:
+        predictions = client.predict(images)
+        explained = client.explain(images[0])
+    assert len(predictions) == 4
+    for prediction in predictions:
+        assert prediction.model_version == _version(model_base)
+        assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+        assert prediction.class_name == max(prediction.probabilities, key=prediction.probabilities.get)
+    assert explained.heatmap.shape == (14, 14) and 0 <= explained.heatmap.min() <= explained.heatmap.max() <= 1
+    assert explained.probabilities == pytest.approx(predictions[0].probabilities, abs=1e-4)
+
+
+def test_model_metadata_lists_the_signatures(server):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server.address))
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = MODEL
+    response = stub.GetModelMetadata(request, timeout=30)
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(signature_map)
+    assert {"serving_default", "predict_image", "explain"} <= set(signature_map.signature_def)
+    assert "heatmap" in signature_map.signature_def["explain"].outputs
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [([b""], "empty"), ([b"this is a radiology report, not an image"], "not a PNG"),
+     ([b"\x89PNG\r\n\x1a\n" + b"\x00" * 64], "not a readable image")],
+)
+def test_bad_images_are_invalid_argument(server, payload, message):
+    with serving_client.ServingClient(server.address, MODEL, timeout=30) as client:
+        with pytest.raises(serving_client.InvalidInput, match=message):
+            client.predict(payload)
+
+
+def _raw_predict(server, **spec):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server.address))
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = spec.get("name", MODEL)
+    request.model_spec.signature_name = spec.get("signature", "predict_image")
+    if "version" in spec:
+        request.model_spec.version.value = spec["version"]
+    request.inputs["images"].CopyFrom(spec.get("tensor", tf.make_tensor_proto([b"x"], dtype=tf.string)))
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.Predict(request, timeout=30)
+    return failure.value.code(), failure.value.details()
+
+
+def test_status_codes_match_tf_serving(server):
+    assert _raw_predict(server, name="no-such-model")[0] == grpc.StatusCode.NOT_FOUND
+    assert _raw_predict(server, version=12345)[0] == grpc.StatusCode.NOT_FOUND
+    code, details = _raw_predict(server, signature="no_such_signature")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "not found" in details
+    code, details = _raw_predict(server, tensor=tf.make_tensor_proto(np.zeros((1, 3), np.float32)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "DT_STRING" in details
+
+
+def test_rest_api_answers_like_tf_serving(server, images):
+    status = requests.get(f"{server.rest}/v1/models/{MODEL}", timeout=10).json()
+    assert status["model_version_status"][0]["state"] == "AVAILABLE"
+    body = {"signature_name": "predict_image", "instances": [{"b64": base64.b64encode(images[0]).decode()}]}
+    rest = requests.post(f"{server.rest}/v1/models/{MODEL}:predict", json=body, timeout=60).json()
+    with serving_client.ServingClient(server.address, MODEL) as client:
+        grpc_probabilities = list(client.predict(images[:1])[0].probabilities.values())
+    assert rest["predictions"][0]["probabilities"] == pytest.approx(grpc_probabilities, abs=1e-5)
+    assert rest["predictions"][0]["class_name"] in features.CLASS_NAMES
+    missing = requests.post(f"{server.rest}/v1/models/nope:predict", json=body, timeout=10)
+    assert missing.status_code == 404 and "error" in missing.json()
+    bad = requests.post(f"{server.rest}/v1/models/{MODEL}:predict", json={"instances": [{"b64": ""}],
+                        "signature_name": "predict_image"}, timeout=10)
+    assert bad.status_code == 400
+    metrics = requests.get(f"{server.rest}/metrics", timeout=10).text
+    assert "radassist_serving_requests_total" in metrics and "radassist_serving_loaded_version" in metrics
+
+
+def test_hot_reload_serves_new_version_without_failed_requests(server, images, model_base):
+    old = _version(model_base)
+    new = old + 1
+    failures, versions, stop = [], [], threading.Event()
+
+    def call_continuously():
+        with serving_client.ServingClient(server.address, MODEL, timeout=60) as client:
+            while not stop.is_set():
+                try:
+                    versions.append(client.predict(images[:1])[0].model_version)
+                except serving_client.ServingClientError as error:
+                    failures.append(error)
+
+    workers = [threading.Thread(target=call_continuously) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    time.sleep(2)
+    staging = os.path.join(model_base, MODEL, f".staging-{new}")
+    shutil.copytree(os.path.join(model_base, MODEL, str(old)), staging)
+    os.rename(staging, os.path.join(model_base, MODEL, str(new)))  # appears atomically, like a push
+    deadline = time.time() + 120
+    while time.time() < deadline and (not versions or versions[-1] != new):
+        time.sleep(0.5)
+    time.sleep(2)
+    stop.set()
+    for worker in workers:
+        worker.join()
+    assert not failures
+    assert old in versions and versions[-1] == new
+    assert versions.index(new) > versions.index(old)
+    status = requests.get(f"{server.rest}/v1/models/{MODEL}", timeout=10).json()["model_version_status"]
+    assert [(s["version"], s["state"]) for s in status] == [(str(new), "AVAILABLE")]  # the old one is unloaded
+
+
+def test_broken_version_is_reported_and_never_replaces_a_working_one(server, images, model_base):
+    working = _version(model_base)
+    broken = os.path.join(model_base, MODEL, str(working + 10))
+    os.makedirs(os.path.join(broken, "variables"))
+    with open(os.path.join(broken, "saved_model.pb"), "wb") as handle:
+        handle.write(b"not a saved model")
+    deadline = time.time() + 60
+    status = []
+    while time.time() < deadline:
+        status = requests.get(f"{server.rest}/v1/models/{MODEL}", timeout=10).json()["model_version_status"]
+        if any(s["version"] == str(working + 10) for s in status):
+            break
+        time.sleep(0.5)
+    by_version = {s["version"]: s for s in status}
+    assert by_version[str(working + 10)]["status"]["error_code"] != "OK"
+    assert by_version[str(working)]["state"] == "AVAILABLE"
+    with serving_client.ServingClient(server.address, MODEL) as client:
+        assert client.predict(images[:1])[0].model_version == working
+
+
+def test_client_retries_while_the_server_restarts(model_base, images):
+    process = ServerProcess(model_base).start()
+    process.stop()
+    restarted = threading.Timer(1.0, process.start, kwargs={"wait": False})
+    restarted.start()
+    try:
+        with serving_client.ServingClient(process.address, MODEL, timeout=60, retries=8, backoff=0.5) as client:
+            prediction = client.predict(images[:1])[0]
+        assert prediction.class_name in features.CLASS_NAMES
+    finally:
+        restarted.join()
+        process.stop()
+
+
+def test_client_reports_a_server_that_stays_down(images):
+    with serving_client.ServingClient(f"127.0.0.1:{_free_port()}", MODEL, timeout=2, retries=1, backoff=0.1) as client:
+        with pytest.raises(serving_client.ServerUnavailable):
+            client.predict(images[:1])

@@ -1,0 +1,53 @@
+import h5py
+import numpy as np
+import pytest
+
+from components import features
+from components.trainer import recipes, vgg16
+
+
+def test_hed_weights_fill_all_13_vgg16_conv_layers():
+    model = vgg16.build_conv_base("hed")
+    with h5py.File(vgg16.hed_weights_path(), "r") as weights:
+        np.testing.assert_array_equal(model.get_layer("block1_conv1").get_weights()[0],
+                                      weights["block1/layers/conv2d/vars/0"][()])
+        np.testing.assert_array_equal(model.get_layer("block5_conv3").get_weights()[1],
+                                      weights["block5/layers/conv2d_2/vars/1"][()])
+    assert sum(1 for layer in model.layers if layer.name.endswith(tuple(f"conv{i}" for i in (1, 2, 3)))) == 13
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(vgg16.WeightsUnavailable, match="not found"):
+        vgg16.build_conv_base(str(tmp_path / "nope.h5"))
+
+
+def test_temperature_scaling_recovers_the_true_temperature():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(size=(4000, features.NUM_CLASSES)) * 2.0
+    probabilities = np.exp(true_logits) / np.exp(true_logits).sum(1, keepdims=True)
+    labels = np.array([rng.choice(features.NUM_CLASSES, p=p) for p in probabilities])
+    # The model is overconfident by a factor of 3: the fitted temperature should undo it.
+    assert recipes.fit_temperature(true_logits * 3.0, labels) == pytest.approx(3.0, rel=0.1)
+
+
+def test_training_config_rejects_unknown_options_and_recipes():
+    with pytest.raises(ValueError, match="unknown training options"):
+        recipes.TrainingConfig.from_dict({"epochs": 3})
+    with pytest.raises(ValueError, match="recipe"):
+        recipes.TrainingConfig.from_dict({"recipe": "tpu"})
+    assert recipes.TrainingConfig.from_dict({"seed": 4}).seed == 4
+
+
+def test_class_weights_balance_the_classes():
+    weights = recipes.class_weights(np.array([0, 0, 0, 1, 2, 3]))
+    assert weights[0] * 3 == pytest.approx(weights[1] * 1)
+
+
+def test_networks_share_weights_between_views():
+    nets = recipes.build_networks(recipes.TrainingConfig())
+    pixels = np.random.default_rng(0).normal(size=(2, features.IMAGE_SIZE, features.IMAGE_SIZE, 3)) * 50
+    full = nets.classifier(pixels, training=False).numpy()
+    split = nets.top(nets.stem(pixels, training=False), training=False).numpy()
+    np.testing.assert_allclose(full, split, rtol=1e-4, atol=1e-4)
+    activations, logits = nets.gradcam_model(pixels, training=False)
+    assert activations.shape[1:3] == (features.IMAGE_SIZE // 16, features.IMAGE_SIZE // 16)
