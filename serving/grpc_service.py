@@ -19,7 +19,7 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from tensorflow_serving.util import status_pb2
+from tensorflow_serving.apis import status_pb2
 
 from serving import errors, validation
 from serving.metrics import Metrics
@@ -170,7 +170,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         for status in statuses:
             entry = response.model_version_status.add(version=status["version"], state=status["state"])
             if status["error"]:
-                entry.status.CopyFrom(status_pb2.StatusProto(error_code=grpc.StatusCode.UNKNOWN.value[0],
+                entry.status.CopyFrom(status_pb2.StatusProto(error_code=2,  # tensorflow.error.UNKNOWN
                                                              error_message=status["error"]))
         return response
 

@@ -1,0 +1,189 @@
+"""Serving benchmark: RadAssist's model server vs. the same SavedModel called in-process.
+
+Measures latency (p50/p99) at batch 1 and throughput at 1, 4 and 16 concurrent clients, with and without
+server-side batching; the machine's matrix-multiply rate beside VGG16's 15.5 GMAC per 224 px image (the
+physical floor); and the server's peak resident memory with one version loaded and during a version switch.
+Usage: python -m benchmarks.serving --model-base outputs/models [--seconds 20]
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import psutil
+import requests
+import tensorflow as tf
+
+from components import features
+from serving.client import ServingClient
+
+VGG16_GMAC = 15.5
+RESULTS = os.path.join(os.path.dirname(__file__), "results", "serving.json")
+
+
+def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
+    a = tf.random.normal([size, size])
+    b = tf.random.normal([size, size])
+    tf.linalg.matmul(a, b).numpy()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        tf.linalg.matmul(a, b).numpy()
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def percentiles(samples: list[float]) -> dict:
+    values = np.array(samples) * 1000
+    return {"p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99)), "n": len(values)}
+
+
+def in_process(model_dir: str, image: bytes, seconds: float) -> dict:
+    model = tf.saved_model.load(model_dir)
+    predict = model.signatures[features.PREDICT_IMAGE_SIGNATURE]
+    single = tf.constant([image])
+    for _ in range(3):
+        predict(images=single)
+    latencies, deadline = [], time.time() + seconds
+    while time.time() < deadline:
+        started = time.perf_counter()
+        predict(images=single)
+        latencies.append(time.perf_counter() - started)
+    batch = tf.constant([image] * 16)
+    predict(images=batch)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        predict(images=batch)
+        count += 16
+    return {"batch1": percentiles(latencies), "batch16_images_per_second": count / (time.perf_counter() - started)}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, base: str, batching: bool):
+        self.grpc, self.rest = free_port(), free_port()
+        flag = "--enable-batching" if batching else "--no-enable-batching"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "radassist.cli", "serve", "--model-base-path", base, "--host", "127.0.0.1",
+             "--grpc-port", str(self.grpc), "--rest-port", str(self.rest), flag, "--max-batch-size", "16",
+             "--batch-timeout-micros", "5000", "--file-system-poll-wait-seconds", "0.5"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.peak_rss = 0
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{self.rest}/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        self.rss()
+
+    def rss(self) -> int:
+        value = psutil.Process(self.process.pid).memory_info().rss
+        self.peak_rss = max(self.peak_rss, value)
+        return value
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def client_load(address: str, image: bytes, clients: int, seconds: float) -> dict:
+    latencies, lock = [], threading.Lock()
+
+    def worker():
+        with ServingClient(address, timeout=120) as client:
+            client.predict([image])
+            deadline = time.time() + seconds
+            while time.time() < deadline:
+                started = time.perf_counter()
+                client.predict([image])
+                with lock:
+                    latencies.append(time.perf_counter() - started)
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"clients": clients, "images_per_second": len(latencies) / (time.perf_counter() - started),
+            **percentiles(latencies)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-base", default=os.path.join("outputs", "models"))
+    parser.add_argument("--model-name", default="radassist")
+    parser.add_argument("--image", help="an encoded scan to send (default: first sample test image)")
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--out", default=RESULTS)
+    args = parser.parse_args()
+    versions = sorted(glob.glob(os.path.join(args.model_base, args.model_name, "[0-9]*")), key=lambda p: int(
+        os.path.basename(p)))
+    if not versions:
+        sys.exit(f"no model under {args.model_base}/{args.model_name}: run `make run` first")
+    image_path = args.image or sorted(glob.glob("data/sample/chest-ct/test/adenocarcinoma/*.png"))[0]
+    image = open(image_path, "rb").read()
+    scratch = tempfile.mkdtemp(prefix="radassist-bench-")
+    base = os.path.join(scratch, "models")
+    shutil.copytree(versions[-1], os.path.join(base, args.model_name, "1"))
+
+    rate = matmul_gflops()
+    result = {"benchmark": "serving", "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+              "matmul_gflops": rate, "vgg16_floor_ms": 2 * VGG16_GMAC / rate * 1000,
+              "in_process": in_process(os.path.join(base, args.model_name, "1"), image, args.seconds)}
+    print(f"matmul {rate:.0f} GFLOP/s -> VGG16 floor {result['vgg16_floor_ms']:.0f} ms/image; in-process batch 1 "
+          f"p50 {result['in_process']['batch1']['p50_ms']:.0f} ms, batch 16 "
+          f"{result['in_process']['batch16_images_per_second']:.2f} img/s", flush=True)
+    for batching in (False, True):
+        server = Server(base, batching)
+        address = f"127.0.0.1:{server.grpc}"
+        runs = [client_load(address, image, n, args.seconds) for n in (1, 4, 16)]
+        key = "server_batching" if batching else "server_no_batching"
+        result[key] = {"runs": runs, "rss_loaded_mb": server.rss() / 2**20}
+        if batching:  # memory during a version switch: push version 2 and sample RSS until it serves
+            shutil.copytree(os.path.join(base, args.model_name, "1"), os.path.join(base, args.model_name, "2"))
+            deadline = time.time() + 120
+            with ServingClient(address) as client:
+                while time.time() < deadline and client.predict([image])[0].model_version != 2:
+                    server.rss()
+                    time.sleep(0.05)
+            for _ in range(40):
+                server.rss()
+                time.sleep(0.05)
+            result[key]["rss_peak_during_switch_mb"] = server.peak_rss / 2**20
+        server.stop()
+        for run in runs:
+            print(f"{key:<20} clients {run['clients']:>2}: {run['images_per_second']:.2f} img/s, p50 "
+                  f"{run['p50_ms']:.0f} ms, p99 {run['p99_ms']:.0f} ms", flush=True)
+    single = result["server_no_batching"]["runs"][0]["p50_ms"]
+    result["overhead_batch1_percent"] = 100 * (single / result["in_process"]["batch1"]["p50_ms"] - 1)
+    result["batched_16_clients_vs_in_process"] = (result["server_batching"]["runs"][2]["images_per_second"]
+                                                  / result["in_process"]["batch16_images_per_second"])
+    print(f"overhead at batch 1: {result['overhead_batch1_percent']:.1f}%  (target <= 5%)\n"
+          f"16 clients batched / in-process batched: {result['batched_16_clients_vs_in_process']:.2f} (target >= 0.9)\n"
+          f"RSS loaded {result['server_batching']['rss_loaded_mb']:.0f} MB, peak during switch "
+          f"{result['server_batching']['rss_peak_during_switch_mb']:.0f} MB")
+    shutil.rmtree(scratch, ignore_errors=True)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as handle:
+        json.dump(result, handle, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Serving from s3:// through boto3, against moto's S3 server (AWS itself is out of reach)."""
+
+import glob
+import os
+import socket
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from serving.client import ServingClient
+from serving.server import ModelServer, ServerConfig
+from serving.storage import S3Storage
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture()
+def s3(monkeypatch):
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(key, value)
+    client = boto3.client("s3", endpoint_url=endpoint)
+    client.create_bucket(Bucket="models")
+    yield client
+    server.stop()
+
+
+def _upload(client, local_dir: str, prefix: str) -> None:
+    for path in glob.glob(os.path.join(local_dir, "**", "*"), recursive=True):
+        if os.path.isfile(path):
+            client.upload_file(path, "models", f"{prefix}/{os.path.relpath(path, local_dir)}")
+
+
+def test_s3_storage_lists_and_downloads_versions(s3, first_pipeline_run, tmp_path):
+    version_dir = sorted(glob.glob(str(first_pipeline_run["output"] / "models" / "radassist" / "*")))[0]
+    _upload(s3, version_dir, "prod/radassist/7")
+    s3.put_object(Bucket="models", Key="prod/radassist/notes/readme.txt", Body=b"not a version")
+    storage = S3Storage("s3://models/prod", cache_dir=str(tmp_path))
+    assert storage.list_versions("radassist") == [7]
+    local = storage.local_path("radassist", 7)
+    assert os.path.isfile(os.path.join(local, "saved_model.pb"))
+    assert os.path.isfile(os.path.join(local, "assets.extra", "tf_serving_warmup_requests"))
+    storage.release(local)
+    assert not os.path.exists(local)
+
+
+def test_server_serves_a_model_from_s3(s3, first_pipeline_run):
+    version_dir = sorted(glob.glob(str(first_pipeline_run["output"] / "models" / "radassist" / "*")))[0]
+    _upload(s3, version_dir, "prod/radassist/3")
+    server = ModelServer(ServerConfig(model_base_path="s3://models/prod", model_names=["radassist"],
+                                      grpc_port=_free_port(), rest_port=_free_port(), host="127.0.0.1")).start()
+    try:
+        image = open(sorted(glob.glob(str(first_pipeline_run["data"] / "test" / "normal" / "*.png")))[0], "rb").read()
+        with ServingClient(f"127.0.0.1:{server.grpc_port}", "radassist", timeout=60) as client:
+            prediction = client.predict([image])[0]
+        assert prediction.model_version == 3
+        assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    finally:
+        server.stop()
