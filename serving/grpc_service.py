@@ -18,8 +18,8 @@ from tensorflow_serving.apis import (
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    status_pb2,
 )
-from tensorflow_serving.apis import status_pb2
 
 from serving import errors, validation
 from serving.metrics import Metrics
@@ -56,6 +56,7 @@ class Inference:
         try:
             served = self.manager.acquire(name, version, label)
             try:
+                served.signature(signature)  # unknown signatures are reported before input checks, as TF Serving
                 for key, value in inputs.items():
                     if key in validation.IMAGE_INPUT_NAMES and np.asarray(value).dtype.kind in ("S", "O"):
                         validation.check_images(key, value, self.max_image_bytes)

@@ -3,6 +3,7 @@
 import glob
 import os
 import socket
+import uuid
 
 import boto3
 import pytest
@@ -31,22 +32,25 @@ def s3(monkeypatch):
                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
         monkeypatch.setenv(key, value)
     client = boto3.client("s3", endpoint_url=endpoint)
-    client.create_bucket(Bucket="models")
-    yield client
+    bucket = f"models-{uuid.uuid4().hex[:12]}"  # moto's backend outlives a server: one bucket per test
+    client.create_bucket(Bucket=bucket)
+    yield client, bucket
     server.stop()
 
 
-def _upload(client, local_dir: str, prefix: str) -> None:
+def _upload(s3, local_dir: str, prefix: str) -> None:
+    client, bucket = s3
     for path in glob.glob(os.path.join(local_dir, "**", "*"), recursive=True):
         if os.path.isfile(path):
-            client.upload_file(path, "models", f"{prefix}/{os.path.relpath(path, local_dir)}")
+            client.upload_file(path, bucket, f"{prefix}/{os.path.relpath(path, local_dir)}")
 
 
 def test_s3_storage_lists_and_downloads_versions(s3, first_pipeline_run, tmp_path):
     version_dir = sorted(glob.glob(str(first_pipeline_run["output"] / "models" / "radassist" / "*")))[0]
     _upload(s3, version_dir, "prod/radassist/7")
-    s3.put_object(Bucket="models", Key="prod/radassist/notes/readme.txt", Body=b"not a version")
-    storage = S3Storage("s3://models/prod", cache_dir=str(tmp_path))
+    client, bucket = s3
+    client.put_object(Bucket=bucket, Key="prod/radassist/notes/readme.txt", Body=b"not a version")
+    storage = S3Storage(f"s3://{bucket}/prod", cache_dir=str(tmp_path))
     assert storage.list_versions("radassist") == [7]
     local = storage.local_path("radassist", 7)
     assert os.path.isfile(os.path.join(local, "saved_model.pb"))
@@ -58,7 +62,7 @@ def test_s3_storage_lists_and_downloads_versions(s3, first_pipeline_run, tmp_pat
 def test_server_serves_a_model_from_s3(s3, first_pipeline_run):
     version_dir = sorted(glob.glob(str(first_pipeline_run["output"] / "models" / "radassist" / "*")))[0]
     _upload(s3, version_dir, "prod/radassist/3")
-    server = ModelServer(ServerConfig(model_base_path="s3://models/prod", model_names=["radassist"],
+    server = ModelServer(ServerConfig(model_base_path=f"s3://{s3[1]}/prod", model_names=["radassist"],
                                       grpc_port=_free_port(), rest_port=_free_port(), host="127.0.0.1")).start()
     try:
         image = open(sorted(glob.glob(str(first_pipeline_run["data"] / "test" / "normal" / "*.png")))[0], "rb").read()
