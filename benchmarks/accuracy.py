@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from benchmarks import write_result
 from components import evaluation, features, imaging
 from components.ct_example_gen import SkippedFile, read_scan_image
 from components.leakage_audit import ImageRecord, audit, perceptual_hash
@@ -120,16 +121,13 @@ def main() -> None:
         print(f"{part:<16}{acc['mean']:>12.3f} ± {acc['std']:.3f}{f1['mean']:>12.3f} ± {f1['std']:.3f}")
     print("recall (official):", {n: round(v["mean"], 3) for n, v in summary["official_test"]["recall"].items()})
     result = {
-        "benchmark": "accuracy", "recipe": runs[0] and json.loads(args.config) or {}, "config":
+        "benchmark": "accuracy", "overrides": json.loads(args.config), "config":
         recipes.TrainingConfig.from_dict(json.loads(args.config)).__dict__, "data": os.path.abspath(args.data),
         "test_examples": int(len(leaked)), "test_leaked": int(leaked.sum()), "seeds": args.seeds,
         "summary": summary, "runs": runs, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "wall_seconds": round(time.time() - started, 1),
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(result, handle, indent=2)
-    print(f"wrote {args.out}")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

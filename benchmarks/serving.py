@@ -8,7 +8,6 @@ Usage: python -m benchmarks.serving --model-base outputs/models [--seconds 20]
 
 import argparse
 import glob
-import json
 import os
 import platform
 import shutil
@@ -24,6 +23,7 @@ import psutil
 import requests
 import tensorflow as tf
 
+from benchmarks import write_result
 from components import features
 from serving.client import ServingClient
 
@@ -179,10 +179,7 @@ def main() -> None:
           f"RSS loaded {result['server_batching']['rss_loaded_mb']:.0f} MB, peak during switch "
           f"{result['server_batching']['rss_peak_during_switch_mb']:.0f} MB")
     shutil.rmtree(scratch, ignore_errors=True)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(result, handle, indent=2)
-    print(f"wrote {args.out}")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

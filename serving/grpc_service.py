@@ -34,6 +34,18 @@ def signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
     return dict(saved_model.meta_graphs[0].signature_def)
 
 
+def signature_def_map(manager: ModelManager, name: str, version: int | None):
+    """(served version, SignatureDefMap) of a loaded model version, for GetModelMetadata in either API."""
+    served = manager.acquire(name, version)
+    try:
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for key, definition in signature_defs(served.path).items():
+            signature_map.signature_def[key].CopyFrom(definition)
+    finally:
+        served.release()
+    return served, signature_map
+
+
 def class_names(path: str) -> list[str] | None:
     info = os.path.join(path, "assets.extra", "radassist_model.json")
     if not os.path.exists(info):
@@ -134,15 +146,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         if set(request.metadata_field) - {"signature_def"}:
             return _abort(context, errors.InvalidInput("Metadata field signature_def is the only one supported"))
         try:
-            served = self.inference.manager.acquire(request.model_spec.name, _version(request.model_spec))
+            served, signature_map = signature_def_map(self.inference.manager, request.model_spec.name,
+                                                      _version(request.model_spec))
         except errors.ServingError as error:
             return _abort(context, error)
-        try:
-            signature_map = get_model_metadata_pb2.SignatureDefMap()
-            for name, definition in signature_defs(served.path).items():
-                signature_map.signature_def[name].CopyFrom(definition)
-        finally:
-            served.release()
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = served.model_name
         response.model_spec.version.value = served.version

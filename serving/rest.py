@@ -5,10 +5,9 @@ import base64
 import numpy as np
 from flask import Flask, Response, jsonify, request
 from google.protobuf import json_format
-from tensorflow_serving.apis import get_model_metadata_pb2
 
 from serving import errors
-from serving.grpc_service import STATE_NAMES, Inference, signature_defs
+from serving.grpc_service import STATE_NAMES, Inference, signature_def_map
 
 HTTP_STATUS = {"NOT_FOUND": 404, "INVALID_ARGUMENT": 400, "UNAVAILABLE": 503, "FAILED_PRECONDITION": 400}
 
@@ -104,13 +103,7 @@ def create_app(inference: Inference) -> Flask:
     @app.get("/v1/models/<name>/metadata")
     @app.get("/v1/models/<name>/versions/<int:version>/metadata")
     def model_metadata(name, version=None):
-        served = manager.acquire(name, version)
-        try:
-            signature_map = get_model_metadata_pb2.SignatureDefMap()
-            for key, definition in signature_defs(served.path).items():
-                signature_map.signature_def[key].CopyFrom(definition)
-        finally:
-            served.release()
+        served, signature_map = signature_def_map(manager, name, version)
         return jsonify({"model_spec": {"name": served.model_name, "signature_name": "",
                                        "version": str(served.version)},
                         "metadata": {"signature_def": json_format.MessageToDict(signature_map)}})
