@@ -177,7 +177,8 @@ class ModelManager:
         self.on_change = on_change or (lambda: None)
         self._lock = threading.RLock()
         self._versions: dict[str, dict[int, ServedVersion]] = {name: {} for name in self.model_names}
-        self._failed: dict[str, dict[int, str]] = {name: {} for name in self.model_names}
+        # model -> version -> (error message, storage fingerprint when it failed)
+        self._failed: dict[str, dict[int, tuple[str, tuple]]] = {name: {} for name in self.model_names}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -212,6 +213,10 @@ class ModelManager:
     def _sync(self, name: str) -> None:
         available = self.storage.list_versions(name)
         failed = self._failed[name]
+        for version in [v for v in failed if v in available]:
+            # A version that failed while it was still being copied is retried once its files change.
+            if self.storage.fingerprint(name, version) != failed[version][1]:
+                del failed[version]
         wanted = self.policy.select([v for v in available if v not in failed])
         with self._lock:
             loaded = dict(self._versions[name])
@@ -243,7 +248,11 @@ class ModelManager:
         except Exception as error:  # noqa: BLE001 - any load failure is reported, never fatal
             message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             log.error("failed to load %s version %d: %s", name, version, message)
-            self._failed[name][version] = message
+            try:
+                fingerprint = self.storage.fingerprint(name, version)
+            except Exception:  # noqa: BLE001 - without a fingerprint the version is retried on the next poll
+                fingerprint = ()
+            self._failed[name][version] = (message, fingerprint)
             if path:
                 self.storage.release(path)
             self.on_change()
@@ -280,7 +289,7 @@ class ModelManager:
             if name not in self._versions:
                 raise errors.ModelNotFound(f"Could not find any versions of model {name}")
             statuses = [{"version": v.version, "state": v.state, "error": ""} for v in self._versions[name].values()]
-            statuses += [{"version": v, "state": END, "error": e} for v, e in self._failed[name].items()]
+            statuses += [{"version": v, "state": END, "error": e} for v, (e, _) in self._failed[name].items()]
         return sorted(statuses, key=lambda s: s["version"])
 
     def loaded(self) -> dict[str, list[int]]:

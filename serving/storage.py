@@ -21,6 +21,10 @@ class ModelStorage:
     def release(self, path: str) -> None:
         """Forget a path returned by local_path (deletes downloaded copies)."""
 
+    def fingerprint(self, model_name: str, version: int) -> tuple:
+        """Changes whenever the version's files change (so a failed load is retried once a copy completes)."""
+        raise NotImplementedError
+
 
 class LocalStorage(ModelStorage):
     def __init__(self, base_path: str):
@@ -34,6 +38,15 @@ class LocalStorage(ModelStorage):
 
     def local_path(self, model_name: str, version: int) -> str:
         return os.path.join(self.base_path, model_name, str(version))
+
+    def fingerprint(self, model_name: str, version: int) -> tuple:
+        root = self.local_path(model_name, version)
+        entries = []
+        for folder, _, files in os.walk(root):
+            for name in files:
+                info = os.stat(os.path.join(folder, name))
+                entries.append((os.path.relpath(os.path.join(folder, name), root), info.st_size, info.st_mtime_ns))
+        return tuple(sorted(entries))
 
 
 class S3Storage(ModelStorage):
@@ -78,6 +91,13 @@ class S3Storage(ModelStorage):
                 os.makedirs(os.path.dirname(destination), exist_ok=True)
                 self.s3.download_file(self.bucket, item["Key"], destination)
         return target
+
+    def fingerprint(self, model_name: str, version: int) -> tuple:
+        paginator = self.s3.get_paginator("list_objects_v2")
+        prefix = self._key(model_name, str(version)) + "/"
+        return tuple(sorted((item["Key"], item["Size"], item.get("ETag", ""))
+                            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+                            for item in page.get("Contents", [])))
 
     def release(self, path: str) -> None:
         if path.startswith(self.cache_dir):
