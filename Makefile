@@ -4,12 +4,15 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env run test test-full lint benchmark-accuracy compile-kfp clean
+.PHONY: env run train test test-full lint benchmark-accuracy compile-kfp clean
 
 env:  ## build .venv (patched interpreter on glibc < 2.39), idempotent
 	@bash scripts/bootstrap_env.sh
 
-run: env  ## train on $$RADASSIST_DATA_DIR, ./data/chest-ct, or the bundled sample; push a blessed model
+run: env  ## train on $$RADASSIST_DATA_DIR, ./data/chest-ct or the bundled sample; serve the model; open the portal
+	bash scripts/up.sh $(ARGS)
+
+train: env  ## the training pipeline only
 	$(PY) -m radassist.cli pipeline run $(ARGS)
 
 test: env  ## lint + the test suite on the bundled sample (no external data needed)

@@ -123,6 +123,82 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _portal_app():
+    from portal import create_app
+    from portal.database import upgrade
+
+    app = create_app()
+    upgrade(app.config["SQLALCHEMY_DATABASE_URI"])
+    return app
+
+
+def cmd_users_create(args) -> int:
+    import getpass
+
+    from portal.accounts import AccountError, create_user
+    from portal.models import Role, User, db
+    from portal.security import WeakPassword, record
+
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("Password: ")
+    app = _portal_app()
+    with app.app_context():
+        doctor = None
+        if args.doctor:
+            doctor = db.session.scalar(db.select(User).where(User.email == args.doctor.lower()))
+        try:
+            user = create_user(args.email, args.name, Role(args.role), password, doctor=doctor)
+        except (AccountError, WeakPassword) as error:
+            raise SystemExit(f"error: {error}") from error
+        record(f"{args.role}_created", user, detail="created with the radassist CLI")
+        db.session.commit()
+        print(f"created {args.role} {user.email} (id {user.id})")
+    return 0
+
+
+def cmd_users_list(args) -> int:
+    from portal.models import User, db
+
+    app = _portal_app()
+    with app.app_context():
+        for user in db.session.scalars(db.select(User).order_by(User.role, User.email)):
+            print(f"{user.id:>5}  {user.role:<8} {user.email:<40} {'active' if user.active else 'disabled'}")
+    return 0
+
+
+FIRST_ADMIN_EMAIL = "admin@radassist.local"
+
+
+def ensure_first_admin(app) -> str | None:
+    """Creates the first admin on first start; returns its one-time password (None if an admin exists)."""
+    import secrets
+
+    from portal.accounts import create_user
+    from portal.models import Role, User, db
+    from portal.security import record
+
+    with app.app_context():
+        if db.session.scalar(db.select(User.id).where(User.role == Role.ADMIN.value)) is not None:
+            return None
+        password = secrets.token_urlsafe(15)
+        admin = create_user(FIRST_ADMIN_EMAIL, "RadAssist administrator", Role.ADMIN, password)
+        record("admin_created", admin, detail="first admin, created on first start", actor=admin)
+        db.session.commit()
+        return password
+
+
+def cmd_portal(args) -> int:
+    """Migrates the database, creates the first admin if there is none, then runs gunicorn."""
+    app = _portal_app()
+    password = ensure_first_admin(app)
+    if password:
+        print(f"First start: admin login {FIRST_ADMIN_EMAIL} / {password}  (shown once; change it after login)",
+              file=sys.stderr)
+    bind = f"{args.host}:{args.port}"
+    print(f"RadAssist portal on http://{bind}", file=sys.stderr)
+    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(args.workers),
+                               "--threads", "4", "--access-logfile", "-", "portal.wsgi:app"])
+
+
 def _add_training_flags(parser) -> None:
     parser.add_argument("--seed", type=int, help="training seed (default 0)")
     parser.add_argument("--recipe", choices=["cpu", "full"], help="cpu (default) or full fine-tuning (GPU)")
@@ -175,6 +251,22 @@ def make_parser() -> argparse.ArgumentParser:
     serve.add_argument("--batch-timeout-micros", type=int, default=5000)
     serve.add_argument("--file-system-poll-wait-seconds", type=float, default=2.0)
     serve.set_defaults(func=cmd_serve)
+
+    users = areas.add_parser("users", help="portal accounts").add_subparsers(dest="action", required=True)
+    create = users.add_parser("create", help="create an admin, doctor or patient")
+    create.add_argument("--role", choices=["admin", "doctor", "patient"], required=True)
+    create.add_argument("--email", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--doctor", help="the patient's doctor (email)")
+    create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    create.set_defaults(func=cmd_users_create)
+    users.add_parser("list", help="list accounts").set_defaults(func=cmd_users_list)
+
+    portal = areas.add_parser("portal", help="run the portal under gunicorn")
+    portal.add_argument("--host", default=os.environ.get("RADASSIST_PORTAL_HOST", "127.0.0.1"))
+    portal.add_argument("--port", type=int, default=int(os.environ.get("RADASSIST_PORTAL_PORT", 8000)))
+    portal.add_argument("--workers", type=int, default=2)
+    portal.set_defaults(func=cmd_portal)
     return parser
 
 

@@ -1,0 +1,25 @@
+"""Creating users: shared by the admin pages, the doctor pages and the `radassist users` CLI."""
+
+from portal.models import Role, User, db
+from portal.security import hash_password
+
+
+class AccountError(ValueError):
+    pass
+
+
+def create_user(email: str, name: str, role: Role, password: str, doctor: User | None = None) -> User:
+    email = email.strip().lower()
+    if "@" not in email or len(email) > 254:
+        raise AccountError("a valid email address is required")
+    if not name.strip():
+        raise AccountError("a name is required")
+    if role == Role.PATIENT and (doctor is None or doctor.role != Role.DOCTOR.value):
+        raise AccountError("a patient belongs to a doctor")
+    if db.session.scalar(db.select(User.id).where(User.email == email)) is not None:
+        raise AccountError(f"{email} already has an account")
+    user = User(email=email, name=name.strip(), role=role.value, password_hash=hash_password(password),
+                doctor_id=doctor.id if doctor else None)
+    db.session.add(user)
+    db.session.flush()
+    return user

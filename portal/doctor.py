@@ -1,0 +1,44 @@
+"""Doctor pages: their own patients only."""
+
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+
+from portal.accounts import AccountError, create_user
+from portal.models import Role, User, db
+from portal.security import WeakPassword, record, role_required
+
+bp = Blueprint("doctor", __name__, url_prefix="/doctor")
+
+
+def own_patient(patient_id: int) -> User:
+    """The current doctor's patient, or 404 (never revealing that someone else's patient exists)."""
+    patient = db.session.get(User, patient_id)
+    if patient is None or patient.role != Role.PATIENT.value or patient.doctor_id != g.user.id:
+        abort(404)
+    return patient
+
+
+@bp.route("/patients", methods=["GET", "POST"])
+@role_required(Role.DOCTOR)
+def patients():
+    if request.method == "POST":
+        try:
+            patient = create_user(request.form.get("email", ""), request.form.get("name", ""), Role.PATIENT,
+                                  request.form.get("password", ""), doctor=g.user)
+        except (AccountError, WeakPassword) as error:
+            db.session.rollback()
+            flash(str(error), "error")
+        else:
+            record("patient_created", patient)
+            db.session.commit()
+            return redirect(url_for("doctor.patient", patient_id=patient.id))
+    listed = db.session.scalars(db.select(User).where(User.doctor_id == g.user.id).order_by(User.name)).all()
+    return render_template("doctor/patients.html", patients=listed)
+
+
+@bp.get("/patients/<int:patient_id>")
+@role_required(Role.DOCTOR)
+def patient(patient_id: int):
+    found = own_patient(patient_id)
+    record("patient_viewed", found)
+    db.session.commit()
+    return render_template("doctor/patient.html", patient=found)
