@@ -22,6 +22,8 @@ def create_app(test_config: dict | None = None, environment: str | None = None) 
     os.makedirs(app.instance_path, exist_ok=True)
     if not app.config["SQLALCHEMY_DATABASE_URI"]:
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "radassist.db")
+    if not app.config["SCAN_STORE"]:
+        app.config["SCAN_STORE"] = os.path.join(app.instance_path, "scans")
     if not app.config.get("SECRET_KEY") and environment == "development":
         app.config["SECRET_KEY"] = _development_secret(app.instance_path)
 
@@ -29,11 +31,11 @@ def create_app(test_config: dict | None = None, environment: str | None = None) 
     csrf.init_app(app)
     limiter.init_app(app)
 
-    from portal import admin, auth, doctor, patient
+    from portal import admin, auth, doctor, patient, scans
     from portal.security import load_current_user
 
     app.before_request(load_current_user)
-    for blueprint in (auth.bp, admin.bp, doctor.bp, patient.bp):
+    for blueprint in (auth.bp, admin.bp, doctor.bp, patient.bp, scans.bp):
         app.register_blueprint(blueprint)
 
     @app.errorhandler(HTTPException)

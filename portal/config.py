@@ -20,6 +20,7 @@ class Config:
     SESSION_COOKIE_SECURE = False
     WTF_CSRF_TIME_LIMIT = 3600
     MAX_CONTENT_LENGTH = 512 * 1024 * 1024
+    SCAN_STORE = os.environ.get("RADASSIST_SCAN_STORE", "")  # folder or s3://bucket/prefix; default instance/scans
     DEBUG = False
     TESTING = False
 

@@ -3,8 +3,9 @@
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
 from portal.accounts import AccountError, create_user
-from portal.models import Role, User, db
+from portal.models import Role, Scan, User, db
 from portal.security import WeakPassword, record, role_required
+from portal.uploads import save_upload
 
 bp = Blueprint("doctor", __name__, url_prefix="/doctor")
 
@@ -41,4 +42,15 @@ def patient(patient_id: int):
     found = own_patient(patient_id)
     record("patient_viewed", found)
     db.session.commit()
-    return render_template("doctor/patient.html", patient=found)
+    scans = db.session.scalars(db.select(Scan).where(Scan.patient_id == found.id).order_by(Scan.id.desc())).all()
+    return render_template("doctor/patient.html", patient=found, scans=scans)
+
+
+@bp.post("/patients/<int:patient_id>/scans")
+@role_required(Role.DOCTOR)
+def upload(patient_id: int):
+    found = own_patient(patient_id)
+    scans, rejected = save_upload(found, g.user, self_submitted=False)
+    status = 200 if scans else 400
+    return render_template("upload_result.html", patient=found, scans=scans, rejected=rejected,
+                           back=url_for("doctor.patient", patient_id=found.id)), status

@@ -69,3 +69,25 @@ class AppendOnlyViolation(RuntimeError):
 @event.listens_for(AuditEvent, "before_delete")
 def _refuse_audit_changes(mapper, connection, target):
     raise AppendOnlyViolation("audit events are append-only")
+
+
+class Scan(db.Model):
+    """One uploaded CT slice. Bytes live in the blob store under their sha256; this row is the metadata."""
+
+    __tablename__ = "scans"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    uploaded_by_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(sa.String(255))          # the uploaded file's name, display only
+    kind: Mapped[str] = mapped_column(sa.String(8))            # png | jpeg | dicom
+    original_sha256: Mapped[str] = mapped_column(sa.String(64), index=True)
+    image_sha256: Mapped[str] = mapped_column(sa.String(64))   # the normalised grayscale PNG
+    width: Mapped[int] = mapped_column()
+    height: Mapped[int] = mapped_column()
+    modality: Mapped[str | None] = mapped_column(sa.String(16))
+    self_submitted: Mapped[bool] = mapped_column(default=False)  # uploaded by the patient: not yet reviewed
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    patient: Mapped[User] = relationship(foreign_keys=[patient_id])
+    uploaded_by: Mapped[User] = relationship(foreign_keys=[uploaded_by_id])

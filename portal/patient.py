@@ -1,9 +1,10 @@
 """Patient pages: their own record only."""
 
-from flask import Blueprint, g, render_template
+from flask import Blueprint, g, render_template, url_for
 
-from portal.models import Role
+from portal.models import Role, Scan, db
 from portal.security import role_required
+from portal.uploads import save_upload
 
 bp = Blueprint("patient", __name__, url_prefix="/me")
 
@@ -11,4 +12,13 @@ bp = Blueprint("patient", __name__, url_prefix="/me")
 @bp.get("/")
 @role_required(Role.PATIENT)
 def home():
-    return render_template("patient/home.html", patient=g.user)
+    scans = db.session.scalars(db.select(Scan).where(Scan.patient_id == g.user.id).order_by(Scan.id.desc())).all()
+    return render_template("patient/home.html", patient=g.user, scans=scans)
+
+
+@bp.post("/scans")
+@role_required(Role.PATIENT)
+def upload():
+    scans, rejected = save_upload(g.user, g.user, self_submitted=True)
+    return render_template("upload_result.html", patient=g.user, scans=scans, rejected=rejected,
+                           back=url_for("patient.home")), 200 if scans else 400

@@ -1,84 +1,14 @@
 """Portal accounts and access: real app, real databases (SQLite and PostgreSQL), CSRF on, no mocks."""
 
-import re
 import subprocess
 import sys
 
 import pytest
-import sqlalchemy as sa
+from conftest import PASSWORD, csrf_token
 
 from portal import create_app
-from portal.accounts import create_user
 from portal.config import UnsafeConfiguration
-from portal.database import upgrade
-from portal.models import AppendOnlyViolation, AuditEvent, Role, User, db
-
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-PASSWORD = "correct horse battery"
-
-
-def _reset_postgres() -> None:
-    engine = sa.create_engine(POSTGRES_URL)
-    try:
-        with engine.begin() as connection:
-            connection.execute(sa.text("DROP TABLE IF EXISTS audit_events, users, alembic_version CASCADE"))
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def app(request, tmp_path):
-    if request.param == "postgresql":
-        try:
-            _reset_postgres()
-        except sa.exc.OperationalError as error:
-            pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {error}")
-        url = POSTGRES_URL
-    else:
-        url = f"sqlite:///{tmp_path / 'portal.db'}"
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url}, environment="testing")
-    upgrade(url)
-    with app.app_context():
-        admin = create_user("admin@example.org", "Ada Admin", Role.ADMIN, PASSWORD)
-        doctor = create_user("doctor@example.org", "Dr. One", Role.DOCTOR, PASSWORD)
-        other = create_user("other@example.org", "Dr. Two", Role.DOCTOR, PASSWORD)
-        create_user("patient@example.org", "Pat One", Role.PATIENT, PASSWORD, doctor=doctor)
-        create_user("patient2@example.org", "Pat Two", Role.PATIENT, PASSWORD, doctor=other)
-        db.session.commit()
-        assert admin.id
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
-
-
-@pytest.fixture()
-def client(app):
-    return app.test_client()
-
-
-def csrf_token(client, url: str) -> str:
-    page = client.get(url).get_data(as_text=True)
-    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-
-class Auth:
-    def __init__(self, client):
-        self.client = client
-
-    def login(self, email: str, password: str = PASSWORD, next_url: str = ""):
-        token = csrf_token(self.client, "/login")
-        return self.client.post(f"/login{next_url}", data={"email": email, "password": password,
-                                                           "csrf_token": token})
-
-    def logout(self):
-        token = csrf_token(self.client, "/password")
-        return self.client.post("/logout", data={"csrf_token": token})
-
-
-@pytest.fixture()
-def auth(client):
-    return Auth(client)
+from portal.models import AppendOnlyViolation, AuditEvent, User, db
 
 
 def _user_id(app, email: str) -> int:

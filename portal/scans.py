@@ -1,0 +1,31 @@
+"""Scan images, for the patient and the patient's doctor only (404 for everyone else)."""
+
+from flask import Blueprint, Response, abort, g
+
+from portal.models import Role, Scan, db
+from portal.security import login_required, record
+from portal.uploads import blob_store
+
+bp = Blueprint("scans", __name__, url_prefix="/scans")
+
+
+def visible_scan(scan_id: int) -> Scan:
+    scan = db.session.get(Scan, scan_id)
+    if scan is None:
+        abort(404)
+    if g.user.role == Role.PATIENT.value and scan.patient_id == g.user.id:
+        return scan
+    if g.user.role == Role.DOCTOR.value and scan.patient.doctor_id == g.user.id:
+        return scan
+    abort(404)
+
+
+@bp.get("/<int:scan_id>/image.png")
+@login_required
+def image(scan_id: int):
+    scan = visible_scan(scan_id)
+    record("scan_viewed", scan)
+    db.session.commit()
+    response = Response(blob_store().get(scan.image_sha256), mimetype="image/png")
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    return response

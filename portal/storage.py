@@ -1,0 +1,73 @@
+"""Content-addressed blob storage for scans: a local folder by default, S3 through boto3 in production."""
+
+import hashlib
+import os
+import tempfile
+
+
+class BlobStore:
+    def put(self, data: bytes) -> str:
+        """Stores ``data`` under its sha256 (idempotent); returns the digest."""
+        raise NotImplementedError
+
+    def get(self, digest: str) -> bytes:
+        raise NotImplementedError
+
+
+def _checked(digest: str) -> str:
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError("not a sha256 digest")
+    return digest
+
+
+class LocalBlobStore(BlobStore):
+    def __init__(self, root: str):
+        self.root = root
+
+    def _path(self, digest: str) -> str:
+        digest = _checked(digest)
+        return os.path.join(self.root, digest[:2], digest)
+
+    def put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        path = self._path(digest)
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), delete=False) as handle:
+                handle.write(data)
+            os.replace(handle.name, path)  # atomic: readers never see half a file
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        with open(self._path(digest), "rb") as handle:
+            return handle.read()
+
+
+class S3BlobStore(BlobStore):
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, timeout: float = 30):
+        import boto3
+        from botocore.config import Config
+
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.s3 = boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL"),
+                               config=Config(connect_timeout=timeout, read_timeout=timeout,
+                                             retries={"max_attempts": 3}))
+
+    def _key(self, digest: str) -> str:
+        return "/".join(p for p in (self.prefix, _checked(digest)) if p)
+
+    def put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        self.s3.put_object(Bucket=self.bucket, Key=self._key(digest), Body=data)
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        return self.s3.get_object(Bucket=self.bucket, Key=self._key(digest))["Body"].read()
+
+
+def store_from_uri(uri: str) -> BlobStore:
+    """``s3://bucket/prefix`` or a local folder."""
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri[len("s3://"):].partition("/")
+        return S3BlobStore(bucket, prefix)
+    return LocalBlobStore(uri)

@@ -1,0 +1,36 @@
+"""Storing accepted uploads: blobs by content hash, one Scan row each, one audit event per upload."""
+
+from flask import current_app, request
+
+from portal.intake import AcceptedScan, RejectedFile, intake
+from portal.models import Scan, User, db
+from portal.security import record
+from portal.storage import store_from_uri
+
+MAX_NAME = 255
+
+
+def blob_store():
+    return store_from_uri(current_app.config["SCAN_STORE"])
+
+
+def save_upload(patient: User, uploader: User, self_submitted: bool) -> tuple[list[Scan], list[RejectedFile]]:
+    """Reads the request's ``scans`` files; stores the accepted ones; returns (scans, rejected files)."""
+    files = [(f.filename or "unnamed", f.read()) for f in request.files.getlist("scans")]
+    if not files:
+        return [], [RejectedFile("(no file)", "choose at least one file")]
+    accepted, rejected = intake(files)
+    store = blob_store()
+    scans = [_save(store, item, patient, uploader, self_submitted) for item in accepted]
+    record("scans_uploaded", patient, detail=f"{len(scans)} accepted, {len(rejected)} rejected")
+    db.session.commit()
+    return scans, rejected
+
+
+def _save(store, item: AcceptedScan, patient: User, uploader: User, self_submitted: bool) -> Scan:
+    scan = Scan(patient_id=patient.id, uploaded_by_id=uploader.id, name=item.name[:MAX_NAME], kind=item.kind,
+                original_sha256=store.put(item.original), image_sha256=store.put(item.png), width=item.width,
+                height=item.height, modality=item.modality, self_submitted=self_submitted)
+    db.session.add(scan)
+    db.session.flush()
+    return scan
