@@ -72,3 +72,16 @@ def test_server_serves_a_model_from_s3(s3, first_pipeline_run):
         assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     finally:
         server.stop()
+
+
+def test_portal_blob_store_on_s3_is_content_addressed(s3):
+    from portal.storage import store_from_uri
+
+    client, bucket = s3
+    store = store_from_uri(f"s3://{bucket}/scans")
+    digest = store.put(b"a ct slice")
+    assert store.put(b"a ct slice") == digest  # idempotent
+    assert store.get(digest) == b"a ct slice"
+    assert client.list_objects_v2(Bucket=bucket, Prefix="scans/")["KeyCount"] == 1
+    with pytest.raises(ValueError):
+        store.get("../../etc/passwd")
