@@ -114,20 +114,25 @@ def main() -> None:
         print(f"seed {seed}: official acc {r['official_test']['accuracy']:.3f} F1 {r['official_test']['macro_f1']:.3f}"
               f" | leak-free acc {r['leak_free_test']['accuracy']:.3f} F1 {r['leak_free_test']['macro_f1']:.3f}"
               f" | {r['train_seconds']:.0f}s", flush=True)
+        # Written after every seed, so a long run that is stopped still leaves its finished seeds.
+        write_result(_result(args, runs, leaked, time.time() - started), args.out)
     summary = summarise(runs)
     print(f"\n{'split':<16}{'accuracy':>20}{'macro-F1':>20}")
     for part in ("official_test", "leak_free_test"):
         acc, f1 = summary[part]["accuracy"], summary[part]["macro_f1"]
         print(f"{part:<16}{acc['mean']:>12.3f} ± {acc['std']:.3f}{f1['mean']:>12.3f} ± {f1['std']:.3f}")
     print("recall (official):", {n: round(v["mean"], 3) for n, v in summary["official_test"]["recall"].items()})
-    result = {
-        "benchmark": "accuracy", "overrides": json.loads(args.config), "config":
-        recipes.TrainingConfig.from_dict(json.loads(args.config)).__dict__, "data": os.path.abspath(args.data),
-        "test_examples": int(len(leaked)), "test_leaked": int(leaked.sum()), "seeds": args.seeds,
-        "summary": summary, "runs": runs, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "wall_seconds": round(time.time() - started, 1),
+
+
+def _result(args, runs: list[dict], leaked: np.ndarray, wall_seconds: float) -> dict:
+    return {
+        "benchmark": "accuracy", "overrides": json.loads(args.config),
+        "config": recipes.TrainingConfig.from_dict(json.loads(args.config)).__dict__,
+        "data": os.path.abspath(args.data),
+        "test_examples": int(len(leaked)), "test_leaked": int(leaked.sum()), "seeds_requested": args.seeds,
+        "seeds_finished": [r["seed"] for r in runs], "summary": summarise(runs), "runs": runs,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "wall_seconds": round(wall_seconds, 1),
     }
-    write_result(result, args.out)
 
 
 if __name__ == "__main__":
