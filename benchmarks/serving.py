@@ -31,14 +31,18 @@ VGG16_GMAC = 15.5
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "serving.json")
 
 
-def matmul_gflops(size: int = 4096, repeats: int = 5) -> float:
-    a = tf.random.normal([size, size])
-    b = tf.random.normal([size, size])
-    tf.linalg.matmul(a, b).numpy()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        tf.linalg.matmul(a, b).numpy()
-    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+def matmul_gflops(size: int = 4096, repeats: int = 5) -> dict:
+    """float32 matrix-multiply rate of TensorFlow and of NumPy's BLAS; the faster is the machine's figure."""
+    rates = {}
+    a, b = tf.random.normal([size, size]), tf.random.normal([size, size])
+    x, y = a.numpy(), b.numpy()
+    for name, multiply in (("tensorflow", lambda: tf.linalg.matmul(a, b).numpy()), ("numpy", lambda: x @ y)):
+        multiply()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            multiply()
+        rates[name] = 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+    return rates
 
 
 def percentiles(samples: list[float]) -> dict:
@@ -79,7 +83,7 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "radassist.cli", "serve", "--model-base-path", base, "--host", "127.0.0.1",
              "--grpc-port", str(self.grpc), "--rest-port", str(self.rest), flag, "--max-batch-size", "16",
-             "--batch-timeout-micros", "5000", "--file-system-poll-wait-seconds", "0.5"],
+             "--file-system-poll-wait-seconds", "0.5"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.peak_rss = 0
         deadline = time.time() + 180
@@ -142,9 +146,10 @@ def main() -> None:
     base = os.path.join(scratch, "models")
     shutil.copytree(versions[-1], os.path.join(base, args.model_name, "1"))
 
-    rate = matmul_gflops()
+    rates = matmul_gflops()
+    rate = max(rates.values())
     result = {"benchmark": "serving", "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-              "matmul_gflops": rate, "vgg16_floor_ms": 2 * VGG16_GMAC / rate * 1000,
+              "matmul_gflops": rates, "vgg16_floor_ms": 2 * VGG16_GMAC / rate * 1000,
               "in_process": in_process(os.path.join(base, args.model_name, "1"), image, args.seconds)}
     print(f"matmul {rate:.0f} GFLOP/s -> VGG16 floor {result['vgg16_floor_ms']:.0f} ms/image; in-process batch 1 "
           f"p50 {result['in_process']['batch1']['p50_ms']:.0f} ms, batch 16 "
