@@ -23,3 +23,8 @@ def create_user(email: str, name: str, role: Role, password: str, doctor: User |
     db.session.add(user)
     db.session.flush()
     return user
+
+
+def create_from_form(form, role: Role, doctor: User | None = None) -> User:
+    """Creates an account from a submitted "new user" form (name, email, password); raises AccountError/WeakPassword."""
+    return create_user(form.get("email", ""), form.get("name", ""), role, form.get("password", ""), doctor=doctor)

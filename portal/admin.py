@@ -2,7 +2,7 @@
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
-from portal.accounts import AccountError, create_user
+from portal.accounts import AccountError, create_from_form
 from portal.models import AuditEvent, Role, User, db
 from portal.security import WeakPassword, record, role_required
 
@@ -14,8 +14,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 def doctors():
     if request.method == "POST":
         try:
-            doctor = create_user(request.form.get("email", ""), request.form.get("name", ""), Role.DOCTOR,
-                                 request.form.get("password", ""))
+            doctor = create_from_form(request.form, Role.DOCTOR)
         except (AccountError, WeakPassword) as error:
             db.session.rollback()
             flash(str(error), "error")
@@ -25,7 +24,7 @@ def doctors():
             flash(f"Doctor {doctor.email} created.", "info")
             return redirect(url_for("admin.doctors"))
     listed = db.session.scalars(db.select(User).where(User.role == Role.DOCTOR.value).order_by(User.name)).all()
-    return render_template("admin/doctors.html", doctors=listed)
+    return render_template("admin/doctors.html", doctors=listed, new_user_title="Add a doctor")
 
 
 @bp.get("/audit")

@@ -2,7 +2,7 @@
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
-from portal.accounts import AccountError, create_user
+from portal.accounts import AccountError, create_from_form
 from portal.models import Role, Scan, User, db
 from portal.security import WeakPassword, record, role_required
 from portal.uploads import save_upload
@@ -23,8 +23,7 @@ def own_patient(patient_id: int) -> User:
 def patients():
     if request.method == "POST":
         try:
-            patient = create_user(request.form.get("email", ""), request.form.get("name", ""), Role.PATIENT,
-                                  request.form.get("password", ""), doctor=g.user)
+            patient = create_from_form(request.form, Role.PATIENT, doctor=g.user)
         except (AccountError, WeakPassword) as error:
             db.session.rollback()
             flash(str(error), "error")
@@ -33,7 +32,7 @@ def patients():
             db.session.commit()
             return redirect(url_for("doctor.patient", patient_id=patient.id))
     listed = db.session.scalars(db.select(User).where(User.doctor_id == g.user.id).order_by(User.name)).all()
-    return render_template("doctor/patients.html", patients=listed)
+    return render_template("doctor/patients.html", patients=listed, new_user_title="Add a patient")
 
 
 @bp.get("/patients/<int:patient_id>")
