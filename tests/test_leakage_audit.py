@@ -81,8 +81,10 @@ def test_full_dataset_audit_finds_the_known_leaks(full_data_dir):
     assert result.counts["test_leaked_exact"] == 46
     # Near copies: the same slice under another window or with a drawn line (all in `normal`).
     assert 1 <= result.counts["test_leaked_near"] <= 5
-    leaked_labels = {features.CLASS_NAMES[r.label] for r in records if result.is_leaked(r.split, r.filename)}
-    assert leaked_labels == {"normal"}
+    test_leaked_labels = {features.CLASS_NAMES[r.label] for r in records
+                          if r.split == "test" and result.is_leaked(r.split, r.filename)}
+    assert test_leaked_labels == {"normal"}
+    assert result.counts["valid_leaked_exact"] == 10  # 10 of 13 valid/normal files are copies of training files
     assert result.conflicts == [
         {
             "sha256": result.conflicts[0]["sha256"],
