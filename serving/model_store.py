@@ -44,8 +44,9 @@ class VersionPolicy:
 class ServedVersion:
     """One loaded SavedModel version with a batch scheduler per signature and an in-flight count."""
 
-    def __init__(self, model_name: str, version: int, path: str, batching: BatchingOptions | None):
+    def __init__(self, model_name: str, version: int, path: str, batching: BatchingOptions | None, on_batch=None):
         self.model_name, self.version, self.path = model_name, version, path
+        self._on_batch = on_batch
         self.state = START
         self.error = ""
         self._loaded = None
@@ -63,7 +64,7 @@ class ServedVersion:
             if self._batching and self._batching.enabled and _batchable(function):
                 self._schedulers[name] = BatchScheduler(
                     lambda inputs, fn=function: _run(fn, inputs), self._batching,
-                    name=f"{self.model_name}:{self.version}:{name}")
+                    name=f"{self.model_name}:{self.version}:{name}", on_batch=self._on_batch)
 
     def warm_up(self) -> int:
         """Replays the version's warm-up records; returns how many ran."""
@@ -169,12 +170,14 @@ class ModelManager:
     """Keeps the policy's versions of each model loaded; thread-safe lookups for the servers."""
 
     def __init__(self, storage: ModelStorage, model_names: list[str], policy: VersionPolicy | None = None,
-                 batching: BatchingOptions | None = None, poll_seconds: float = 2.0, on_change=None):
+                 batching: BatchingOptions | None = None, poll_seconds: float = 2.0, on_change=None,
+                 on_batch=None):
         self.storage, self.model_names = storage, list(model_names)
         self.policy = policy or VersionPolicy()
         self.batching = batching
         self.poll_seconds = poll_seconds
         self.on_change = on_change or (lambda: None)
+        self.on_batch = on_batch  # called with the size of every executed batch (the batch-size metric)
         self._lock = threading.RLock()
         self._versions: dict[str, dict[int, ServedVersion]] = {name: {} for name in self.model_names}
         # model -> version -> (error message, storage fingerprint when it failed)
@@ -241,7 +244,7 @@ class ModelManager:
         path = None
         try:
             path = self.storage.local_path(name, version)
-            served = ServedVersion(name, version, path, self.batching)
+            served = ServedVersion(name, version, path, self.batching, self.on_batch)
             served.load()
             warmups = served.warm_up()
             served.state = AVAILABLE

@@ -52,9 +52,8 @@ class ModelServer:
         self.metrics = Metrics()
         self.manager = ModelManager(storage_for(config.model_base_path), config.model_names, config.policy,
                                     config.batching, config.poll_seconds,
-                                    on_change=lambda: self.metrics.set_loaded(self.manager.loaded()))
-        if config.batching.enabled:
-            self.manager.batching = dataclasses.replace(config.batching)
+                                    on_change=lambda: self.metrics.set_loaded(self.manager.loaded()),
+                                    on_batch=self.metrics.batch_size.observe)
         self.inference = Inference(self.manager, self.metrics)
         self._grpc = None
         self._rest = None

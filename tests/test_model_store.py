@@ -136,3 +136,13 @@ def test_scheduler_refuses_work_after_close():
     scheduler.close()
     with pytest.raises(errors.Unavailable):
         scheduler.submit({"x": np.array([1])})
+
+
+def test_manager_reports_every_executed_batch_size(base):
+    sizes = []
+    manager = ModelManager(LocalStorage(str(base)), ["toy"], batching=BatchingOptions(batch_timeout_micros=1000),
+                           on_batch=sizes.append)
+    manager.poll_once()
+    assert _score(manager, b"abc") == (1, 3.0)
+    manager.stop()
+    assert sizes == [1]
