@@ -31,11 +31,12 @@ def create_app(test_config: dict | None = None, environment: str | None = None) 
     csrf.init_app(app)
     limiter.init_app(app)
 
-    from portal import admin, auth, doctor, patient, scans
+    from portal import admin, api, auth, doctor, patient, report_pages, scans
+    from portal.jobs import batch_progress
     from portal.security import load_current_user
 
     app.before_request(load_current_user)
-    for blueprint in (auth.bp, admin.bp, doctor.bp, patient.bp, scans.bp):
+    for blueprint in (auth.bp, admin.bp, doctor.bp, patient.bp, scans.bp, report_pages.bp, api.bp):
         app.register_blueprint(blueprint)
 
     @app.errorhandler(HTTPException)
@@ -48,7 +49,7 @@ def create_app(test_config: dict | None = None, environment: str | None = None) 
 
     @app.context_processor
     def inject_user():
-        return {"current_user": g.get("user")}
+        return {"current_user": g.get("user"), "batch_progress": batch_progress}
 
     return app
 

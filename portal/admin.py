@@ -1,9 +1,15 @@
-"""Admin pages: doctors and the audit log."""
+"""Admin pages: doctors, the audit log, and the models being served with usage figures."""
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+import datetime as dt
+import json
+import urllib.error
+import urllib.request
+
+import sqlalchemy as sa
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from portal.accounts import AccountError, create_from_form
-from portal.models import AuditEvent, Role, User, db
+from portal.models import AuditEvent, Job, Report, Role, Scan, User, db, utcnow
 from portal.security import WeakPassword, record, role_required
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -34,3 +40,49 @@ def audit():
     record("audit_viewed")
     db.session.commit()
     return render_template("admin/audit.html", events=events)
+
+
+class ModelServerUnavailable(RuntimeError):
+    pass
+
+
+def served_versions(rest_url: str, model_name: str, timeout: float = 3.0) -> list[dict]:
+    """The model's versions and states from TF Serving's REST status API (ours or the real server)."""
+    url = f"{rest_url.rstrip('/')}/v1/models/{model_name}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise ModelServerUnavailable(f"{url}: {error}") from error
+    return [{"version": int(v["version"]), "state": v["state"],
+             "error": (v.get("status") or {}).get("error_message", "")} for v in body.get("model_version_status", [])]
+
+
+@bp.get("/models")
+@role_required(Role.ADMIN)
+def models():
+    config = current_app.config
+    try:
+        versions, server_error = served_versions(config["MODEL_REST_URL"], config["MODEL_NAME"]), None
+    except ModelServerUnavailable as error:
+        versions, server_error = [], str(error)
+    week_ago = utcnow() - dt.timedelta(days=7)
+    count = lambda query: db.session.scalar(query) or 0  # noqa: E731
+    usage = {
+        "doctors": count(sa.select(sa.func.count()).select_from(User).where(User.role == Role.DOCTOR.value)),
+        "patients": count(sa.select(sa.func.count()).select_from(User).where(User.role == Role.PATIENT.value)),
+        "scans": count(sa.select(sa.func.count()).select_from(Scan)),
+        "scans_last_7_days": count(sa.select(sa.func.count()).select_from(Scan).where(Scan.created_at >= week_ago)),
+        "reports_final": count(sa.select(sa.func.count()).select_from(Report).where(Report.status == "final")),
+        "reports_draft": count(sa.select(sa.func.count()).select_from(Report).where(Report.status == "draft")),
+        "reports_uncertain": count(sa.select(sa.func.count()).select_from(Report).where(Report.uncertain)),
+    }
+    jobs = dict(db.session.execute(sa.select(Job.status, sa.func.count()).group_by(Job.status)).all())
+    by_model = db.session.execute(
+        sa.select(Report.model_name, Report.model_version, sa.func.count(), sa.func.max(Report.created_at))
+        .where(Report.version == 1).group_by(Report.model_name, Report.model_version)
+        .order_by(Report.model_version.desc())).all()
+    record("models_viewed")
+    db.session.commit()
+    return render_template("admin/models.html", model_name=config["MODEL_NAME"], versions=versions,
+                           server_error=server_error, usage=usage, jobs=jobs, by_model=by_model)

@@ -21,6 +21,19 @@ class Config:
     WTF_CSRF_TIME_LIMIT = 3600
     MAX_CONTENT_LENGTH = 512 * 1024 * 1024
     SCAN_STORE = os.environ.get("RADASSIST_SCAN_STORE", "")  # folder or s3://bucket/prefix; default instance/scans
+    # The model, through TF Serving's gRPC API (RadAssist's server or the real one); REST for the admin page.
+    MODEL_SERVER = os.environ.get("RADASSIST_MODEL_SERVER", "localhost:8500")
+    MODEL_REST_URL = os.environ.get("RADASSIST_MODEL_REST_URL", "http://localhost:8501")
+    MODEL_NAME = os.environ.get("RADASSIST_MODEL_NAME", "radassist")
+    MODEL_TIMEOUT = float(os.environ.get("RADASSIST_MODEL_TIMEOUT", 120))
+    # Background jobs: redis://host:port/db in production; empty = the database itself is the queue.
+    JOB_QUEUE_URL = os.environ.get("RADASSIST_QUEUE_URL", "")
+    JOB_MAX_ATTEMPTS = int(os.environ.get("RADASSIST_JOB_MAX_ATTEMPTS", 4))
+    JOB_RETRY_SECONDS = float(os.environ.get("RADASSIST_JOB_RETRY_SECONDS", 5))
+    JOB_LEASE_SECONDS = float(os.environ.get("RADASSIST_JOB_LEASE_SECONDS", 300))
+    WORKER_BATCH_SIZE = int(os.environ.get("RADASSIST_WORKER_BATCH_SIZE", 8))
+    # A report whose top calibrated probability is below this is flagged "uncertain, needs review".
+    REPORT_UNCERTAIN_BELOW = float(os.environ.get("RADASSIST_UNCERTAIN_BELOW", 0.6))
     DEBUG = False
     TESTING = False
 

@@ -4,6 +4,7 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 
 from portal.accounts import AccountError, create_from_form
 from portal.models import Role, Scan, User, db
+from portal.reports import scan_table
 from portal.security import WeakPassword, record, role_required
 from portal.uploads import save_upload
 
@@ -42,14 +43,13 @@ def patient(patient_id: int):
     record("patient_viewed", found)
     db.session.commit()
     scans = db.session.scalars(db.select(Scan).where(Scan.patient_id == found.id).order_by(Scan.id.desc())).all()
-    return render_template("doctor/patient.html", patient=found, scans=scans)
+    return render_template("doctor/patient.html", patient=found, **scan_table(scans, g.user))
 
 
 @bp.post("/patients/<int:patient_id>/scans")
 @role_required(Role.DOCTOR)
 def upload(patient_id: int):
     found = own_patient(patient_id)
-    scans, rejected = save_upload(found, g.user, self_submitted=False)
-    status = 200 if scans else 400
-    return render_template("upload_result.html", patient=found, scans=scans, rejected=rejected,
-                           back=url_for("doctor.patient", patient_id=found.id)), status
+    scans, rejected, batch = save_upload(found, g.user, self_submitted=False)
+    return render_template("upload_result.html", patient=found, scans=scans, rejected=rejected, batch=batch,
+                           back=url_for("doctor.patient", patient_id=found.id)), 200 if scans else 400

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import enum
+import json
 
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
@@ -91,3 +92,121 @@ class Scan(db.Model):
 
     patient: Mapped[User] = relationship(foreign_keys=[patient_id])
     uploaded_by: Mapped[User] = relationship(foreign_keys=[uploaded_by_id])
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Batch(db.Model):
+    """One upload's worth of analysis jobs: what the live progress bar counts."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_by_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    patient_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    created_by: Mapped[User] = relationship(foreign_keys=[created_by_id])
+    patient: Mapped[User] = relationship(foreign_keys=[patient_id])
+    jobs: Mapped[list["Job"]] = relationship(back_populates="batch", order_by="Job.id")
+
+
+class Job(db.Model):
+    """Analysis of one scan by the model. The row is the source of truth; the queue only says which to run next.
+
+    A worker claims a job by switching it queued -> running in one conditional UPDATE, so a job offered twice
+    (a Redis message re-sent after a crash) still runs once. A running job whose lease runs out (its worker
+    died) goes back to queued.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(sa.ForeignKey("batches.id"), index=True)
+    scan_id: Mapped[int] = mapped_column(sa.ForeignKey("scans.id"), index=True)
+    status: Mapped[str] = mapped_column(sa.String(16), default=JobStatus.QUEUED.value, index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    not_before: Mapped[dt.datetime] = mapped_column(default=utcnow)   # retry backoff
+    lease_until: Mapped[dt.datetime | None] = mapped_column()
+    worker: Mapped[str | None] = mapped_column(sa.String(128))
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column()
+    finished_at: Mapped[dt.datetime | None] = mapped_column()
+
+    batch: Mapped[Batch] = relationship(back_populates="jobs")
+    scan: Mapped["Scan"] = relationship()
+
+
+class ReportStatus(enum.StrEnum):
+    DRAFT = "draft"
+    FINAL = "final"
+
+
+class Report(db.Model):
+    """One version of a scan's report. Version 1 is the model's draft; a final report is never changed again:
+    an amendment is a new version (``supersedes_id`` -> the version it corrects)."""
+
+    __tablename__ = "reports"
+    __table_args__ = (sa.UniqueConstraint("scan_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scan_id: Mapped[int] = mapped_column(sa.ForeignKey("scans.id"), index=True)
+    version: Mapped[int] = mapped_column(default=1)
+    supersedes_id: Mapped[int | None] = mapped_column(sa.ForeignKey("reports.id"))
+    status: Mapped[str] = mapped_column(sa.String(16), default=ReportStatus.DRAFT.value)
+    predicted_class: Mapped[str] = mapped_column(sa.String(64))
+    probabilities_json: Mapped[str] = mapped_column(sa.Text)     # {"adenocarcinoma": 0.61, ...}, calibrated
+    uncertain: Mapped[bool] = mapped_column(default=False)
+    overlay_sha256: Mapped[str] = mapped_column(sa.String(64))   # Grad-CAM overlay PNG in the blob store
+    model_name: Mapped[str] = mapped_column(sa.String(128))
+    model_version: Mapped[int] = mapped_column()
+    findings: Mapped[str] = mapped_column(sa.Text, default="")
+    amendment_reason: Mapped[str | None] = mapped_column(sa.Text)
+    pdf_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    author_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))   # None: written by the model
+    signed_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    signed_at: Mapped[dt.datetime | None] = mapped_column()
+
+    scan: Mapped[Scan] = relationship()
+    author: Mapped[User | None] = relationship(foreign_keys=[author_id])
+    signed_by: Mapped[User | None] = relationship(foreign_keys=[signed_by_id])
+    supersedes: Mapped["Report | None"] = relationship(remote_side=[id])
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        return json.loads(self.probabilities_json)
+
+    @property
+    def confidence(self) -> float:
+        return self.probabilities[self.predicted_class]
+
+    @property
+    def is_final(self) -> bool:
+        return self.status == ReportStatus.FINAL.value
+
+
+class ImmutableReport(RuntimeError):
+    """A final report was about to be changed or deleted; amend it instead."""
+
+
+@event.listens_for(Report, "before_update")
+def _refuse_final_changes(mapper, connection, target):
+    state = sa.inspect(target)
+    if not state.session.is_modified(target, include_collections=False):
+        return
+    status = state.attrs.status.history
+    was = status.deleted[0] if status.deleted else target.status
+    if was == ReportStatus.FINAL.value:
+        raise ImmutableReport(f"report {target.id} is final; amend it instead")
+
+
+@event.listens_for(Report, "before_delete")
+def _refuse_report_delete(mapper, connection, target):
+    raise ImmutableReport("reports are never deleted")

@@ -3,6 +3,7 @@
 from flask import Blueprint, g, render_template, url_for
 
 from portal.models import Role, Scan, db
+from portal.reports import scan_table
 from portal.security import role_required
 from portal.uploads import save_upload
 
@@ -13,12 +14,12 @@ bp = Blueprint("patient", __name__, url_prefix="/me")
 @role_required(Role.PATIENT)
 def home():
     scans = db.session.scalars(db.select(Scan).where(Scan.patient_id == g.user.id).order_by(Scan.id.desc())).all()
-    return render_template("patient/home.html", patient=g.user, scans=scans)
+    return render_template("patient/home.html", patient=g.user, **scan_table(scans, g.user))
 
 
 @bp.post("/scans")
 @role_required(Role.PATIENT)
 def upload():
-    scans, rejected = save_upload(g.user, g.user, self_submitted=True)
-    return render_template("upload_result.html", patient=g.user, scans=scans, rejected=rejected,
+    scans, rejected, batch = save_upload(g.user, g.user, self_submitted=True)
+    return render_template("upload_result.html", patient=g.user, scans=scans, rejected=rejected, batch=batch,
                            back=url_for("patient.home")), 200 if scans else 400

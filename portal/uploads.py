@@ -1,9 +1,10 @@
-"""Storing accepted uploads: blobs by content hash, one Scan row each, one audit event per upload."""
+"""Storing accepted uploads: blobs by content hash, one Scan row each, one analysis job each, one audit event."""
 
 from flask import current_app, request
 
 from portal.intake import AcceptedScan, RejectedFile, intake
-from portal.models import Scan, User, db
+from portal.jobs import JobQueue, enqueue_scans, queue_from_url
+from portal.models import Batch, Scan, User, db
 from portal.security import record
 from portal.storage import store_from_uri
 
@@ -14,17 +15,30 @@ def blob_store():
     return store_from_uri(current_app.config["SCAN_STORE"])
 
 
-def save_upload(patient: User, uploader: User, self_submitted: bool) -> tuple[list[Scan], list[RejectedFile]]:
-    """Reads the request's ``scans`` files; stores the accepted ones; returns (scans, rejected files)."""
+def job_queue() -> JobQueue:
+    """The app's queue, made once per process (a Redis connection pool, or the database)."""
+    queue = current_app.extensions.get("radassist_queue")
+    if queue is None:
+        queue = current_app.extensions["radassist_queue"] = queue_from_url(current_app.config["JOB_QUEUE_URL"])
+    return queue
+
+
+def save_upload(patient: User, uploader: User, self_submitted: bool
+                ) -> tuple[list[Scan], list[RejectedFile], Batch | None]:
+    """Reads the request's ``scans`` files; stores the accepted ones and queues their analysis.
+
+    Returns (scans, rejected files, the batch of analysis jobs or None when nothing was accepted).
+    """
     files = [(f.filename or "unnamed", f.read()) for f in request.files.getlist("scans")]
     if not files:
-        return [], [RejectedFile("(no file)", "choose at least one file")]
+        return [], [RejectedFile("(no file)", "choose at least one file")], None
     accepted, rejected = intake(files)
     store = blob_store()
     scans = [_save(store, item, patient, uploader, self_submitted) for item in accepted]
     record("scans_uploaded", patient, detail=f"{len(scans)} accepted, {len(rejected)} rejected")
     db.session.commit()
-    return scans, rejected
+    batch = enqueue_scans(scans, uploader, patient, job_queue()) if scans else None
+    return scans, rejected, batch
 
 
 def _save(store, item: AcceptedScan, patient: User, uploader: User, self_submitted: bool) -> Scan:

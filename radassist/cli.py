@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import sys
+import time
 
 from pipelines import configs
 
@@ -187,7 +188,10 @@ def ensure_first_admin(app) -> str | None:
 
 
 def cmd_portal(args) -> int:
-    """Migrates the database, creates the first admin if there is none, then runs gunicorn."""
+    """Migrates the database, creates the first admin if there is none, then runs gunicorn and a report worker."""
+    import signal
+    import subprocess
+
     app = _portal_app()
     password = ensure_first_admin(app)
     if password:
@@ -195,8 +199,41 @@ def cmd_portal(args) -> int:
               file=sys.stderr)
     bind = f"{args.host}:{args.port}"
     print(f"RadAssist portal on http://{bind}", file=sys.stderr)
-    os.execvp(sys.executable, [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(args.workers),
-                               "--threads", "4", "--access-logfile", "-", "portal.wsgi:app"])
+    children = [subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(args.workers),
+                                  "--threads", "4", "--access-logfile", "-", "portal.wsgi:app"])]
+    if args.report_workers:
+        print(f"{args.report_workers} report worker(s), model server {app.config['MODEL_SERVER']}, queue "
+              f"{app.config['JOB_QUEUE_URL'] or 'in the database'}", file=sys.stderr)
+        children += [subprocess.Popen([sys.executable, "-m", "radassist.cli", "worker"])
+                     for _ in range(args.report_workers)]
+
+    stopping = []
+
+    def stop(*_):
+        stopping.append(True)
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while all(child.poll() is None for child in children):
+        time.sleep(0.5)
+    signalled = bool(stopping)  # stopped by the operator, not by a child that died
+    first_exit = next(child.returncode for child in children if child.returncode is not None)
+    stop()
+    for child in children:
+        child.wait()
+    return 0 if signalled else (first_exit or 1)
+
+
+def cmd_worker(args) -> int:
+    """Runs one report worker: analysis jobs -> model server -> draft reports."""
+    from portal import worker
+
+    logging.getLogger("portal").setLevel(logging.INFO)
+    worker.main()
+    return 0
 
 
 def _add_training_flags(parser) -> None:
@@ -265,8 +302,12 @@ def make_parser() -> argparse.ArgumentParser:
     portal = areas.add_parser("portal", help="run the portal under gunicorn")
     portal.add_argument("--host", default=os.environ.get("RADASSIST_PORTAL_HOST", "127.0.0.1"))
     portal.add_argument("--port", type=int, default=int(os.environ.get("RADASSIST_PORTAL_PORT", 8000)))
-    portal.add_argument("--workers", type=int, default=2)
+    portal.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    portal.add_argument("--report-workers", type=int, default=int(os.environ.get("RADASSIST_REPORT_WORKERS", 1)),
+                        help="report workers to start beside gunicorn (0 when they run elsewhere)")
     portal.set_defaults(func=cmd_portal)
+    areas.add_parser("worker", help="run a report worker (analysis jobs -> model server -> reports)"
+                     ).set_defaults(func=cmd_worker)
     return parser
 
 

@@ -130,8 +130,14 @@ class ServingClient:
 
     def explain(self, image: bytes) -> Prediction:
         """Prediction plus the Grad-CAM heat map for one encoded image."""
-        response = self._call(self._predict.Predict, self._request(features.EXPLAIN_SIGNATURE, [image]))
-        return self._predictions(response, with_heatmap=True)[0]
+        return self.explain_batch([image])[0]
+
+    def explain_batch(self, images: list[bytes]) -> list[Prediction]:
+        """Predictions with Grad-CAM heat maps for several encoded images (one call, one batch)."""
+        if not images:
+            return []
+        response = self._call(self._predict.Predict, self._request(features.EXPLAIN_SIGNATURE, images))
+        return self._predictions(response, with_heatmap=True)
 
     def model_status(self) -> list[tuple[int, int]]:
         """(version, state) pairs as the server reports them."""

@@ -1,10 +1,16 @@
 """Shared fixtures: the committed sample, the full dataset (when present) and scratch directories."""
 
+import io
 import os
 import re
 import shutil
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
+import requests
 import sqlalchemy as sa
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -67,7 +73,8 @@ def _reset_postgres() -> None:
     engine = sa.create_engine(POSTGRES_URL)
     try:
         with engine.begin() as connection:
-            connection.execute(sa.text("DROP TABLE IF EXISTS scans, audit_events, users, alembic_version CASCADE"))
+            connection.execute(sa.text("DROP TABLE IF EXISTS reports, jobs, batches, scans, audit_events, users, "
+                                       "alembic_version CASCADE"))
     finally:
         engine.dispose()
 
@@ -115,6 +122,20 @@ def csrf_token(client, url: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
 
 
+def upload_files(client, page_url: str, upload_url: str, files: list[tuple[str, bytes]]):
+    """Posts ``files`` (name, bytes) to an upload form the way a browser does, CSRF token included."""
+    token = csrf_token(client, page_url)
+    data = {"csrf_token": token, "scans": [(io.BytesIO(content), name) for name, content in files]}
+    return client.post(upload_url, data=data, content_type="multipart/form-data")
+
+
+def user_id(app, email: str) -> int:
+    from portal.models import User, db
+
+    with app.app_context():
+        return db.session.scalar(db.select(User.id).where(User.email == email))
+
+
 class Auth:
     def __init__(self, client):
         self.client = client
@@ -134,3 +155,52 @@ def auth(client):
     return Auth(client)
 
 
+# --- the model server as a real process (serving and portal tests) ------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, base: str, *extra: str):
+        self.base, self.extra = base, extra
+        self.grpc_port, self.rest_port = free_port(), free_port()
+        self.process = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def rest(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    def start(self, wait: bool = True) -> "ServerProcess":
+        self.log = open(os.path.join(self.base, "..", f"server-{self.grpc_port}.log"), "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "radassist.cli", "serve", "--model-base-path", self.base, "--host", "127.0.0.1",
+             "--grpc-port", str(self.grpc_port), "--rest-port", str(self.rest_port),
+             "--file-system-poll-wait-seconds", "0.5", *self.extra],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert self.process.poll() is None, "server exited; see its log"
+            try:
+                if requests.get(f"{self.rest}/readyz", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError("server not ready")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+        self.log.close()

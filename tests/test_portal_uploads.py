@@ -9,11 +9,11 @@ import zipfile
 import numpy as np
 import pydicom.data
 import pytest
-from conftest import SAMPLE_DIR, csrf_token
+from conftest import SAMPLE_DIR, upload_files, user_id
 from PIL import Image
 
 from portal import intake
-from portal.models import Scan, User, db
+from portal.models import Scan, db
 
 
 def _dicom(name: str) -> bytes:
@@ -99,23 +99,12 @@ def test_zip_bombs_are_refused(monkeypatch):
     assert "at most 2 are allowed" in rejected[0].reason
 
 
-def _upload(client, url_page: str, url: str, files: list[tuple[str, bytes]]):
-    token = csrf_token(client, url_page)
-    data = {"csrf_token": token, "scans": [(io.BytesIO(content), name) for name, content in files]}
-    return client.post(url, data=data, content_type="multipart/form-data")
-
-
-def _patient_id(app, email):
-    with app.app_context():
-        return db.session.scalar(db.select(User.id).where(User.email == email))
-
-
 def test_doctor_bulk_upload_keeps_good_files_lists_rejects_and_stores_by_content(app, auth, client):
-    patient_id = _patient_id(app, "patient@example.org")
+    patient_id = user_id(app, "patient@example.org")
     auth.login("doctor@example.org")
     name, png = _slice()
     page = f"/doctor/patients/{patient_id}"
-    response = _upload(client, page, f"{page}/scans",
+    response = upload_files(client, page, f"{page}/scans",
                        [(name, png), ("ct.dcm", _dicom("CT_small.dcm")), ("report.txt", b"text"),
                         ("batch.zip", _zip({"b.png": png}))])
     body = response.get_data(as_text=True)
@@ -138,7 +127,7 @@ def test_doctor_bulk_upload_keeps_good_files_lists_rejects_and_stores_by_content
 def test_patient_self_upload_is_marked_not_reviewed_and_private(app, auth, client):
     auth.login("patient@example.org")
     name, png = _slice()
-    assert _upload(client, "/me/", "/me/scans", [(name, png)]).status_code == 200
+    assert upload_files(client, "/me/", "/me/scans", [(name, png)]).status_code == 200
     assert "not yet reviewed" in client.get("/me/").get_data(as_text=True)
     with app.app_context():
         scan = db.session.scalar(db.select(Scan))
@@ -154,17 +143,18 @@ def test_patient_self_upload_is_marked_not_reviewed_and_private(app, auth, clien
     assert client.get(f"/scans/{scan.id}/image.png").status_code == 200
 
 
-def test_wrong_roles_cannot_upload(app, auth, client):
-    theirs = _patient_id(app, "patient2@example.org")
+def test_wrong_roles_cannotupload_files(app, auth, client):
+    theirs = user_id(app, "patient2@example.org")
     auth.login("doctor@example.org")
     name, png = _slice()
-    assert _upload(client, "/doctor/patients", f"/doctor/patients/{theirs}/scans", [(name, png)]).status_code == 404
+    response = upload_files(client, "/doctor/patients", f"/doctor/patients/{theirs}/scans", [(name, png)])
+    assert response.status_code == 404
     auth.logout()
     auth.login("patient@example.org")
-    assert _upload(client, "/me/", f"/doctor/patients/{theirs}/scans", [(name, png)]).status_code == 403
+    assert upload_files(client, "/me/", f"/doctor/patients/{theirs}/scans", [(name, png)]).status_code == 403
 
 
 def test_an_upload_with_only_bad_files_is_a_400_with_reasons(app, auth, client):
     auth.login("patient@example.org")
-    response = _upload(client, "/me/", "/me/scans", [("a.txt", b"not a scan")])
+    response = upload_files(client, "/me/", "/me/scans", [("a.txt", b"not a scan")])
     assert response.status_code == 400 and "0 accepted, 1 rejected" in response.get_data(as_text=True)

@@ -4,9 +4,6 @@ import base64
 import glob
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -15,6 +12,7 @@ import numpy as np
 import pytest
 import requests
 import tensorflow as tf
+from conftest import ServerProcess, free_port
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from components import features
@@ -22,56 +20,6 @@ from serving import client as serving_client
 
 pytestmark = pytest.mark.slow
 MODEL = "radassist"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServerProcess:
-    def __init__(self, base: str, *extra: str):
-        self.base, self.extra = base, extra
-        self.grpc_port, self.rest_port = _free_port(), _free_port()
-        self.process = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    @property
-    def rest(self) -> str:
-        return f"http://127.0.0.1:{self.rest_port}"
-
-    def start(self, wait: bool = True) -> "ServerProcess":
-        self.log = open(os.path.join(self.base, "..", f"server-{self.grpc_port}.log"), "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "radassist.cli", "serve", "--model-base-path", self.base, "--host", "127.0.0.1",
-             "--grpc-port", str(self.grpc_port), "--rest-port", str(self.rest_port),
-             "--file-system-poll-wait-seconds", "0.5", *self.extra],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        if wait:
-            self.wait_ready()
-        return self
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            assert self.process.poll() is None, "server exited; see its log"
-            try:
-                if requests.get(f"{self.rest}/readyz", timeout=2).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError("server not ready")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +190,6 @@ def test_client_retries_while_the_server_restarts(model_base, images):
 
 
 def test_client_reports_a_server_that_stays_down(images):
-    with serving_client.ServingClient(f"127.0.0.1:{_free_port()}", MODEL, timeout=2, retries=1, backoff=0.1) as client:
+    with serving_client.ServingClient(f"127.0.0.1:{free_port()}", MODEL, timeout=2, retries=1, backoff=0.1) as client:
         with pytest.raises(serving_client.ServerUnavailable):
             client.predict(images[:1])

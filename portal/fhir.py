@@ -1,0 +1,83 @@
+"""FHIR R4 export: a report version as a DiagnosticReport with its probabilities as contained Observations.
+
+References to the patient and the signing doctor are relative (``Patient/<id>``, ``Practitioner/<id>``) in
+RadAssist's own identifier space; the PDF rides along as ``presentedForm``.
+"""
+
+import base64
+import datetime as dt
+
+from components import features
+from portal.models import Report
+from portal.reports import CLASS_TITLES, NOTICE
+from portal.storage import BlobStore
+
+CLASS_SYSTEM = "https://radassist.org/fhir/CodeSystem/chest-ct-class"
+REPORT_ID_SYSTEM = "https://radassist.org/fhir/report-id"
+
+
+def _instant(moment: dt.datetime) -> str:
+    return moment.replace(tzinfo=dt.UTC, microsecond=0).isoformat()
+
+
+def report_status(report: Report) -> str:
+    if not report.is_final:
+        return "preliminary"
+    return "amended" if report.supersedes_id else "final"
+
+
+def diagnostic_report(report: Report, store: BlobStore | None = None) -> dict:
+    scan, patient = report.scan, report.scan.patient
+    subject = {"reference": f"Patient/{patient.id}", "display": patient.name}
+    observation_status = "final" if report.is_final else "preliminary"
+    observations = [{
+        "resourceType": "Observation",
+        "id": f"probability-{index}",
+        "status": observation_status,
+        "code": {"coding": [{"system": CLASS_SYSTEM, "code": name, "display": CLASS_TITLES[name]}],
+                 "text": f"Model probability of {CLASS_TITLES[name].lower()}"},
+        "subject": subject,
+        "device": {"reference": "#model"},
+        "valueQuantity": {"value": round(report.probabilities[name], 6), "unit": "probability",
+                          "system": "http://unitsofmeasure.org", "code": "1"},
+    } for index, name in enumerate(features.CLASS_NAMES)]
+    device = {"resourceType": "Device", "id": "model",
+              "deviceName": [{"name": report.model_name, "type": "model-name"}],
+              "version": [{"value": str(report.model_version)}]}
+    conclusion = [f"Model prediction: {CLASS_TITLES[report.predicted_class]} ({report.confidence:.0%})."]
+    if report.uncertain:
+        conclusion.append("Uncertain: low model confidence, needs review.")
+    if scan.self_submitted and not report.is_final:
+        conclusion.append("Submitted by the patient; not yet reviewed.")
+    if report.findings:
+        conclusion.append(f"Findings: {report.findings}")
+    conclusion.append(NOTICE)
+    document = {
+        "resourceType": "DiagnosticReport",
+        "id": f"report-{report.id}",
+        "meta": {"lastUpdated": _instant(report.signed_at or report.created_at)},
+        "identifier": [{"system": REPORT_ID_SYSTEM, "value": f"{report.scan_id}-{report.version}"}],
+        "contained": [device, *observations],
+        "status": report_status(report),
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD",
+                                  "display": "Radiology"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "24627-2", "display": "CT Chest"}],
+                 "text": "Chest CT slice: lung cancer classification (decision support)"},
+        "subject": subject,
+        "effectiveDateTime": _instant(scan.created_at),
+        "issued": _instant(report.signed_at or report.created_at),
+        "result": [{"reference": f"#{o['id']}"} for o in observations],
+        "conclusion": " ".join(conclusion),
+        "conclusionCode": [{"coding": [{"system": CLASS_SYSTEM, "code": report.predicted_class,
+                                        "display": CLASS_TITLES[report.predicted_class]}]}],
+    }
+    if report.is_final and report.signed_by_id:
+        doctor = {"reference": f"Practitioner/{report.signed_by_id}", "display": report.signed_by.name}
+        document["performer"] = [doctor]
+        document["resultsInterpreter"] = [doctor]
+    if store is not None and report.pdf_sha256:
+        document["presentedForm"] = [{
+            "contentType": "application/pdf", "title": f"RadAssist report {report.id} version {report.version}",
+            "data": base64.b64encode(store.get(report.pdf_sha256)).decode("ascii"),
+            "creation": _instant(report.signed_at or report.created_at)}]
+    return document

@@ -1,0 +1,208 @@
+"""Reports: the model's draft for a scan, the doctor's findings and sign-off, amendments, PDF rendering.
+
+A report version is a row in ``reports``. Version 1 is written by the model (calibrated probabilities, the
+Grad-CAM overlay, model name and version). A doctor edits the findings of a draft and signs it off; a final
+report is never changed again (the model refuses it): an amendment is a new version that supersedes it.
+"""
+
+import datetime as dt
+import io
+import json
+import os
+
+import numpy as np
+from PIL import Image
+
+from components import features
+from portal.models import Report, ReportStatus, Scan, User, db, utcnow
+from portal.storage import BlobStore
+
+NOTICE = ("Decision support, not a diagnosis. The classification and the highlighted region come from a machine "
+          "learning model and must be reviewed by a qualified radiologist before any clinical use.")
+CLASS_TITLES = dict(zip(features.CLASS_NAMES, features.CLASS_DISPLAY_NAMES, strict=True))
+
+
+class ReportError(ValueError):
+    """A report action that is not allowed in the report's state (shown to the user)."""
+
+
+def class_title(class_name: str) -> str:
+    return CLASS_TITLES.get(class_name, class_name.replace("_", " ").capitalize())
+
+
+def _heat_colours(heat: np.ndarray) -> np.ndarray:
+    """0..1 -> RGB in 0..1 with a blue-green-yellow-red ramp (a 'jet'-like map without matplotlib)."""
+    return np.stack([np.clip(1.5 - np.abs(4 * heat - c), 0, 1) for c in (3, 2, 1)], axis=-1)
+
+
+def overlay_png(scan_png: bytes, heatmap: np.ndarray) -> bytes:
+    """The scan with the Grad-CAM map blended on top. The map covers the square the model saw: the scan padded
+    to a square, centred (as components.imaging.pad_to_square does), so it is cropped back the same way."""
+    gray = np.asarray(Image.open(io.BytesIO(scan_png)).convert("L"), dtype=np.float32) / 255.0
+    height, width = gray.shape
+    side = max(height, width)
+    heat = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
+    heat = np.asarray(Image.fromarray(heat, mode="F").resize((side, side), Image.BILINEAR))
+    top, left = (side - height) // 2, (side - width) // 2
+    heat = np.clip(heat[top : top + height, left : left + width], 0.0, 1.0)
+    alpha = (0.55 * heat)[..., None]
+    blended = (1 - alpha) * gray[..., None] + alpha * _heat_colours(heat)
+    buffer = io.BytesIO()
+    Image.fromarray((blended * 255).round().astype(np.uint8), mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def create_model_report(scan: Scan, prediction, store: BlobStore, uncertain_below: float) -> Report:
+    """Version 1 of ``scan``'s report from the model's ``prediction`` (a serving.client.Prediction), with PDF."""
+    existing = db.session.scalar(db.select(Report).where(Report.scan_id == scan.id, Report.version == 1))
+    if existing is not None:  # a job that ran twice (its worker died after writing) must not write twice
+        return existing
+    overlay = overlay_png(store.get(scan.image_sha256), prediction.heatmap)
+    report = Report(
+        scan=scan, version=1, status=ReportStatus.DRAFT.value, predicted_class=prediction.class_name,
+        probabilities_json=json.dumps({name: round(float(prediction.probabilities[name]), 6)
+                                       for name in features.CLASS_NAMES}),
+        uncertain=prediction.confidence < uncertain_below, overlay_sha256=store.put(overlay),
+        model_name=prediction.model_name, model_version=prediction.model_version, findings="",
+        created_at=utcnow())
+    db.session.add(report)
+    db.session.flush()
+    report.pdf_sha256 = store.put(render_pdf(report, store))
+    return report
+
+
+def update_findings(report: Report, findings: str, author: User, store: BlobStore) -> None:
+    if report.is_final:
+        raise ReportError("This report is final. Amend it to make changes.")
+    if _newer_version(report) is not None:
+        raise ReportError("A newer version of this report exists.")
+    report.findings, report.author_id = findings.strip()[:20000], author.id
+    report.pdf_sha256 = store.put(render_pdf(report, store))
+
+
+def sign_off(report: Report, doctor: User, store: BlobStore) -> None:
+    if report.is_final:
+        raise ReportError("This report is already final.")
+    if _newer_version(report) is not None:
+        raise ReportError("A newer version of this report exists.")
+    report.status, report.signed_by_id, report.signed_at = ReportStatus.FINAL.value, doctor.id, utcnow()
+    report.signed_by = doctor
+    report.pdf_sha256 = store.put(render_pdf(report, store))
+
+
+def amend(report: Report, doctor: User, reason: str, store: BlobStore) -> Report:
+    """A new draft version correcting final ``report``; the final one stays as it was."""
+    if not report.is_final:
+        raise ReportError("Only final reports are amended; edit the draft instead.")
+    if _newer_version(report) is not None:
+        raise ReportError("This version has already been amended; amend the newest version.")
+    if not reason.strip():
+        raise ReportError("Say why the report is amended.")
+    amendment = Report(
+        scan_id=report.scan_id, version=report.version + 1, supersedes_id=report.id,
+        status=ReportStatus.DRAFT.value, predicted_class=report.predicted_class,
+        probabilities_json=report.probabilities_json, uncertain=report.uncertain,
+        overlay_sha256=report.overlay_sha256, model_name=report.model_name, model_version=report.model_version,
+        findings=report.findings, amendment_reason=reason.strip()[:2000], author_id=doctor.id, created_at=utcnow())
+    db.session.add(amendment)
+    db.session.flush()
+    amendment.pdf_sha256 = store.put(render_pdf(amendment, store))
+    return amendment
+
+
+def _newer_version(report: Report) -> Report | None:
+    return db.session.scalar(db.select(Report).where(Report.scan_id == report.scan_id,
+                                                     Report.version > report.version).limit(1))
+
+
+def versions(scan_id: int) -> list[Report]:
+    return list(db.session.scalars(db.select(Report).where(Report.scan_id == scan_id).order_by(Report.version)))
+
+
+def latest_reports(scan_ids: list[int]) -> dict[int, Report]:
+    """scan id -> its newest report version."""
+    newest: dict[int, Report] = {}
+    if scan_ids:
+        for report in db.session.scalars(db.select(Report).where(Report.scan_id.in_(scan_ids))
+                                         .order_by(Report.version)):
+            newest[report.scan_id] = report
+    return newest
+
+
+def scan_table(scans: list[Scan], viewer: User) -> dict:
+    """Template context for a list of scans: the newest report each viewer may see, and the latest job."""
+    from portal.jobs import latest_jobs
+    from portal.models import Role
+
+    ids = [scan.id for scan in scans]
+    newest: dict[int, Report] = {}
+    if ids:
+        for report in db.session.scalars(db.select(Report).where(Report.scan_id.in_(ids)).order_by(Report.version)):
+            if viewer.role != Role.PATIENT.value or report.is_final or report.scan.self_submitted:
+                newest[report.scan_id] = report
+    return {"scans": scans, "reports": newest, "jobs": latest_jobs(ids), "titles": CLASS_TITLES}
+
+
+def _font_file() -> str:
+    """DejaVu Sans (shipped with matplotlib, already installed with TFX): full Unicode for patient names."""
+    import matplotlib
+
+    return os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
+
+
+def render_pdf(report: Report, store: BlobStore) -> bytes:
+    """The report as a one-page PDF: identifiers, result, probabilities, images, findings, sign-off, notice."""
+    from fpdf import FPDF
+
+    scan = report.scan
+    pdf = FPDF(format="A4")
+    pdf.set_title(f"RadAssist report {report.id} v{report.version}")
+    pdf.set_creator("RadAssist")
+    pdf.set_creation_date(_aware(report.created_at))
+    pdf.add_font("DejaVu", "", _font_file())
+    pdf.add_page()
+    pdf.set_auto_page_break(True, margin=15)
+
+    def line(text: str, size: int = 10, height: float = 5.5) -> None:
+        pdf.set_font("DejaVu", size=size)
+        pdf.multi_cell(0, height, text, new_x="LMARGIN", new_y="NEXT")
+
+    line("RadAssist chest CT report", size=16, height=9)
+    state = "FINAL" if report.is_final else "DRAFT, not signed off"
+    line(f"Report {report.id}, version {report.version} ({state})", size=11)
+    if report.amendment_reason:
+        line(f"Amends version {report.version - 1}: {report.amendment_reason}")
+    line(f"Patient: {scan.patient.name} (patient id {scan.patient_id})")
+    line(f"Scan: {scan.id}, {scan.name}, {scan.kind.upper()} {scan.width}x{scan.height}, "
+         f"uploaded {scan.created_at:%Y-%m-%d %H:%M} UTC")
+    if scan.self_submitted:
+        line("Submitted by the patient; not yet reviewed by a doctor." if not report.is_final
+             else "Submitted by the patient; reviewed by a doctor.")
+    line(f"Model: {report.model_name} version {report.model_version}; report created "
+         f"{report.created_at:%Y-%m-%d %H:%M} UTC")
+    pdf.ln(2)
+    line(f"Predicted class: {class_title(report.predicted_class)} ({report.confidence:.0%})", size=13, height=7)
+    if report.uncertain:
+        line("UNCERTAIN: the model's confidence is low. This scan needs review.", size=11)
+    for name, probability in sorted(report.probabilities.items(), key=lambda item: -item[1]):
+        line(f"    {class_title(name)}: {probability:.1%}")
+    pdf.ln(2)
+    image_top = pdf.get_y()
+    width = 85
+    pdf.image(io.BytesIO(store.get(scan.image_sha256)), x=pdf.l_margin, y=image_top, w=width)
+    pdf.image(io.BytesIO(store.get(report.overlay_sha256)), x=pdf.l_margin + width + 5, y=image_top, w=width)
+    pdf.set_y(image_top + width * scan.height / scan.width + 2)
+    line("Left: the scan. Right: regions that drove the prediction (Grad-CAM).", size=8)
+    pdf.ln(2)
+    line("Findings", size=12, height=7)
+    line(report.findings or "(none recorded)")
+    pdf.ln(2)
+    if report.is_final and report.signed_by is not None:
+        line(f"Signed off by {report.signed_by.name} on {report.signed_at:%Y-%m-%d %H:%M} UTC")
+    pdf.ln(3)
+    line(NOTICE, size=9)
+    return bytes(pdf.output())
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment

@@ -1,0 +1,137 @@
+"""The report worker: takes analysis jobs from the queue, calls the model server, writes draft reports.
+
+Runs as its own process (``radassist worker``; ``radassist portal`` starts one beside gunicorn), so the web
+processes never load TensorFlow. Jobs are taken in small batches and sent to the model as one request.
+"""
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+
+from flask import Flask
+
+from portal import reports
+from portal.jobs import JobQueue, JobSettings, claim, fail, finish, queue_from_url
+from portal.models import Job, db
+from portal.storage import store_from_uri
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, app: Flask, client, queue: JobQueue | None = None, name: str | None = None,
+                 batch_size: int | None = None, sweep_seconds: float = 5.0):
+        self.app, self.client = app, client
+        self.queue = queue or queue_from_url(app.config["JOB_QUEUE_URL"])
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.batch_size = batch_size or app.config["WORKER_BATCH_SIZE"]
+        self.settings = JobSettings.from_config(app.config)
+        self.sweep_seconds = sweep_seconds
+        self.stopping = threading.Event()
+        self._last_sweep = 0.0
+        self._recovered = False
+
+    def run(self) -> None:
+        """Works until ``stop()`` (or SIGTERM in ``main``)."""
+        with self.app.app_context():
+            log.info("worker %s started", self.name)
+            while not self.stopping.is_set():
+                self.step(timeout=1.0)
+            log.info("worker %s stopped", self.name)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def step(self, timeout: float = 0.0) -> int:
+        """One round: housekeeping when due, then at most one batch. Returns the number of jobs worked on.
+
+        The first round gives back whatever an earlier run of this worker (same name) held when it died.
+        """
+        if not self._recovered:
+            self.queue.recover(self.name)
+            self._recovered = True
+        if time.monotonic() - self._last_sweep >= self.sweep_seconds:
+            self._last_sweep = time.monotonic()
+            try:
+                self.queue.sweep(self.settings)
+            except self.queue.unavailable_errors as error:
+                db.session.rollback()
+                log.warning("queue unavailable during sweep: %s", error)
+        try:
+            offered = self.queue.take(self.name, self.batch_size, timeout)
+        except self.queue.unavailable_errors as error:
+            log.warning("queue unavailable: %s", error)
+            time.sleep(min(timeout, 1.0) or 0.1)
+            return 0
+        if not offered:
+            return 0
+        jobs = claim(offered, self.name, self.settings)
+        try:
+            if jobs:
+                self.process(jobs)
+        finally:
+            self.queue.done(self.name, offered)
+        return len(jobs)
+
+    def process(self, jobs: list[Job]) -> None:
+        from serving.client import InvalidInput, ServingClientError
+
+        store = store_from_uri(self.app.config["SCAN_STORE"])
+        try:
+            images = [store.get(job.scan.image_sha256) for job in jobs]
+            predictions = self.client.explain_batch(images)
+        except InvalidInput as error:
+            if len(jobs) > 1:  # find the one bad image: the others still get their reports
+                db.session.rollback()
+                for job in jobs:
+                    self.process([job])
+                return
+            self._failed(jobs, f"the model rejected this image: {error}", retryable=False)
+            return
+        except (ServingClientError, OSError) as error:
+            self._failed(jobs, f"model server: {error}", retryable=True)
+            return
+        uncertain_below = self.app.config["REPORT_UNCERTAIN_BELOW"]
+        for job, prediction in zip(jobs, predictions, strict=True):
+            reports.create_model_report(job.scan, prediction, store, uncertain_below)
+            finish(job)
+        db.session.commit()
+
+    def _failed(self, jobs: list[Job], reason: str, retryable: bool) -> None:
+        db.session.rollback()
+        retry = {}
+        for job in jobs:
+            job = db.session.get(Job, job.id)
+            not_before = fail(job, reason, self.settings, retryable)
+            if not_before is not None:
+                retry.setdefault(not_before, []).append(job.id)
+            log.warning("job %d (scan %d) attempt %d: %s%s", job.id, job.scan_id, job.attempts, reason,
+                        "" if not_before else "; failed")
+        db.session.commit()
+        for not_before, ids in retry.items():
+            try:
+                self.queue.offer(ids, not_before=not_before)
+            except self.queue.unavailable_errors as error:  # the sweeper will find them
+                log.warning("could not schedule retries: %s", error)
+
+
+def main(app: Flask | None = None) -> None:
+    """``radassist worker``: runs one worker until SIGTERM/SIGINT."""
+    from portal import create_app
+    from portal.database import upgrade
+    from serving.client import ServingClient
+
+    app = app or create_app()
+    upgrade(app.config["SQLALCHEMY_DATABASE_URI"])
+    client = ServingClient(app.config["MODEL_SERVER"], app.config["MODEL_NAME"],
+                           timeout=app.config["MODEL_TIMEOUT"], retries=2)
+    worker = Worker(app, client)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: worker.stop())
+    try:
+        worker.run()
+    finally:
+        client.close()

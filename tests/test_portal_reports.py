@@ -1,0 +1,372 @@
+"""Reports end to end: uploads queue jobs, a real worker calls a real model server, doctors sign off.
+
+The model server is a real process serving the model the pipeline test trained; the worker runs in the test
+process against it. Queues are the database (embedded default) and the real Redis at 127.0.0.1:6379.
+"""
+
+import base64
+import glob
+import io
+import os
+import re
+import shutil
+import time
+import uuid
+
+import numpy as np
+import pytest
+from conftest import SAMPLE_DIR, ServerProcess, csrf_token, upload_files, user_id
+from PIL import Image
+
+from components import features
+from portal import fhir
+from portal.jobs import DatabaseQueue, RedisQueue, enqueue_scans
+from portal.models import AuditEvent, Batch, ImmutableReport, Job, Report, User, db
+from portal.worker import Worker
+from serving.client import ServingClient
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model_server(first_pipeline_run, tmp_path_factory):
+    base = tmp_path_factory.mktemp("portal-serving") / "models"
+    shutil.copytree(first_pipeline_run["output"] / "models", base)
+    process = ServerProcess(str(base)).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture()
+def reporting_app(app, model_server):
+    app.config.update(MODEL_SERVER=model_server.address, MODEL_REST_URL=model_server.rest,
+                      JOB_RETRY_SECONDS=0.05, JOB_MAX_ATTEMPTS=2)
+    return app
+
+
+def slices(count: int) -> list[tuple[str, bytes]]:
+    paths = sorted(glob.glob(os.path.join(SAMPLE_DIR, "test", "*", "*.png")))[:count]
+    return [(os.path.basename(p), open(p, "rb").read()) for p in paths]
+
+
+def make_worker(app, address: str, queue=None, name: str = "test-worker", retries: int = 1) -> Worker:
+    client = ServingClient(address, app.config["MODEL_NAME"], timeout=60, retries=retries, backoff=0.05)
+    return Worker(app, client, queue=queue or DatabaseQueue(poll_seconds=0.01), name=name, sweep_seconds=0)
+
+
+def drain(app, worker: Worker, timeout: float = 180) -> None:
+    """Steps ``worker`` until no job is queued or running."""
+    deadline = time.time() + timeout
+    with app.app_context():
+        while time.time() < deadline:
+            worker.step(timeout=0.05)
+            db.session.rollback()
+            if not db.session.scalar(db.select(Job.id).where(Job.status.in_(["queued", "running"])).limit(1)):
+                return
+        raise TimeoutError("jobs still pending")
+
+
+def doctor_uploads(app, auth, client, count: int) -> tuple[int, int]:
+    """Doctor uploads ``count`` real slices for their patient; returns (patient id, batch id)."""
+    patient_id = user_id(app, "patient@example.org")
+    auth.login("doctor@example.org")
+    page = f"/doctor/patients/{patient_id}"
+    response = upload_files(client, page, f"{page}/scans", slices(count) + [("notes.txt", b"not a scan")])
+    assert response.status_code == 200
+    body = response.get_data(as_text=True)
+    assert f"{count} accepted, 1 rejected" in body and 'id="batch-progress"' in body
+    with app.app_context():
+        return patient_id, db.session.scalar(db.select(Batch.id).order_by(Batch.id.desc()))
+
+
+def test_bulk_upload_becomes_draft_reports_with_overlay_and_pdf(reporting_app, auth, client, model_server):
+    app = reporting_app
+    patient_id, batch_id = doctor_uploads(app, auth, client, 3)
+    before = client.get(f"/api/batches/{batch_id}").get_json()
+    assert (before["total"], before["finished"], before["complete"]) == (3, 0, False)
+
+    drain(app, make_worker(app, model_server.address))
+
+    progress = client.get(f"/api/batches/{batch_id}").get_json()
+    assert (progress["finished"], progress["counts"]["done"], progress["complete"]) == (3, 3, True)
+    assert all(job["report_url"] for job in progress["jobs"])
+    with app.app_context():
+        for report in db.session.scalars(db.select(Report)):
+            scan = report.scan
+            assert report.predicted_class in features.CLASS_NAMES and report.version == 1
+            assert sum(report.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+            assert report.model_name == "radassist" and report.model_version >= 1
+            assert report.uncertain == (report.confidence < app.config["REPORT_UNCERTAIN_BELOW"])
+            store = app.config["SCAN_STORE"]
+            overlay = Image.open(os.path.join(store, report.overlay_sha256[:2], report.overlay_sha256))
+            assert overlay.size == (scan.width, scan.height) and overlay.mode == "RGB"
+        report_id = report.id
+        model_version, predicted = report.model_version, report.predicted_class
+
+    page = client.get(f"/reports/{report_id}").get_data(as_text=True)
+    for text in ("Draft", features.CLASS_DISPLAY_NAMES[features.CLASS_NAMES.index(predicted)],
+                 f"radassist version {model_version}", "Decision support, not a diagnosis", "Pat One",
+                 "Adenocarcinoma", "Squamous cell carcinoma", "Large cell carcinoma", "Normal"):
+        assert text in page
+    assert client.get(f"/reports/{report_id}/overlay.png").data.startswith(b"\x89PNG")
+    pdf = client.get(f"/reports/{report_id}/report.pdf")
+    assert pdf.status_code == 200 and pdf.mimetype == "application/pdf" and pdf.data.startswith(b"%PDF")
+    patient_page = client.get(f"/doctor/patients/{patient_id}").get_data(as_text=True)
+    assert patient_page.count("v1 draft") == 3
+
+
+def _sign(client, report_id: int, findings: str):
+    token = csrf_token(client, f"/reports/{report_id}")
+    return client.post(f"/reports/{report_id}/sign", data={"csrf_token": token, "findings": findings})
+
+
+def test_sign_off_makes_a_report_immutable_and_amendments_are_new_versions(reporting_app, auth, client,
+                                                                           model_server):
+    app = reporting_app
+    doctor_uploads(app, auth, client, 1)
+    drain(app, make_worker(app, model_server.address))
+    with app.app_context():
+        report_id = db.session.scalar(db.select(Report.id))
+
+    token = csrf_token(client, f"/reports/{report_id}")
+    client.post(f"/reports/{report_id}/findings", data={"csrf_token": token, "findings": "Spiculated mass."})
+    assert _sign(client, report_id, "Spiculated mass, right upper lobe.").status_code == 302
+    page = client.get(f"/reports/{report_id}").get_data(as_text=True)
+    assert "Final" in page and "signed off by Dr. One" in page and 'id="sign-off"' not in page
+
+    # a final report cannot be edited, through the pages or through the model
+    token = csrf_token(client, f"/reports/{report_id}")
+    edit = client.post(f"/reports/{report_id}/findings", data={"csrf_token": token, "findings": "changed"})
+    assert edit.status_code == 409
+    with app.app_context():
+        report = db.session.get(Report, report_id)
+        assert report.findings == "Spiculated mass, right upper lobe." and report.status == "final"
+        report.findings = "tampered"
+        with pytest.raises(ImmutableReport):
+            db.session.commit()
+        db.session.rollback()
+        with pytest.raises(ImmutableReport):
+            db.session.delete(db.session.get(Report, report_id))
+            db.session.commit()
+        db.session.rollback()
+
+    token = csrf_token(client, f"/reports/{report_id}")
+    amended = client.post(f"/reports/{report_id}/amend", data={"csrf_token": token, "reason": "lobe corrected"})
+    amendment_id = int(amended.headers["Location"].rsplit("/", 1)[1])
+    assert _sign(client, amendment_id, "Spiculated mass, right lower lobe.").status_code == 302
+    with app.app_context():
+        original, amendment = db.session.get(Report, report_id), db.session.get(Report, amendment_id)
+        assert (amendment.version, amendment.supersedes_id, amendment.status) == (2, report_id, "final")
+        assert original.findings == "Spiculated mass, right upper lobe." and original.status == "final"
+        assert fhir.report_status(original) == "final" and fhir.report_status(amendment) == "amended"
+    assert "a newer version exists (v2)" in client.get(f"/reports/{report_id}").get_data(as_text=True)
+    token = csrf_token(client, f"/reports/{report_id}")
+    again = client.post(f"/reports/{report_id}/amend", data={"csrf_token": token, "reason": "twice"})
+    assert again.status_code == 409  # only the newest version is amended
+    with app.app_context():
+        actions = [e.action for e in db.session.scalars(db.select(AuditEvent))]
+        for action in ("report_edited", "report_signed", "report_amended", "report_viewed"):
+            assert action in actions
+
+
+def test_fhir_export_is_a_valid_r4_diagnostic_report(reporting_app, auth, client, model_server):
+    from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+
+    app = reporting_app
+    patient_id, _ = doctor_uploads(app, auth, client, 1)
+    drain(app, make_worker(app, model_server.address))
+    with app.app_context():
+        report_id = db.session.scalar(db.select(Report.id))
+    draft = client.get(f"/api/reports/{report_id}/fhir")
+    assert draft.status_code == 200 and draft.mimetype == "application/fhir+json"
+    assert draft.get_json()["status"] == "preliminary" and "performer" not in draft.get_json()
+    _sign(client, report_id, "No mass.")
+    document = client.get(f"/api/reports/{report_id}/fhir").get_json()
+
+    parsed = DiagnosticReport.model_validate(document)  # the R4(B) schema: types, cardinalities, enums
+    assert parsed.status == "final"
+    assert document["subject"]["reference"] == f"Patient/{patient_id}"
+    assert document["performer"][0]["reference"] == f"Practitioner/{user_id(app, 'doctor@example.org')}"
+    contained = {resource["id"]: resource for resource in document["contained"]}
+    for reference in document["result"]:  # every result points at a contained Observation
+        observation = contained[reference["reference"].lstrip("#")]
+        assert observation["resourceType"] == "Observation" and observation["device"]["reference"] == "#model"
+    values = [contained[r["reference"][1:]]["valueQuantity"]["value"] for r in document["result"]]
+    assert len(values) == features.NUM_CLASSES and sum(values) == pytest.approx(1.0, abs=1e-4)
+    assert contained["model"]["version"][0]["value"].isdigit()
+    assert document["conclusionCode"][0]["coding"][0]["code"] in features.CLASS_NAMES
+    assert "not a diagnosis" in document["conclusion"] and "No mass." in document["conclusion"]
+    assert base64.b64decode(document["presentedForm"][0]["data"]).startswith(b"%PDF")
+
+
+def test_other_users_get_404_on_every_report_url_and_patients_see_only_released_reports(
+        reporting_app, auth, client, model_server):
+    app = reporting_app
+    _, batch_id = doctor_uploads(app, auth, client, 1)
+    drain(app, make_worker(app, model_server.address))
+    with app.app_context():
+        report_id = db.session.scalar(db.select(Report.id))
+    urls = [f"/reports/{report_id}", f"/reports/{report_id}/overlay.png", f"/reports/{report_id}/report.pdf",
+            f"/api/reports/{report_id}/fhir", f"/batches/{batch_id}", f"/api/batches/{batch_id}"]
+    auth.logout()
+    for outsider in ("other@example.org", "patient2@example.org", "admin@example.org"):
+        auth.login(outsider)
+        for url in urls:
+            assert client.get(url).status_code == 404, (outsider, url)
+        for action in ("sign", "findings", "amend"):
+            token = csrf_token(client, "/password")
+            assert client.post(f"/reports/{report_id}/{action}", data={"csrf_token": token}).status_code in (403, 404)
+        auth.logout()
+    auth.login("patient@example.org")  # the patient: a draft is not released to them
+    assert client.get(f"/reports/{report_id}").status_code == 404
+    assert "awaiting your doctor" in client.get("/me/").get_data(as_text=True)
+    auth.logout()
+    auth.login("doctor@example.org")
+    _sign(client, report_id, "Reviewed.")
+    auth.logout()
+    auth.login("patient@example.org")
+    page = client.get(f"/reports/{report_id}")
+    assert page.status_code == 200 and "Reviewed." in page.get_data(as_text=True)
+    assert 'id="sign-off"' not in page.get_data(as_text=True)
+    token = csrf_token(client, f"/reports/{report_id}")
+    assert client.post(f"/reports/{report_id}/amend", data={"csrf_token": token, "reason": "x"}).status_code == 403
+
+
+def test_patient_self_submission_gets_a_draft_marked_not_reviewed(reporting_app, auth, client, model_server):
+    app = reporting_app
+    auth.login("patient@example.org")
+    assert upload_files(client, "/me/", "/me/scans", slices(1)).status_code == 200
+    drain(app, make_worker(app, model_server.address))
+    with app.app_context():
+        report_id = db.session.scalar(db.select(Report.id))
+    page = client.get(f"/reports/{report_id}").get_data(as_text=True)
+    assert "Submitted by the patient, not yet reviewed by a doctor" in page and "Draft" in page
+    assert "not yet reviewed" in client.get("/me/").get_data(as_text=True)
+
+
+def test_model_server_down_retries_then_fails_with_the_reason(reporting_app, auth, client):
+    app = reporting_app
+    _, batch_id = doctor_uploads(app, auth, client, 2)
+    dead = make_worker(app, "127.0.0.1:1", retries=0)  # nothing listens on port 1
+    drain(app, dead, timeout=60)
+    progress = client.get(f"/api/batches/{batch_id}").get_json()
+    assert progress["complete"] and progress["counts"]["failed"] == 2
+    for job in progress["jobs"]:
+        assert job["attempts"] == app.config["JOB_MAX_ATTEMPTS"] and job["error"].startswith("model server:")
+    page = client.get(f"/batches/{batch_id}").get_data(as_text=True)
+    assert "failed: model server:" in page
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(Report)) == 0
+
+
+def _two_scans(app) -> tuple[list, User, User]:
+    """Two stored scans of the doctor's patient (call inside an app context)."""
+    from portal.intake import intake
+    from portal.storage import store_from_uri
+    from portal.uploads import _save
+
+    doctor = db.session.scalar(db.select(User).where(User.email == "doctor@example.org"))
+    patient = db.session.scalar(db.select(User).where(User.email == "patient@example.org"))
+    accepted, _ = intake(slices(2))
+    store = store_from_uri(app.config["SCAN_STORE"])
+    scans = [_save(store, item, patient, doctor, False) for item in accepted]
+    db.session.commit()
+    return scans, doctor, patient
+
+
+def test_queued_jobs_survive_a_restart_and_a_dead_workers_job_is_taken_over(reporting_app, model_server):
+    """Embedded default (database queue): jobs written before a 'restart' are done by a new app and worker;
+    a job claimed by a worker that died is given to another once its lease runs out."""
+    from portal import create_app
+
+    app = reporting_app
+    with app.app_context():
+        scans, doctor, patient = _two_scans(app)
+        batch = enqueue_scans(scans, doctor, patient, DatabaseQueue())
+        batch_id = batch.id
+        from portal.jobs import JobSettings, claim
+
+        stuck = claim([batch.jobs[0].id], "worker-that-dies", JobSettings(lease_seconds=0.2))
+        assert stuck and stuck[0].status == "running"
+        db.session.remove()
+    time.sleep(0.3)
+    restarted = create_app(dict(app.config), environment="testing")  # a fresh process's view of the same data
+    drain(restarted, make_worker(restarted, model_server.address, name="after-restart"))
+    with restarted.app_context():
+        jobs = db.session.scalars(db.select(Job).where(Job.batch_id == batch_id).order_by(Job.id)).all()
+        assert [job.status for job in jobs] == ["done", "done"]
+        assert jobs[0].attempts == 2 and {job.worker for job in jobs} == {"after-restart"}
+        assert db.session.scalar(db.select(db.func.count()).select_from(Report)) == 2
+
+
+@pytest.fixture()
+def redis_queue():
+    redis = pytest.importorskip("redis")
+    queue = RedisQueue("redis://127.0.0.1:6379/0", name=f"radassist-test:{uuid.uuid4().hex}")
+    try:
+        queue.redis.ping()
+    except redis.ConnectionError as error:
+        pytest.skip(f"Redis not reachable at 127.0.0.1:6379: {error}")
+    yield queue
+    keys = list(queue.redis.scan_iter(queue.ready.rsplit(":", 1)[0] + ":*"))
+    if keys:
+        queue.redis.delete(*keys)
+
+
+def test_redis_queue_survives_a_worker_crash_and_a_redis_restart(reporting_app, model_server, redis_queue):
+    app = reporting_app
+    with app.app_context():
+        scans, doctor, patient = _two_scans(app)
+        batch_id = enqueue_scans(scans, doctor, patient, redis_queue).id
+        assert redis_queue.redis.llen(redis_queue.ready) == 2
+        # a worker takes both messages and dies before claiming them in the database
+        taken = redis_queue.take("crashing-worker", limit=8, timeout=1)
+        assert len(taken) == 2 and redis_queue.redis.llen(redis_queue.ready) == 0
+    # the same worker restarted gives its held messages back and does the work
+    restarted = make_worker(app, model_server.address, queue=redis_queue, name="crashing-worker")
+    drain(app, restarted)
+    with app.app_context():
+        statuses = db.session.scalars(db.select(Job.status).where(Job.batch_id == batch_id)).all()
+        assert statuses == ["done", "done"]
+
+        # Redis loses everything (it keeps nothing on disk): the database still knows what is queued
+        scans, doctor, patient = _two_scans(app)
+        batch_id = enqueue_scans(scans, doctor, patient, redis_queue).id
+    for key in redis_queue.redis.scan_iter(redis_queue.ready.rsplit(":", 1)[0] + ":*"):
+        redis_queue.redis.delete(key)
+    worker = make_worker(app, model_server.address, queue=redis_queue, name="other-worker")
+    worker.settings = type(worker.settings)(**{**worker.settings.__dict__, "redispatch_seconds": 0})
+    drain(app, worker)
+    with app.app_context():
+        statuses = db.session.scalars(db.select(Job.status).where(Job.batch_id == batch_id)).all()
+        assert statuses == ["done", "done"]
+
+
+def test_report_overlay_lines_up_with_the_padded_square_the_model_saw():
+    from portal.reports import overlay_png
+
+    wide = np.zeros((100, 200), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(wide).save(buffer, format="PNG")
+    heat = np.zeros((14, 14), dtype=np.float32)
+    heat[:, 10:] = 1.0  # hot on the right of the square -> the right of the (centred) wide image
+    overlay = np.asarray(Image.open(io.BytesIO(overlay_png(buffer.getvalue(), heat))))
+    assert overlay.shape == (100, 200, 3)
+    assert overlay[:, 180:].mean() > 50 and overlay[:, :100].mean() == 0
+
+
+def test_admin_models_page_lists_served_versions_and_usage(reporting_app, auth, client, model_server):
+    app = reporting_app
+    doctor_uploads(app, auth, client, 1)
+    drain(app, make_worker(app, model_server.address))
+    auth.logout()
+    auth.login("admin@example.org")
+    page = client.get("/admin/models").get_data(as_text=True)
+    assert "AVAILABLE" in page and "jobs done</th><td>1" in page
+    assert re.search(r"<td>radassist</td><td>\d+</td><td>AVAILABLE</td>", page)
+    app.config["MODEL_REST_URL"] = "http://127.0.0.1:1"
+    down = client.get("/admin/models")
+    assert down.status_code == 200 and "The model server did not answer" in down.get_data(as_text=True)
+    auth.logout()
+    auth.login("doctor@example.org")
+    assert client.get("/admin/models").status_code == 403
