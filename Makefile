@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env run train test test-full lint benchmark-accuracy compile-kfp clean
+.PHONY: env browser run train test test-full lint benchmark-accuracy compile-kfp clean
 
 env:  ## build .venv (patched interpreter on glibc < 2.39), idempotent
 	@bash scripts/bootstrap_env.sh
@@ -15,7 +15,10 @@ run: env  ## train on $$RADASSIST_DATA_DIR, ./data/chest-ct or the bundled sampl
 train: env  ## the training pipeline only
 	$(PY) -m radassist.cli pipeline run $(ARGS)
 
-test: env  ## lint + the test suite on the bundled sample (no external data needed)
+browser:  ## Debian's chromium for the Playwright tests (installed when missing and run as root)
+	@bash scripts/install_browser.sh
+
+test: env browser  ## lint + the test suite on the bundled sample (no external data needed)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not full_data" $(PYTEST_ARGS)
 

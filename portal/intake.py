@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import io
 import zipfile
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
@@ -55,7 +56,7 @@ def sniff(data: bytes) -> str:
 
 def _png(gray: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(gray).save(buffer, format="PNG")
+    Image.fromarray(gray).save(buffer, format="PNG", compress_level=1)  # lossless; level 6 is 5x slower
     return buffer.getvalue()
 
 
@@ -122,45 +123,53 @@ def _single(name: str, data: bytes) -> AcceptedScan | RejectedFile:
     return RejectedFile(name, "not a PNG, JPEG, DICOM or ZIP file")
 
 
-def _unzip(name: str, data: bytes) -> list[AcceptedScan | RejectedFile]:
+def _unzip(name: str, data: bytes) -> Iterator[AcceptedScan | RejectedFile]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         entries = [e for e in archive.infolist() if not e.is_dir()]
     except zipfile.BadZipFile as error:
-        return [RejectedFile(name, f"not a readable ZIP: {error}")]
+        yield RejectedFile(name, f"not a readable ZIP: {error}")
+        return
     if len(entries) > MAX_ZIP_ENTRIES:
-        return [RejectedFile(name, f"{len(entries)} files in the ZIP; at most {MAX_ZIP_ENTRIES} are allowed")]
+        yield RejectedFile(name, f"{len(entries)} files in the ZIP; at most {MAX_ZIP_ENTRIES} are allowed")
+        return
     declared = sum(e.file_size for e in entries)
     if declared > MAX_ZIP_TOTAL_BYTES:
-        return [RejectedFile(name, f"unpacks to {declared} bytes; at most {MAX_ZIP_TOTAL_BYTES} are allowed")]
-    results: list[AcceptedScan | RejectedFile] = []
+        yield RejectedFile(name, f"unpacks to {declared} bytes; at most {MAX_ZIP_TOTAL_BYTES} are allowed")
+        return
     unpacked = 0
     for entry in entries:
         label = f"{name}: {entry.filename}"
         if entry.file_size > MAX_FILE_BYTES:
-            results.append(RejectedFile(label, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MB"))
+            yield RejectedFile(label, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MB")
             continue
         try:
             with archive.open(entry) as handle:
                 content = handle.read(MAX_FILE_BYTES + 1)  # never trust the declared size
         except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError) as error:
-            results.append(RejectedFile(label, f"cannot be unpacked: {error}"))
+            yield RejectedFile(label, f"cannot be unpacked: {error}")
             continue
         unpacked += len(content)
         if len(content) > MAX_FILE_BYTES or unpacked > MAX_ZIP_TOTAL_BYTES:
-            results.append(RejectedFile(label, "unpacks to more than allowed (possible ZIP bomb)"))
+            yield RejectedFile(label, "unpacks to more than allowed (possible ZIP bomb)")
             break
         if sniff(content) == "zip":
-            results.append(RejectedFile(label, "ZIP files inside a ZIP are not accepted"))
+            yield RejectedFile(label, "ZIP files inside a ZIP are not accepted")
             continue
-        results.append(_single(label, content))
-    return results
+        yield _single(label, content)
+
+
+def intake_stream(files: list[tuple[str, bytes]]) -> Iterator[AcceptedScan | RejectedFile]:
+    """Each uploaded (name, bytes) pair (or ZIP entry) as an accepted scan or a rejected file, one at a time."""
+    for name, data in files:
+        if sniff(data) == "zip":
+            yield from _unzip(name, data)
+        else:
+            yield _single(name, data)
 
 
 def intake(files: list[tuple[str, bytes]]) -> tuple[list[AcceptedScan], list[RejectedFile]]:
     """Splits uploaded (name, bytes) pairs into accepted scans and rejected files with reasons."""
-    results: list[AcceptedScan | RejectedFile] = []
-    for name, data in files:
-        results.extend(_unzip(name, data) if sniff(data) == "zip" else [_single(name, data)])
+    results = list(intake_stream(files))
     accepted = [r for r in results if isinstance(r, AcceptedScan)]
     return accepted, [r for r in results if isinstance(r, RejectedFile)]

@@ -34,11 +34,12 @@ class JobSettings:
                    lease_seconds=config["JOB_LEASE_SECONDS"])
 
 
-def enqueue_scans(scans, created_by, patient, queue: "JobQueue") -> Batch:
-    """Creates a batch with one queued job per scan (committed), then offers the jobs to the queue."""
-    batch = Batch(created_by_id=created_by.id, patient_id=patient.id)
-    db.session.add(batch)
-    db.session.flush()
+def enqueue_scans(scans, created_by, patient, queue: "JobQueue", batch: Batch | None = None) -> Batch:
+    """One queued job per scan in ``batch`` (a new one by default), committed, then offered to the queue."""
+    if batch is None:
+        batch = Batch(created_by_id=created_by.id, patient_id=patient.id)
+        db.session.add(batch)
+        db.session.flush()
     jobs = [Job(batch_id=batch.id, scan_id=scan.id) for scan in scans]
     db.session.add_all(jobs)
     db.session.commit()
@@ -152,7 +153,7 @@ class JobQueue:
 class DatabaseQueue(JobQueue):
     """No broker: workers poll the jobs table. The embedded default."""
 
-    def __init__(self, poll_seconds: float = 0.5):
+    def __init__(self, poll_seconds: float = 0.25):
         self.poll_seconds = poll_seconds
 
     def take(self, worker: str, limit: int, timeout: float) -> list[int] | None:
@@ -183,7 +184,10 @@ class RedisQueue(JobQueue):
 
     def take(self, worker: str, limit: int, timeout: float) -> list[int] | None:
         processing = self.processing_prefix + worker
-        first = self.redis.blmove(self.ready, processing, timeout, "RIGHT", "LEFT")
+        if timeout > 0:
+            first = self.redis.blmove(self.ready, processing, timeout, "RIGHT", "LEFT")
+        else:  # BLMOVE's 0 means "wait forever"
+            first = self.redis.lmove(self.ready, processing, "RIGHT", "LEFT")
         if first is None:
             return []
         ids = [int(first)]

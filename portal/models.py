@@ -163,7 +163,7 @@ class Report(db.Model):
     predicted_class: Mapped[str] = mapped_column(sa.String(64))
     probabilities_json: Mapped[str] = mapped_column(sa.Text)     # {"adenocarcinoma": 0.61, ...}, calibrated
     uncertain: Mapped[bool] = mapped_column(default=False)
-    overlay_sha256: Mapped[str] = mapped_column(sa.String(64))   # Grad-CAM overlay PNG in the blob store
+    overlay_sha256: Mapped[str] = mapped_column(sa.String(64))   # Grad-CAM overlay (JPEG) in the blob store
     model_name: Mapped[str] = mapped_column(sa.String(128))
     model_version: Mapped[int] = mapped_column()
     findings: Mapped[str] = mapped_column(sa.Text, default="")

@@ -53,11 +53,11 @@ def view(report_id: int):
                            newest=newest, titles=reports.CLASS_TITLES, notice=reports.NOTICE)
 
 
-@bp.get("/reports/<int:report_id>/overlay.png")
+@bp.get("/reports/<int:report_id>/overlay.jpg")
 @login_required
 def overlay(report_id: int):
     report = visible_report(report_id)
-    response = Response(blob_store().get(report.overlay_sha256), mimetype="image/png")
+    response = Response(blob_store().get(report.overlay_sha256), mimetype="image/jpeg")
     response.headers["Cache-Control"] = "private, max-age=3600"
     return response
 

@@ -30,26 +30,41 @@ def class_title(class_name: str) -> str:
     return CLASS_TITLES.get(class_name, class_name.replace("_", " ").capitalize())
 
 
-def _heat_colours(heat: np.ndarray) -> np.ndarray:
-    """0..1 -> RGB in 0..1 with a blue-green-yellow-red ramp (a 'jet'-like map without matplotlib)."""
-    return np.stack([np.clip(1.5 - np.abs(4 * heat - c), 0, 1) for c in (3, 2, 1)], axis=-1)
+def _heat_lut() -> tuple[np.ndarray, np.ndarray]:
+    """256-entry colour and opacity tables: a blue-green-yellow-red ramp, more opaque where the map is hotter."""
+    heat = np.linspace(0.0, 1.0, 256, dtype=np.float32)
+    colours = np.stack([np.clip(1.5 - np.abs(4 * heat - c), 0, 1) for c in (3, 2, 1)], axis=-1)
+    return (colours * 255).astype(np.float32), (0.55 * heat)[:, None].astype(np.float32)
 
 
-def overlay_png(scan_png: bytes, heatmap: np.ndarray) -> bytes:
-    """The scan with the Grad-CAM map blended on top. The map covers the square the model saw: the scan padded
-    to a square, centred (as components.imaging.pad_to_square does), so it is cropped back the same way."""
-    gray = np.asarray(Image.open(io.BytesIO(scan_png)).convert("L"), dtype=np.float32) / 255.0
+_COLOURS, _ALPHA = _heat_lut()
+
+
+def overlay_image(scan_png: bytes, heatmap: np.ndarray) -> bytes:
+    """The scan with the Grad-CAM map blended on top, as a JPEG (a picture for people; the PDF embeds it as is).
+
+    The map covers the square the model saw: the scan padded to a square, centred (as
+    components.imaging.pad_to_square does), so it is cropped back the same way."""
+    gray = np.asarray(Image.open(io.BytesIO(scan_png)).convert("L"), dtype=np.float32)
     height, width = gray.shape
     side = max(height, width)
-    heat = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
-    heat = np.asarray(Image.fromarray(heat, mode="F").resize((side, side), Image.BILINEAR))
+    heat8 = (np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0) * 255).round().astype(np.uint8)
+    heat8 = np.asarray(Image.fromarray(heat8, mode="L").resize((side, side), Image.BILINEAR))
     top, left = (side - height) // 2, (side - width) // 2
-    heat = np.clip(heat[top : top + height, left : left + width], 0.0, 1.0)
-    alpha = (0.55 * heat)[..., None]
-    blended = (1 - alpha) * gray[..., None] + alpha * _heat_colours(heat)
+    heat8 = heat8[top : top + height, left : left + width]
+    alpha = _ALPHA[heat8]
+    blended = (1 - alpha) * gray[..., None] + alpha * _COLOURS[heat8]
     buffer = io.BytesIO()
-    Image.fromarray((blended * 255).round().astype(np.uint8), mode="RGB").save(buffer, format="PNG")
+    Image.fromarray(blended.round().astype(np.uint8), mode="RGB").save(buffer, format="JPEG", quality=92)
     return buffer.getvalue()
+
+
+def _jpeg(png: bytes) -> io.BytesIO:
+    """A high-quality JPEG of an image for the PDF: embedded as is, where a PNG would be re-compressed."""
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(png)).save(buffer, format="JPEG", quality=92)
+    buffer.seek(0)
+    return buffer
 
 
 def create_model_report(scan: Scan, prediction, store: BlobStore, uncertain_below: float) -> Report:
@@ -57,7 +72,7 @@ def create_model_report(scan: Scan, prediction, store: BlobStore, uncertain_belo
     existing = db.session.scalar(db.select(Report).where(Report.scan_id == scan.id, Report.version == 1))
     if existing is not None:  # a job that ran twice (its worker died after writing) must not write twice
         return existing
-    overlay = overlay_png(store.get(scan.image_sha256), prediction.heatmap)
+    overlay = overlay_image(store.get(scan.image_sha256), prediction.heatmap)
     report = Report(
         scan=scan, version=1, status=ReportStatus.DRAFT.value, predicted_class=prediction.class_name,
         probabilities_json=json.dumps({name: round(float(prediction.probabilities[name]), 6)
@@ -143,6 +158,14 @@ def scan_table(scans: list[Scan], viewer: User) -> dict:
     return {"scans": scans, "reports": newest, "jobs": latest_jobs(ids), "titles": CLASS_TITLES}
 
 
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _font_file() -> str:
     """DejaVu Sans (shipped with matplotlib, already installed with TFX): full Unicode for patient names."""
     import matplotlib
@@ -159,12 +182,18 @@ def render_pdf(report: Report, store: BlobStore) -> bytes:
     pdf.set_title(f"RadAssist report {report.id} v{report.version}")
     pdf.set_creator("RadAssist")
     pdf.set_creation_date(_aware(report.created_at))
-    pdf.add_font("DejaVu", "", _font_file())
+    free_text = (scan.patient.name, scan.name, report.findings or "", report.amendment_reason or "",
+                 report.signed_by.name if report.signed_by else "")
+    if all(_latin1(text) for text in free_text):
+        family = "helvetica"  # a PDF core font: nothing to embed (the common case, and much faster)
+    else:
+        family = "DejaVu"
+        pdf.add_font(family, "", _font_file())
     pdf.add_page()
     pdf.set_auto_page_break(True, margin=15)
 
     def line(text: str, size: int = 10, height: float = 5.5) -> None:
-        pdf.set_font("DejaVu", size=size)
+        pdf.set_font(family, size=size)
         pdf.multi_cell(0, height, text, new_x="LMARGIN", new_y="NEXT")
 
     line("RadAssist chest CT report", size=16, height=9)
@@ -189,7 +218,7 @@ def render_pdf(report: Report, store: BlobStore) -> bytes:
     pdf.ln(2)
     image_top = pdf.get_y()
     width = 85
-    pdf.image(io.BytesIO(store.get(scan.image_sha256)), x=pdf.l_margin, y=image_top, w=width)
+    pdf.image(_jpeg(store.get(scan.image_sha256)), x=pdf.l_margin, y=image_top, w=width)
     pdf.image(io.BytesIO(store.get(report.overlay_sha256)), x=pdf.l_margin + width + 5, y=image_top, w=width)
     pdf.set_y(image_top + width * scan.height / scan.width + 2)
     line("Left: the scan. Right: regions that drove the prediction (Grad-CAM).", size=8)

@@ -2,13 +2,14 @@
 
 from flask import current_app, request
 
-from portal.intake import AcceptedScan, RejectedFile, intake
+from portal.intake import AcceptedScan, RejectedFile, intake_stream
 from portal.jobs import JobQueue, enqueue_scans, queue_from_url
 from portal.models import Batch, Scan, User, db
 from portal.security import record
 from portal.storage import store_from_uri
 
 MAX_NAME = 255
+QUEUE_EVERY = 8  # scans stored before their jobs are queued
 
 
 def blob_store():
@@ -32,12 +33,21 @@ def save_upload(patient: User, uploader: User, self_submitted: bool
     files = [(f.filename or "unnamed", f.read()) for f in request.files.getlist("scans")]
     if not files:
         return [], [RejectedFile("(no file)", "choose at least one file")], None
-    accepted, rejected = intake(files)
-    store = blob_store()
-    scans = [_save(store, item, patient, uploader, self_submitted) for item in accepted]
+    store, queue = blob_store(), job_queue()
+    scans, rejected, waiting, batch = [], [], [], None
+    for item in intake_stream(files):
+        if isinstance(item, RejectedFile):
+            rejected.append(item)
+            continue
+        scans.append(_save(store, item, patient, uploader, self_submitted))
+        waiting.append(scans[-1])
+        if len(waiting) == QUEUE_EVERY:  # workers start on the first scans while the rest are unpacked
+            batch = enqueue_scans(waiting, uploader, patient, queue, batch)
+            waiting = []
+    if waiting:
+        batch = enqueue_scans(waiting, uploader, patient, queue, batch)
     record("scans_uploaded", patient, detail=f"{len(scans)} accepted, {len(rejected)} rejected")
     db.session.commit()
-    batch = enqueue_scans(scans, uploader, patient, job_queue()) if scans else None
     return scans, rejected, batch
 
 

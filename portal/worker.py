@@ -4,12 +4,14 @@ Runs as its own process (``radassist worker``; ``radassist portal`` starts one b
 processes never load TensorFlow. Jobs are taken in small batches and sent to the model as one request.
 """
 
+import dataclasses
 import logging
 import os
 import signal
 import socket
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from flask import Flask
 
@@ -19,6 +21,16 @@ from portal.models import Job, db
 from portal.storage import store_from_uri
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class _InFlight:
+    """A batch whose model call is running in the background."""
+
+    jobs: list[Job]
+    offered: list[int]
+    future: Future
+    started: float
 
 
 class Worker:
@@ -31,8 +43,11 @@ class Worker:
         self.settings = JobSettings.from_config(app.config)
         self.sweep_seconds = sweep_seconds
         self.stopping = threading.Event()
+        import fpdf  # noqa: F401  - loaded now, not while the first batch of reports waits
         self._last_sweep = 0.0
         self._recovered = False
+        self._in_flight: _InFlight | None = None
+        self._model_calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-call")
 
     def run(self) -> None:
         """Works until ``stop()`` (or SIGTERM in ``main``)."""
@@ -40,15 +55,18 @@ class Worker:
             log.info("worker %s started", self.name)
             while not self.stopping.is_set():
                 self.step(timeout=1.0)
+            self.flush()
             log.info("worker %s stopped", self.name)
 
     def stop(self) -> None:
         self.stopping.set()
 
     def step(self, timeout: float = 0.0) -> int:
-        """One round: housekeeping when due, then at most one batch. Returns the number of jobs worked on.
+        """One round: housekeeping when due, send the next batch to the model, write the previous batch's reports.
 
-        The first round gives back whatever an earlier run of this worker (same name) held when it died.
+        Pipelined: while the model server works on batch k+1, this process writes the reports of batch k, so the
+        server never waits for report rendering. The first round also gives back whatever an earlier run of this
+        worker (same name) held when it died. Returns the number of jobs whose reports were written or failed.
         """
         if not self._recovered:
             self.queue.recover(self.name)
@@ -60,45 +78,71 @@ class Worker:
             except self.queue.unavailable_errors as error:
                 db.session.rollback()
                 log.warning("queue unavailable during sweep: %s", error)
-        try:
-            offered = self.queue.take(self.name, self.batch_size, timeout)
+        try:  # with a batch at the model, only look for more work; do not wait for it
+            offered = self.queue.take(self.name, self.batch_size, 0.0 if self._in_flight else timeout)
         except self.queue.unavailable_errors as error:
             log.warning("queue unavailable: %s", error)
-            time.sleep(min(timeout, 1.0) or 0.1)
-            return 0
-        if not offered:
-            return 0
-        jobs = claim(offered, self.name, self.settings)
-        try:
+            offered = []
+            if not self._in_flight:
+                time.sleep(min(timeout, 1.0) or 0.1)
+        sent = None
+        if offered:
+            jobs = claim(offered, self.name, self.settings)
             if jobs:
-                self.process(jobs)
-        finally:
-            self.queue.done(self.name, offered)
-        return len(jobs)
+                sent = self._send(jobs, offered)
+            else:
+                self.queue.done(self.name, offered)
+        previous, self._in_flight = self._in_flight, sent
+        return self._receive(previous) if previous else 0
 
-    def process(self, jobs: list[Job]) -> None:
-        from serving.client import InvalidInput, ServingClientError
+    def flush(self) -> None:
+        """Writes the reports of the batch still at the model (before stopping)."""
+        if self._in_flight:
+            previous, self._in_flight = self._in_flight, None
+            self._receive(previous)
 
+    def _send(self, jobs: list[Job], offered: list[int]) -> "_InFlight | None":
         store = store_from_uri(self.app.config["SCAN_STORE"])
         try:
             images = [store.get(job.scan.image_sha256) for job in jobs]
-            predictions = self.client.explain_batch(images)
-        except InvalidInput as error:
-            if len(jobs) > 1:  # find the one bad image: the others still get their reports
-                db.session.rollback()
-                for job in jobs:
-                    self.process([job])
-                return
-            self._failed(jobs, f"the model rejected this image: {error}", retryable=False)
-            return
-        except (ServingClientError, OSError) as error:
-            self._failed(jobs, f"model server: {error}", retryable=True)
-            return
-        uncertain_below = self.app.config["REPORT_UNCERTAIN_BELOW"]
-        for job, prediction in zip(jobs, predictions, strict=True):
-            reports.create_model_report(job.scan, prediction, store, uncertain_below)
-            finish(job)
-        db.session.commit()
+        except OSError as error:
+            self._failed(jobs, f"scan storage: {error}", retryable=True)
+            self.queue.done(self.name, offered)
+            return None
+        future = self._model_calls.submit(self.client.explain_batch, images)
+        return _InFlight(jobs, offered, future, time.perf_counter())
+
+    def _receive(self, batch: "_InFlight") -> int:
+        from serving.client import InvalidInput, ServingClientError
+
+        try:
+            try:
+                predictions = batch.future.result()
+            except InvalidInput as error:
+                if len(batch.jobs) > 1:  # find the one bad image: the others still get their reports
+                    for job in batch.jobs:
+                        single = self._send([job], [])
+                        if single:
+                            self._receive(single)
+                    return len(batch.jobs)
+                self._failed(batch.jobs, f"the model rejected this image: {error}", retryable=False)
+                return 1
+            except (ServingClientError, OSError) as error:
+                self._failed(batch.jobs, f"model server: {error}", retryable=True)
+                return len(batch.jobs)
+            model_seconds = time.perf_counter() - batch.started
+            store = store_from_uri(self.app.config["SCAN_STORE"])
+            uncertain_below = self.app.config["REPORT_UNCERTAIN_BELOW"]
+            for job, prediction in zip(batch.jobs, predictions, strict=True):
+                reports.create_model_report(job.scan, prediction, store, uncertain_below)
+                finish(job)
+            db.session.commit()
+            log.info("%d reports: model answered after %.2fs, written in %.2fs", len(batch.jobs), model_seconds,
+                     time.perf_counter() - batch.started - model_seconds)
+            return len(batch.jobs)
+        finally:
+            if batch.offered:
+                self.queue.done(self.name, batch.offered)
 
     def _failed(self, jobs: list[Job], reason: str, retryable: bool) -> None:
         db.session.rollback()

@@ -108,7 +108,7 @@ def test_bulk_upload_becomes_draft_reports_with_overlay_and_pdf(reporting_app, a
                  f"radassist version {model_version}", "Decision support, not a diagnosis", "Pat One",
                  "Adenocarcinoma", "Squamous cell carcinoma", "Large cell carcinoma", "Normal"):
         assert text in page
-    assert client.get(f"/reports/{report_id}/overlay.png").data.startswith(b"\x89PNG")
+    assert client.get(f"/reports/{report_id}/overlay.jpg").data.startswith(b"\xff\xd8\xff")
     pdf = client.get(f"/reports/{report_id}/report.pdf")
     assert pdf.status_code == 200 and pdf.mimetype == "application/pdf" and pdf.data.startswith(b"%PDF")
     patient_page = client.get(f"/doctor/patients/{patient_id}").get_data(as_text=True)
@@ -206,7 +206,7 @@ def test_other_users_get_404_on_every_report_url_and_patients_see_only_released_
     drain(app, make_worker(app, model_server.address))
     with app.app_context():
         report_id = db.session.scalar(db.select(Report.id))
-    urls = [f"/reports/{report_id}", f"/reports/{report_id}/overlay.png", f"/reports/{report_id}/report.pdf",
+    urls = [f"/reports/{report_id}", f"/reports/{report_id}/overlay.jpg", f"/reports/{report_id}/report.pdf",
             f"/api/reports/{report_id}/fhir", f"/batches/{batch_id}", f"/api/batches/{batch_id}"]
     auth.logout()
     for outsider in ("other@example.org", "patient2@example.org", "admin@example.org"):
@@ -343,16 +343,16 @@ def test_redis_queue_survives_a_worker_crash_and_a_redis_restart(reporting_app, 
 
 
 def test_report_overlay_lines_up_with_the_padded_square_the_model_saw():
-    from portal.reports import overlay_png
+    from portal.reports import overlay_image
 
     wide = np.zeros((100, 200), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(wide).save(buffer, format="PNG")
     heat = np.zeros((14, 14), dtype=np.float32)
     heat[:, 10:] = 1.0  # hot on the right of the square -> the right of the (centred) wide image
-    overlay = np.asarray(Image.open(io.BytesIO(overlay_png(buffer.getvalue(), heat))))
+    overlay = np.asarray(Image.open(io.BytesIO(overlay_image(buffer.getvalue(), heat))))
     assert overlay.shape == (100, 200, 3)
-    assert overlay[:, 180:].mean() > 50 and overlay[:, :100].mean() == 0
+    assert overlay[:, 180:, 0].mean() > 50 and overlay[:, :100].mean() < 3  # red on the right; JPEG: near 0
 
 
 def test_admin_models_page_lists_served_versions_and_usage(reporting_app, auth, client, model_server):

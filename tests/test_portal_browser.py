@@ -1,0 +1,171 @@
+"""The portal in a real browser: Debian's Chromium driven by Playwright, against the whole stack running as it
+does in production (model server process, gunicorn, a report worker process).
+
+Screenshots of every page land in test-artifacts/browser/.
+"""
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from conftest import FULL_DATA_CANDIDATES, REPO_ROOT, SAMPLE_DIR, ServerProcess, free_port
+
+pytestmark = pytest.mark.slow
+CHROMIUM = os.environ.get("RADASSIST_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = os.path.join(REPO_ROOT, "test-artifacts", "browser")
+PASSWORD = "correct horse battery"
+
+
+def _ten_real_slices() -> list[str]:
+    """Ten test-split slices, from ../shared/data when present (else the bundled sample), across all classes."""
+    root = next((c for c in FULL_DATA_CANDIDATES if c and os.path.isdir(os.path.join(c, "test"))), SAMPLE_DIR)
+    by_class = [sorted(glob.glob(os.path.join(folder, "*.png")))
+                for folder in sorted(glob.glob(os.path.join(root, "test", "*")))]
+    picked = []
+    while len(picked) < 10:
+        for paths in by_class:
+            if paths and len(picked) < 10:
+                picked.append(paths.pop(0))
+    return picked
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("RADASSIST_REQUIRE_BROWSER"):
+            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def stack(first_pipeline_run, tmp_path_factory):
+    """Model server + `radassist portal` (gunicorn and one report worker) on fresh ports and a fresh database."""
+    root = tmp_path_factory.mktemp("browser-stack")
+    base = root / "models"
+    shutil.copytree(first_pipeline_run["output"] / "models", base)
+    server = ServerProcess(str(base)).start()
+    port = free_port()
+    env = {**os.environ, "RADASSIST_DATABASE_URL": f"sqlite:///{root / 'portal.db'}",
+           "RADASSIST_SCAN_STORE": str(root / "scans"), "RADASSIST_SECRET_KEY": os.urandom(24).hex(),
+           "RADASSIST_MODEL_SERVER": server.address, "RADASSIST_MODEL_REST_URL": server.rest}
+    users = [("doctor", "doctor@example.org", "Dr. Browser", None),
+             ("patient", "patient@example.org", "Pat Browser", "doctor@example.org"),
+             ("patient", "patient2@example.org", "Pam Other", "doctor@example.org")]
+    for role, email, name, doctor in users:
+        args = [sys.executable, "-m", "radassist.cli", "users", "create", "--role", role, "--email", email,
+                "--name", name, "--password-stdin"] + (["--doctor", doctor] if doctor else [])
+        subprocess.run(args, input=PASSWORD + "\n", text=True, env=env, check=True, capture_output=True)
+    log = open(root / "portal.log", "wb")  # noqa: SIM115
+    portal = subprocess.Popen([sys.executable, "-m", "radassist.cli", "portal", "--host", "127.0.0.1", "--port",
+                               str(port), "--report-workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        assert portal.poll() is None, (root / "portal.log").read_text()
+        try:
+            if requests.get(f"{url}/login", timeout=2).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        assert time.time() < deadline, "portal did not start"
+        time.sleep(0.5)
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    yield {"url": url, "root": root}
+    portal.terminate()
+    portal.wait(timeout=30)
+    log.close()
+    server.stop()
+
+
+def _login(page, url: str, email: str) -> None:
+    page.goto(f"{url}/login")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+
+
+def _shot(page, name: str) -> None:
+    page.screenshot(path=os.path.join(ARTIFACTS, f"{name}.png"), full_page=True)
+
+
+def _upload_and_wait(page, patient_name: str, files: list[str], shot: str | None) -> None:
+    page.click("text=Patients")
+    page.click(f"text={patient_name}")
+    page.set_input_files("input[name=scans]", files)
+    page.click("form.card button[type=submit]:has-text('Upload')")
+    page.wait_for_selector("#batch-progress")
+    if shot:
+        _shot(page, f"{shot}-progress-started")
+    # the class is set by the page's own polling script once the API says every job finished
+    page.wait_for_selector("#batch-progress.complete", timeout=300_000)
+    bar = page.locator("#batch-bar")
+    assert bar.get_attribute("value") == bar.get_attribute("max") == str(len(files))
+
+
+def test_doctor_bulk_uploads_watches_progress_opens_report_and_downloads_pdf(browser, stack):
+    page = browser.new_page()
+    _login(page, stack["url"], "doctor@example.org")
+    slices = _ten_real_slices()
+    _upload_and_wait(page, "Pat Browser", slices, shot="doctor-bulk")
+    assert "10 of 10 finished (10 reports, 0 failed" in page.inner_text("#batch-summary")
+    _shot(page, "doctor-bulk-progress-finished")
+
+    page.click("#batch-jobs a >> nth=0")
+    page.wait_for_selector("#predicted-class")
+    text = page.inner_text("main")
+    assert "Draft" in text and "Decision support, not a diagnosis" in text and "radassist version" in text
+    assert page.locator("img[alt='Grad-CAM overlay']").evaluate("img => img.naturalWidth") > 0
+    _shot(page, "doctor-report-draft")
+    with page.expect_download() as download:
+        page.click("#download-pdf")
+    path = download.value.path()
+    with open(path, "rb") as handle:
+        assert handle.read(5) == b"%PDF-"
+    shutil.copy(path, os.path.join(ARTIFACTS, "report.pdf"))
+
+    page.fill("textarea[name=findings]", "Mass in the left lower lobe; correlate clinically.")
+    page.click("#sign-off")
+    page.wait_for_selector("text=signed off by Dr. Browser")
+    _shot(page, "doctor-report-final")
+    page.close()
+
+
+def test_patient_sees_only_their_released_reports(browser, stack):
+    doctor = browser.new_page()
+    _login(doctor, stack["url"], "doctor@example.org")
+    _upload_and_wait(doctor, "Pam Other", _ten_real_slices()[:1], shot=None)
+    doctor.click("#batch-jobs a >> nth=0")
+    doctor.click("#sign-off")
+    doctor.wait_for_selector("text=signed off by Dr. Browser")
+    others_report = doctor.url
+    doctor.close()
+
+    page = browser.new_page()
+    _login(page, stack["url"], "patient@example.org")
+    assert page.url.endswith("/me/")
+    rows = page.locator("table.scans tbody tr")
+    assert rows.count() == 10
+    assert page.locator("table.scans a").count() == 1  # the one signed-off report; nine await the doctor
+    assert page.locator("text=awaiting your doctor's report").count() == 9
+    _shot(page, "patient-home")
+    page.click("table.scans a")
+    text = page.inner_text("main")
+    assert "Final" in text and "Mass in the left lower lobe" in text and "Pat Browser" in text
+    assert page.locator("#sign-off").count() == 0
+    _shot(page, "patient-report")
+    response = page.goto(others_report)  # another patient's report: does not exist for this patient
+    assert response.status == 404
+    _shot(page, "patient-other-report-404")
+    page.close()
