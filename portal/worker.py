@@ -169,7 +169,8 @@ def main(app: Flask | None = None) -> None:
     from serving.client import ServingClient
 
     app = app or create_app()
-    upgrade(app.config["SQLALCHEMY_DATABASE_URI"])
+    if os.environ.get("RADASSIST_ENV") != "production":  # production: `radassist migrate`, once per release
+        upgrade(app.config["SQLALCHEMY_DATABASE_URI"])
     client = ServingClient(app.config["MODEL_SERVER"], app.config["MODEL_NAME"],
                            timeout=app.config["MODEL_TIMEOUT"], retries=2)
     worker = Worker(app, client)

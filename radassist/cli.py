@@ -125,11 +125,14 @@ def cmd_serve(args) -> int:
 
 
 def _portal_app():
+    """The portal app, with its database migrated first, except in production, where `radassist migrate` runs
+    once per release (infra/portal/migrate-job.yaml) instead of in every replica at once."""
     from portal import create_app
     from portal.database import upgrade
 
     app = create_app()
-    upgrade(app.config["SQLALCHEMY_DATABASE_URI"])
+    if os.environ.get("RADASSIST_ENV") != "production":
+        upgrade(app.config["SQLALCHEMY_DATABASE_URI"])
     return app
 
 
@@ -227,6 +230,17 @@ def cmd_portal(args) -> int:
     return 0 if signalled else (first_exit or 1)
 
 
+def cmd_migrate(args) -> int:
+    """Brings the portal database to the newest schema (Alembic)."""
+    from portal import create_app
+    from portal.database import upgrade
+
+    url = create_app().config["SQLALCHEMY_DATABASE_URI"]
+    upgrade(url)
+    print("database schema is up to date", file=sys.stderr)
+    return 0
+
+
 def cmd_worker(args) -> int:
     """Runs one report worker: analysis jobs -> model server -> draft reports."""
     from portal import worker
@@ -306,6 +320,8 @@ def make_parser() -> argparse.ArgumentParser:
     portal.add_argument("--report-workers", type=int, default=int(os.environ.get("RADASSIST_REPORT_WORKERS", 1)),
                         help="report workers to start beside gunicorn (0 when they run elsewhere)")
     portal.set_defaults(func=cmd_portal)
+    areas.add_parser("migrate", help="bring the portal database to the newest schema").set_defaults(
+        func=cmd_migrate)
     areas.add_parser("worker", help="run a report worker (analysis jobs -> model server -> reports)"
                      ).set_defaults(func=cmd_worker)
     return parser

@@ -1,0 +1,74 @@
+"""Deployment files stay consistent with the code: manifests parse, kustomizations list files that exist, every
+configuration variable they set is one the code reads, and the commands they run are real CLI commands."""
+
+import glob
+import os
+import re
+
+import pytest
+import yaml
+from conftest import REPO_ROOT
+
+from radassist import cli
+
+INFRA = os.path.join(REPO_ROOT, "infra")
+
+
+def _documents(path: str) -> list[dict]:
+    with open(path) as handle:
+        return [d for d in yaml.safe_load_all(handle) if d]
+
+
+def _manifests() -> list[str]:
+    return sorted(glob.glob(os.path.join(INFRA, "**", "*.yaml"), recursive=True))
+
+
+@pytest.mark.parametrize("path", _manifests(), ids=lambda p: os.path.relpath(p, INFRA))
+def test_manifests_parse_and_kustomizations_point_at_real_files(path):
+    documents = _documents(path)
+    assert documents and all("apiVersion" in d and "kind" in d for d in documents)
+    for document in documents:
+        if document["kind"] == "Kustomization":
+            for resource in document.get("resources", []):
+                assert os.path.exists(os.path.join(os.path.dirname(path), resource)), resource
+
+
+def _source_text() -> str:
+    text = ""
+    for folder in ("portal", "radassist", "serving", "pipelines", "components"):
+        for path in glob.glob(os.path.join(REPO_ROOT, folder, "**", "*.py"), recursive=True):
+            with open(path) as handle:
+                text += handle.read()
+    return text
+
+
+def test_every_configuration_variable_set_in_infra_is_read_by_the_code():
+    source = _source_text()
+    configured = set()
+    for path in _manifests():
+        for document in _documents(path):
+            if document["kind"] == "ConfigMap":
+                configured |= set(document["data"])
+    assert configured, "no ConfigMap found"
+    unknown = sorted(name for name in configured if f'"{name}"' not in source)
+    assert not unknown, f"set in infra/ but read nowhere: {unknown}"
+
+
+def _containers():
+    for path in _manifests():
+        for document in _documents(path):
+            template = document.get("spec", {}).get("template", {}).get("spec", {})
+            for container in template.get("containers", []):
+                yield os.path.relpath(path, INFRA), container
+
+
+def test_radassist_commands_in_manifests_and_dockerfiles_parse():
+    parser = cli.make_parser()
+    commands = [c["command"][1:] + c.get("args", []) for _, c in _containers()
+                if c.get("command", [""])[0] == "radassist"]
+    with open(os.path.join(REPO_ROOT, "Dockerfile.portal")) as handle:
+        cmd = re.search(r"^CMD (\[.*\])", handle.read(), re.MULTILINE).group(1)
+    commands.append(yaml.safe_load(cmd)[1:])
+    assert len(commands) >= 4
+    for command in commands:
+        parser.parse_args(command)  # exits (fails the test) on an unknown command or flag
