@@ -3,11 +3,13 @@
 import os
 
 from flask import Flask, g, jsonify, render_template
-from werkzeug.exceptions import HTTPException
+from sqlalchemy import exc as sa_exc
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from portal import config as portal_config
 from portal.extensions import csrf, limiter
 from portal.models import db
+from portal.storage import StorageUnavailable
 
 
 def create_app(test_config: dict | None = None, environment: str | None = None) -> Flask:
@@ -22,6 +24,10 @@ def create_app(test_config: dict | None = None, environment: str | None = None) 
     os.makedirs(app.instance_path, exist_ok=True)
     if not app.config["SQLALCHEMY_DATABASE_URI"]:
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "radassist.db")
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):  # a dead database fails fast, not in 2 min
+        options = app.config["SQLALCHEMY_ENGINE_OPTIONS"] = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
+        options["connect_args"] = {"connect_timeout": app.config["DATABASE_CONNECT_TIMEOUT"],
+                                   **options.get("connect_args", {})}
     if not app.config["SCAN_STORE"]:
         app.config["SCAN_STORE"] = os.path.join(app.instance_path, "scans")
     if not app.config.get("SECRET_KEY") and environment == "development":
@@ -46,6 +52,21 @@ def create_app(test_config: dict | None = None, environment: str | None = None) 
         if wants_json():
             return jsonify({"error": error.name, "message": error.description}), error.code
         return render_template("error.html", error=error), error.code
+
+    @app.errorhandler(sa_exc.OperationalError)
+    @app.errorhandler(sa_exc.TimeoutError)
+    def handle_database_down(error):
+        app.logger.error("database unavailable: %s", error)
+        db.session.rollback()
+        return handle_http_error(ServiceUnavailable("The database is not reachable. Nothing was saved; please "
+                                                    "try again in a moment."))
+
+    @app.errorhandler(StorageUnavailable)
+    def handle_storage_down(error):
+        app.logger.error("scan storage unavailable: %s", error)
+        db.session.rollback()
+        return handle_http_error(ServiceUnavailable("Scan storage is not reachable. Nothing was saved; please "
+                                                    "try again in a moment."))
 
     @app.context_processor
     def inject_user():

@@ -1,8 +1,13 @@
 """Content-addressed blob storage for scans: a local folder by default, S3 through boto3 in production."""
 
+import contextlib
 import hashlib
 import os
 import tempfile
+
+
+class StorageUnavailable(OSError):
+    """The blob store (S3) did not answer or refused the request; callers show a 503 or retry later."""
 
 
 class BlobStore:
@@ -58,11 +63,22 @@ class S3BlobStore(BlobStore):
 
     def put(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
-        self.s3.put_object(Bucket=self.bucket, Key=self._key(digest), Body=data)
+        with self._typed_errors():
+            self.s3.put_object(Bucket=self.bucket, Key=self._key(digest), Body=data)
         return digest
 
     def get(self, digest: str) -> bytes:
-        return self.s3.get_object(Bucket=self.bucket, Key=self._key(digest))["Body"].read()
+        with self._typed_errors():
+            return self.s3.get_object(Bucket=self.bucket, Key=self._key(digest))["Body"].read()
+
+    @contextlib.contextmanager
+    def _typed_errors(self):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except (BotoCoreError, ClientError) as error:
+            raise StorageUnavailable(f"s3://{self.bucket}: {error}") from error
 
 
 def store_from_uri(uri: str) -> BlobStore:

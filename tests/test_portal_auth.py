@@ -175,3 +175,15 @@ def test_cli_creates_an_admin(tmp_path):
                            "weak@example.org", "--name", "W", "--password-stdin"], input="short\n",
                           capture_output=True, text=True, env=env, timeout=120)
     assert weak.returncode != 0 and "at least 12 characters" in weak.stderr
+
+
+def test_a_dead_database_is_a_clear_503_not_a_stack_trace(tmp_path):
+    from portal import create_app
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://postgres@127.0.0.1:1/test",
+                      "SCAN_STORE": str(tmp_path / "scans")}, environment="testing")
+    client = app.test_client()
+    token = csrf_token(client, "/login")
+    response = client.post("/login", data={"email": "doctor@example.org", "password": PASSWORD, "csrf_token": token})
+    assert response.status_code == 503
+    assert "The database is not reachable" in response.get_data(as_text=True)

@@ -158,3 +158,17 @@ def test_an_upload_with_only_bad_files_is_a_400_with_reasons(app, auth, client):
     auth.login("patient@example.org")
     response = upload_files(client, "/me/", "/me/scans", [("a.txt", b"not a scan")])
     assert response.status_code == 400 and "0 accepted, 1 rejected" in response.get_data(as_text=True)
+
+
+def test_scan_storage_down_is_a_503_and_stores_nothing(app, auth, client, monkeypatch):
+    for name, value in {"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ACCESS_KEY_ID": "x",
+                        "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    app.config["SCAN_STORE"] = "s3://radassist-scans/scans"
+    patient_id = user_id(app, "patient@example.org")
+    auth.login("doctor@example.org")
+    page = f"/doctor/patients/{patient_id}"
+    response = upload_files(client, page, f"{page}/scans", [_slice()])
+    assert response.status_code == 503 and "Scan storage is not reachable" in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(Scan)) == 0

@@ -2,11 +2,11 @@
 
 import glob
 import os
-import socket
 import uuid
 
 import boto3
 import pytest
+from conftest import free_port
 from moto.server import ThreadedMotoServer
 
 from serving.client import ServingClient
@@ -16,15 +16,9 @@ from serving.storage import S3Storage
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture()
 def s3(monkeypatch):
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -63,7 +57,7 @@ def test_server_serves_a_model_from_s3(s3, first_pipeline_run):
     version_dir = sorted(glob.glob(str(first_pipeline_run["output"] / "models" / "radassist" / "*")))[0]
     _upload(s3, version_dir, "prod/radassist/3")
     server = ModelServer(ServerConfig(model_base_path=f"s3://{s3[1]}/prod", model_names=["radassist"],
-                                      grpc_port=_free_port(), rest_port=_free_port(), host="127.0.0.1")).start()
+                                      grpc_port=free_port(), rest_port=free_port(), host="127.0.0.1")).start()
     try:
         image = open(sorted(glob.glob(str(first_pipeline_run["data"] / "test" / "normal" / "*.png")))[0], "rb").read()
         with ServingClient(f"127.0.0.1:{server.grpc_port}", "radassist", timeout=60) as client:
