@@ -7,12 +7,12 @@ that it exists. Patients see final reports, and the model's draft only for scans
 from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 
 from portal import reports
-from portal.jobs import batch_progress
-from portal.models import Batch, Report, Role, db
+from portal.jobs import batch_progress, enqueue_scans, latest_jobs
+from portal.models import Batch, JobStatus, Report, Role, db
 from portal.reports import ReportError
 from portal.scans import visible_scan
 from portal.security import login_required, record, role_required
-from portal.uploads import blob_store
+from portal.uploads import blob_store, job_queue
 
 bp = Blueprint("reports", __name__)
 
@@ -120,6 +120,24 @@ def amend(report_id: int):
         return amendment
 
     return _doctor_action(report_id, amend_report)
+
+
+@bp.post("/scans/<int:scan_id>/analyse")
+@role_required(Role.DOCTOR)
+def analyse_again(scan_id: int):
+    """Queues a new analysis of a scan whose last job failed (for example while the model server was down)."""
+    scan = visible_scan(scan_id)
+    last = latest_jobs([scan.id]).get(scan.id)
+    if last is not None and last.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
+        flash("This scan is already being analysed.", "info")
+    elif reports.latest_reports([scan.id]):
+        flash("This scan already has a report.", "info")
+    else:
+        batch = enqueue_scans([scan], g.user, scan.patient, job_queue())
+        record("analysis_requeued", scan, detail=f"batch {batch.id}")
+        db.session.commit()
+        return redirect(url_for("reports.batch", batch_id=batch.id))
+    return redirect(url_for("doctor.patient", patient_id=scan.patient_id))
 
 
 @bp.get("/batches/<int:batch_id>")

@@ -205,7 +205,7 @@ def test_other_users_get_404_on_every_report_url_and_patients_see_only_released_
     _, batch_id = doctor_uploads(app, auth, client, 1)
     drain(app, make_worker(app, model_server.address))
     with app.app_context():
-        report_id = db.session.scalar(db.select(Report.id))
+        report_id, scan_id = db.session.execute(db.select(Report.id, Report.scan_id)).one()
     urls = [f"/reports/{report_id}", f"/reports/{report_id}/overlay.jpg", f"/reports/{report_id}/report.pdf",
             f"/api/reports/{report_id}/fhir", f"/batches/{batch_id}", f"/api/batches/{batch_id}"]
     auth.logout()
@@ -216,6 +216,8 @@ def test_other_users_get_404_on_every_report_url_and_patients_see_only_released_
         for action in ("sign", "findings", "amend"):
             token = csrf_token(client, "/password")
             assert client.post(f"/reports/{report_id}/{action}", data={"csrf_token": token}).status_code in (403, 404)
+        token = csrf_token(client, "/password")
+        assert client.post(f"/scans/{scan_id}/analyse", data={"csrf_token": token}).status_code in (403, 404)
         auth.logout()
     auth.login("patient@example.org")  # the patient: a draft is not released to them
     assert client.get(f"/reports/{report_id}").status_code == 404
@@ -244,7 +246,7 @@ def test_patient_self_submission_gets_a_draft_marked_not_reviewed(reporting_app,
     assert "not yet reviewed" in client.get("/me/").get_data(as_text=True)
 
 
-def test_model_server_down_retries_then_fails_with_the_reason(reporting_app, auth, client):
+def test_model_server_down_retries_then_fails_with_the_reason(reporting_app, auth, client, model_server):
     app = reporting_app
     _, batch_id = doctor_uploads(app, auth, client, 2)
     dead = make_worker(app, "127.0.0.1:1", retries=0)  # nothing listens on port 1
@@ -257,6 +259,16 @@ def test_model_server_down_retries_then_fails_with_the_reason(reporting_app, aut
     assert "failed: model server:" in page
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count()).select_from(Report)) == 0
+        scan_id = db.session.scalar(db.select(Job.scan_id).where(Job.batch_id == batch_id).limit(1))
+
+    # the server is back: the doctor asks for the analysis again and gets the report
+    patient_page = f"/doctor/patients/{user_id(app, 'patient@example.org')}"
+    assert "Analyse again" in client.get(patient_page).get_data(as_text=True)
+    again = client.post(f"/scans/{scan_id}/analyse", data={"csrf_token": csrf_token(client, patient_page)})
+    assert again.status_code == 302 and "/batches/" in again.headers["Location"]
+    drain(app, make_worker(app, model_server.address))
+    with app.app_context():
+        assert db.session.scalar(db.select(Report.scan_id)) == scan_id
 
 
 def _two_scans(app) -> tuple[list, User, User]:
