@@ -51,3 +51,17 @@ def test_networks_share_weights_between_views():
     np.testing.assert_allclose(full, split, rtol=1e-4, atol=1e-4)
     activations, logits = nets.gradcam_model(pixels, training=False)
     assert activations.shape[1:3] == (features.IMAGE_SIZE // 16, features.IMAGE_SIZE // 16)
+
+
+def test_weight_average_is_the_mean_of_the_snapshots():
+    import numpy as np
+
+    from components.trainer.recipes import WeightAverage
+
+    snapshots = [[np.full((2, 2), v, dtype=np.float32), np.array([v, -v], dtype=np.float32)] for v in (1.0, 2.0, 6.0)]
+    average = WeightAverage()
+    for weights in snapshots:
+        average.add(weights)
+    assert average.count == 3
+    np.testing.assert_allclose(average.weights[0], np.full((2, 2), 3.0))
+    np.testing.assert_allclose(average.weights[1], [3.0, -3.0])

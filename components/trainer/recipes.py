@@ -35,6 +35,7 @@ class TrainingConfig:
     head_learning_rate: float = 1e-3
     finetune_epochs: int = 10       # stage 2: block 5 (cpu) or all layers (full) + head
     finetune_learning_rate: float = 5e-5
+    average_last_epochs: int = 0    # cpu: average block 5 + head weights over the last N fine-tune epochs (SWA)
     label_smoothing: float = 0.1
     dropout: float = 0.3
     balance_classes: bool = False   # class-balanced loss weights (True trades accuracy for minority recall)
@@ -176,6 +177,23 @@ def cache_block4_features(config: TrainingConfig, nets: Networks, train_pixels: 
     return np.stack(views, axis=1)
 
 
+class WeightAverage:
+    """Running mean of a model's weights over snapshots (stochastic weight averaging; VGG16 has no BatchNorm,
+    so the averaged weights need no statistics update)."""
+
+    def __init__(self):
+        self.weights: list[np.ndarray] | None = None
+        self.count = 0
+
+    def add(self, weights: list[np.ndarray]) -> None:
+        self.count += 1
+        if self.weights is None:
+            self.weights = [np.array(w, dtype=np.float64) for w in weights]
+        else:
+            self.weights = [mean + (np.asarray(w, dtype=np.float64) - mean) / self.count
+                            for mean, w in zip(self.weights, weights, strict=True)]
+
+
 def fit_top(config: TrainingConfig, nets: Networks, cached: np.ndarray, labels: np.ndarray, progress=None):
     """Stage 1 (head on cached block-5 outputs) and stage 2 (block 5 + head on cached block-4 outputs)."""
     started = time.time()
@@ -197,6 +215,7 @@ def fit_top(config: TrainingConfig, nets: Networks, cached: np.ndarray, labels: 
 
     top = nets.top
     top.compile(tf_keras.optimizers.Adam(config.finetune_learning_rate), loss=_loss(config))
+    average = WeightAverage()
     for epoch in range(config.finetune_epochs):
         pick = rng.integers(0, cached.shape[1], size=len(labels))
         x = cached[np.arange(len(pick)), pick].astype(np.float32)
@@ -206,6 +225,11 @@ def fit_top(config: TrainingConfig, nets: Networks, cached: np.ndarray, labels: 
                  history.history["loss"][-1], time.time() - started)
         if progress:
             progress(f"fine-tune epoch {epoch + 1}/{config.finetune_epochs}")
+        if epoch >= config.finetune_epochs - config.average_last_epochs:
+            average.add(top.get_weights())
+    if average.count > 1:
+        top.set_weights([w.astype(np.float32) for w in average.weights])
+        log.info("block 5 + head: weights averaged over the last %d epochs", average.count)
 
 
 def train_cpu(config: TrainingConfig, train: tuple, valid: tuple, progress=None) -> Classifier:
