@@ -28,6 +28,7 @@ def create_app(test_config: dict | None = None, environment: str | None = None) 
         options = app.config["SQLALCHEMY_ENGINE_OPTIONS"] = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
         options["connect_args"] = {"connect_timeout": app.config["DATABASE_CONNECT_TIMEOUT"],
                                    **options.get("connect_args", {})}
+        options.setdefault("pool_timeout", 10)  # waiting for a pooled connection, seconds
     if not app.config["SCAN_STORE"]:
         app.config["SCAN_STORE"] = os.path.join(app.instance_path, "scans")
     if not app.config.get("SECRET_KEY") and environment == "development":

@@ -10,7 +10,7 @@ class UnsafeConfiguration(RuntimeError):
 class Config:
     SECRET_KEY = os.environ.get("RADASSIST_SECRET_KEY")
     SQLALCHEMY_DATABASE_URI = os.environ.get("RADASSIST_DATABASE_URL", "")  # default: SQLite in the instance folder
-    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "pool_timeout": 10}
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     DATABASE_CONNECT_TIMEOUT = int(os.environ.get("RADASSIST_DATABASE_CONNECT_TIMEOUT", 5))  # seconds, PostgreSQL
     RATELIMIT_STORAGE_URI = os.environ.get("RADASSIST_RATELIMIT_STORAGE_URI", "memory://")
     LOGIN_RATE_LIMIT = "10 per minute"
