@@ -81,7 +81,7 @@ def _doctor_action(report_id: int, action):
     except ReportError as error:
         db.session.rollback()
         flash(str(error), "error")
-        return redirect(url_for("reports.view", report_id=report.id)), 409
+        return view(report_id=report.id), 409  # the page itself, with the reason: a 409 redirect is not followed
     db.session.commit()
     return redirect(url_for("reports.view", report_id=(result or report).id))
 

@@ -137,7 +137,7 @@ def test_sign_off_makes_a_report_immutable_and_amendments_are_new_versions(repor
     # a final report cannot be edited, through the pages or through the model
     token = csrf_token(client, f"/reports/{report_id}")
     edit = client.post(f"/reports/{report_id}/findings", data={"csrf_token": token, "findings": "changed"})
-    assert edit.status_code == 409
+    assert edit.status_code == 409 and "This report is final. Amend it" in edit.get_data(as_text=True)
     with app.app_context():
         report = db.session.get(Report, report_id)
         assert report.findings == "Spiculated mass, right upper lobe." and report.status == "final"
