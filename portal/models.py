@@ -191,6 +191,11 @@ class Report(db.Model):
     def is_final(self) -> bool:
         return self.status == ReportStatus.FINAL.value
 
+    def visible_to(self, user: User) -> bool:
+        """Whether ``user``'s role may see this version of a report they may otherwise access: patients see
+        final reports, and the model's draft only for scans they submitted themselves."""
+        return user.role != Role.PATIENT.value or self.is_final or self.scan.self_submitted
+
 
 class ImmutableReport(RuntimeError):
     """A final report was about to be changed or deleted; amend it instead."""

@@ -10,7 +10,7 @@ from portal import reports
 from portal.jobs import batch_progress, enqueue_scans, latest_jobs
 from portal.models import Batch, JobStatus, Report, Role, db
 from portal.reports import ReportError
-from portal.scans import visible_scan
+from portal.scans import sees_patient, visible_scan
 from portal.security import login_required, record, role_required
 from portal.uploads import blob_store, job_queue
 
@@ -21,8 +21,8 @@ def visible_report(report_id: int) -> Report:
     report = db.session.get(Report, report_id)
     if report is None:
         abort(404)
-    scan = visible_scan(report.scan_id)
-    if g.user.role == Role.PATIENT.value and not (report.is_final or scan.self_submitted):
+    visible_scan(report.scan_id)
+    if not report.visible_to(g.user):
         abort(404)  # a doctor's draft is not released to the patient
     return report
 
@@ -31,13 +31,9 @@ def visible_batch(batch_id: int) -> Batch:
     batch = db.session.get(Batch, batch_id)
     if batch is None:
         abort(404)
-    if batch.created_by_id == g.user.id:
-        return batch
-    if g.user.role == Role.DOCTOR.value and batch.patient.doctor_id == g.user.id:
-        return batch
-    if g.user.role == Role.PATIENT.value and batch.patient_id == g.user.id:
-        return batch
-    abort(404)
+    if batch.created_by_id != g.user.id and not sees_patient(batch.patient):
+        abort(404)
+    return batch
 
 
 @bp.get("/reports/<int:report_id>")
@@ -46,8 +42,7 @@ def view(report_id: int):
     report = visible_report(report_id)
     record("report_viewed", report)
     db.session.commit()
-    history = [r for r in reports.versions(report.scan_id)
-               if g.user.role != Role.PATIENT.value or r.is_final or r.scan.self_submitted]
+    history = [r for r in reports.versions(report.scan_id) if r.visible_to(g.user)]
     newest = history[-1] if history else report
     return render_template("reports/view.html", report=report, scan=report.scan, history=history,
                            newest=newest, titles=reports.CLASS_TITLES, notice=reports.NOTICE)

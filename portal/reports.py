@@ -134,28 +134,23 @@ def versions(scan_id: int) -> list[Report]:
     return list(db.session.scalars(db.select(Report).where(Report.scan_id == scan_id).order_by(Report.version)))
 
 
-def latest_reports(scan_ids: list[int]) -> dict[int, Report]:
-    """scan id -> its newest report version."""
+def latest_reports(scan_ids: list[int], viewer: User | None = None) -> dict[int, Report]:
+    """scan id -> its newest report version (the newest ``viewer`` may see, when given)."""
     newest: dict[int, Report] = {}
     if scan_ids:
         for report in db.session.scalars(db.select(Report).where(Report.scan_id.in_(scan_ids))
                                          .order_by(Report.version)):
-            newest[report.scan_id] = report
+            if viewer is None or report.visible_to(viewer):
+                newest[report.scan_id] = report
     return newest
 
 
 def scan_table(scans: list[Scan], viewer: User) -> dict:
     """Template context for a list of scans: the newest report each viewer may see, and the latest job."""
     from portal.jobs import latest_jobs
-    from portal.models import Role
 
     ids = [scan.id for scan in scans]
-    newest: dict[int, Report] = {}
-    if ids:
-        for report in db.session.scalars(db.select(Report).where(Report.scan_id.in_(ids)).order_by(Report.version)):
-            if viewer.role != Role.PATIENT.value or report.is_final or report.scan.self_submitted:
-                newest[report.scan_id] = report
-    return {"scans": scans, "reports": newest, "jobs": latest_jobs(ids), "titles": CLASS_TITLES}
+    return {"scans": scans, "reports": latest_reports(ids, viewer), "jobs": latest_jobs(ids), "titles": CLASS_TITLES}
 
 
 def _latin1(text: str) -> bool:

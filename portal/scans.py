@@ -2,22 +2,25 @@
 
 from flask import Blueprint, Response, abort, g
 
-from portal.models import Role, Scan, db
+from portal.models import Role, Scan, User, db
 from portal.security import login_required, record
 from portal.uploads import blob_store
 
 bp = Blueprint("scans", __name__, url_prefix="/scans")
 
 
+def sees_patient(patient: User) -> bool:
+    """The current user is this patient, or this patient's doctor."""
+    if g.user.role == Role.PATIENT.value:
+        return patient.id == g.user.id
+    return g.user.role == Role.DOCTOR.value and patient.doctor_id == g.user.id
+
+
 def visible_scan(scan_id: int) -> Scan:
     scan = db.session.get(Scan, scan_id)
-    if scan is None:
+    if scan is None or not sees_patient(scan.patient):
         abort(404)
-    if g.user.role == Role.PATIENT.value and scan.patient_id == g.user.id:
-        return scan
-    if g.user.role == Role.DOCTOR.value and scan.patient.doctor_id == g.user.id:
-        return scan
-    abort(404)
+    return scan
 
 
 @bp.get("/<int:scan_id>/image.png")
