@@ -224,7 +224,7 @@ class RedisQueue(JobQueue):
         """Due queued jobs that no list holds (Redis restarted, or an offer failed) are offered again."""
         cutoff = utcnow() - dt.timedelta(seconds=settings.redispatch_seconds)
         waiting = list(db.session.scalars(sa.select(Job.id).where(
-            Job.status == JobStatus.QUEUED.value, Job.not_before <= cutoff, Job.created_at <= cutoff)))
+            Job.status == JobStatus.QUEUED.value, Job.not_before <= cutoff)))
         db.session.rollback()
         if not waiting:
             return

@@ -67,12 +67,13 @@ def _jpeg(png: bytes) -> io.BytesIO:
     return buffer
 
 
-def create_model_report(scan: Scan, prediction, store: BlobStore, uncertain_below: float) -> Report:
-    """Version 1 of ``scan``'s report from the model's ``prediction`` (a serving.client.Prediction), with PDF."""
+def create_model_report(scan: Scan, scan_png: bytes, prediction, store: BlobStore, uncertain_below: float) -> Report:
+    """Version 1 of ``scan``'s report from the model's ``prediction`` (a serving.client.Prediction) for the scan's
+    normalised image ``scan_png``, with its PDF."""
     existing = db.session.scalar(db.select(Report).where(Report.scan_id == scan.id, Report.version == 1))
     if existing is not None:  # a job that ran twice (its worker died after writing) must not write twice
         return existing
-    overlay = overlay_image(store.get(scan.image_sha256), prediction.heatmap)
+    overlay = overlay_image(scan_png, prediction.heatmap)
     report = Report(
         scan=scan, version=1, status=ReportStatus.DRAFT.value, predicted_class=prediction.class_name,
         probabilities_json=json.dumps({name: round(float(prediction.probabilities[name]), 6)
@@ -82,7 +83,7 @@ def create_model_report(scan: Scan, prediction, store: BlobStore, uncertain_belo
         created_at=utcnow())
     db.session.add(report)
     db.session.flush()
-    report.pdf_sha256 = store.put(render_pdf(report, store))
+    report.pdf_sha256 = store.put(render_pdf(report, store, scan_png=scan_png, overlay=overlay))
     return report
 
 
@@ -168,8 +169,10 @@ def _font_file() -> str:
     return os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
 
 
-def render_pdf(report: Report, store: BlobStore) -> bytes:
-    """The report as a one-page PDF: identifiers, result, probabilities, images, findings, sign-off, notice."""
+def render_pdf(report: Report, store: BlobStore, scan_png: bytes | None = None, overlay: bytes | None = None) -> bytes:
+    """The report as a one-page PDF: identifiers, result, probabilities, images, findings, sign-off, notice.
+
+    ``scan_png`` and ``overlay`` are read from ``store`` unless the caller already holds them."""
     from fpdf import FPDF
 
     scan = report.scan
@@ -213,8 +216,10 @@ def render_pdf(report: Report, store: BlobStore) -> bytes:
     pdf.ln(2)
     image_top = pdf.get_y()
     width = 85
-    pdf.image(_jpeg(store.get(scan.image_sha256)), x=pdf.l_margin, y=image_top, w=width)
-    pdf.image(io.BytesIO(store.get(report.overlay_sha256)), x=pdf.l_margin + width + 5, y=image_top, w=width)
+    scan_png = scan_png if scan_png is not None else store.get(scan.image_sha256)
+    overlay = overlay if overlay is not None else store.get(report.overlay_sha256)
+    pdf.image(_jpeg(scan_png), x=pdf.l_margin, y=image_top, w=width)
+    pdf.image(io.BytesIO(overlay), x=pdf.l_margin + width + 5, y=image_top, w=width)
     pdf.set_y(image_top + width * scan.height / scan.width + 2)
     line("Left: the scan. Right: regions that drove the prediction (Grad-CAM).", size=8)
     pdf.ln(2)

@@ -13,7 +13,12 @@ QUEUE_EVERY = 8  # scans stored before their jobs are queued
 
 
 def blob_store():
-    return store_from_uri(current_app.config["SCAN_STORE"])
+    """The app's scan store, made once per process and configured location (an S3 client is not free)."""
+    uri = current_app.config["SCAN_STORE"]
+    cached = current_app.extensions.get("radassist_blob_store")
+    if cached is None or cached[0] != uri:
+        cached = current_app.extensions["radassist_blob_store"] = (uri, store_from_uri(uri))
+    return cached[1]
 
 
 def job_queue() -> JobQueue:

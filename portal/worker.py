@@ -29,6 +29,7 @@ class _InFlight:
 
     jobs: list[Job]
     offered: list[int]
+    images: list[bytes]
     future: Future
     started: float
 
@@ -41,6 +42,7 @@ class Worker:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.batch_size = batch_size or app.config["WORKER_BATCH_SIZE"]
         self.settings = JobSettings.from_config(app.config)
+        self.store = store_from_uri(app.config["SCAN_STORE"])
         self.sweep_seconds = sweep_seconds
         self.stopping = threading.Event()
         import fpdf  # noqa: F401  - loaded now, not while the first batch of reports waits
@@ -102,15 +104,14 @@ class Worker:
             self._receive(previous)
 
     def _send(self, jobs: list[Job], offered: list[int]) -> "_InFlight | None":
-        store = store_from_uri(self.app.config["SCAN_STORE"])
         try:
-            images = [store.get(job.scan.image_sha256) for job in jobs]
+            images = [self.store.get(job.scan.image_sha256) for job in jobs]
         except OSError as error:
             self._failed(jobs, f"scan storage: {error}", retryable=True)
             self.queue.done(self.name, offered)
             return None
         future = self._model_calls.submit(self.client.explain_batch, images)
-        return _InFlight(jobs, offered, future, time.perf_counter())
+        return _InFlight(jobs, offered, images, future, time.perf_counter())
 
     def _receive(self, batch: "_InFlight") -> int:
         from serving.client import InvalidInput, ServingClientError
@@ -131,10 +132,9 @@ class Worker:
                 self._failed(batch.jobs, f"model server: {error}", retryable=True)
                 return len(batch.jobs)
             model_seconds = time.perf_counter() - batch.started
-            store = store_from_uri(self.app.config["SCAN_STORE"])
             uncertain_below = self.app.config["REPORT_UNCERTAIN_BELOW"]
-            for job, prediction in zip(batch.jobs, predictions, strict=True):
-                reports.create_model_report(job.scan, prediction, store, uncertain_below)
+            for job, image, prediction in zip(batch.jobs, batch.images, predictions, strict=True):
+                reports.create_model_report(job.scan, image, prediction, self.store, uncertain_below)
                 finish(job)
             db.session.commit()
             log.info("%d reports: model answered after %.2fs, written in %.2fs", len(batch.jobs), model_seconds,
@@ -162,15 +162,10 @@ class Worker:
                 log.warning("could not schedule retries: %s", error)
 
 
-def main(app: Flask | None = None) -> None:
-    """``radassist worker``: runs one worker until SIGTERM/SIGINT."""
-    from portal import create_app
-    from portal.database import upgrade
+def main(app: Flask) -> None:
+    """``radassist worker``: runs one worker for ``app`` until SIGTERM/SIGINT."""
     from serving.client import ServingClient
 
-    app = app or create_app()
-    if os.environ.get("RADASSIST_ENV") != "production":  # production: `radassist migrate`, once per release
-        upgrade(app.config["SQLALCHEMY_DATABASE_URI"])
     client = ServingClient(app.config["MODEL_SERVER"], app.config["MODEL_NAME"],
                            timeout=app.config["MODEL_TIMEOUT"], retries=2)
     worker = Worker(app, client)

@@ -246,7 +246,7 @@ def cmd_worker(args) -> int:
     from portal import worker
 
     logging.getLogger("portal").setLevel(logging.INFO)
-    worker.main()
+    worker.main(_portal_app())
     return 0
 
 
