@@ -110,12 +110,17 @@ def member_breakdown(nets: recipes.Networks, data: dict, leaked: np.ndarray, sav
     return rows
 
 
-def _test_scores(logits: dict, data: dict, leaked: np.ndarray) -> dict:
+def calibrated_scores(logits: dict, data: dict, leaked: np.ndarray) -> tuple[dict, dict]:
+    """{"valid": logits, "test": logits} -> scores on the official and leak-free test, temperature-scaled on valid."""
     temperature = recipes.fit_temperature(logits["valid"], data["valid"][1])
     probabilities = tf.nn.softmax(logits["test"] / temperature).numpy()
     labels = data["test"][1]
-    return {"official_accuracy": scores(probabilities, labels)["accuracy"],
-            "leak_free_accuracy": scores(probabilities[~leaked], labels[~leaked])["accuracy"]}
+    return scores(probabilities, labels), scores(probabilities[~leaked], labels[~leaked])
+
+
+def _test_scores(logits: dict, data: dict, leaked: np.ndarray) -> dict:
+    official, leak_free = calibrated_scores(logits, data, leaked)
+    return {"official_accuracy": official["accuracy"], "leak_free_accuracy": leak_free["accuracy"]}
 
 
 def summarise(runs: list[dict]) -> dict:

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from benchmarks.accuracy import load_dataset, scores
+from benchmarks.accuracy import calibrated_scores, load_dataset
 from components.trainer import recipes
 
 
@@ -66,11 +66,7 @@ def main() -> None:
 
 def _scores(logits: list[np.ndarray], data: dict, leaked: np.ndarray, prefix: str = "") -> dict:
     """(valid logits, test logits) -> temperature-scaled test scores, official and leak-free."""
-    valid_logits, test_logits = logits
-    temperature = recipes.fit_temperature(valid_logits, data["valid"][1])
-    probabilities = tf.nn.softmax(test_logits / temperature).numpy()
-    labels = data["test"][1]
-    official, leak_free = scores(probabilities, labels), scores(probabilities[~leaked], labels[~leaked])
+    official, leak_free = calibrated_scores(dict(zip(("valid", "test"), logits, strict=True)), data, leaked)
     return {f"{prefix}official": round(official["accuracy"], 3), f"{prefix}leak_free": round(leak_free["accuracy"], 3),
             f"{prefix}recall": {k: round(v, 2) for k, v in official["recall"].items()}}
 

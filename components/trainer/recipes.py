@@ -70,10 +70,18 @@ class TrainingConfig:
 class Classifier:
     """The trained network and the views of it that export and Grad-CAM need."""
 
-    model: tf_keras.Model          # pixels -> logits
-    gradcam_model: tf_keras.Model  # pixels -> ([block5_conv3 activations of each member], logits)
+    networks: "Networks"
     temperature: float
-    networks: "Networks | None" = None  # the parts (stem, members), for analysis of ensembles
+
+    @property
+    def model(self) -> tf_keras.Model:
+        """pixels -> logits."""
+        return self.networks.classifier
+
+    @property
+    def gradcam_model(self) -> tf_keras.Model:
+        """pixels -> ([block5_conv3 activations of each member], logits)."""
+        return self.networks.gradcam_model
 
 
 @dataclasses.dataclass
@@ -152,7 +160,9 @@ def bfloat16_native() -> bool:
 
 
 def dtype_policy(config: TrainingConfig) -> str:
-    """The Keras dtype policy the cpu recipe trains under."""
+    """The Keras dtype policy a recipe trains under (the full recipe: always float32)."""
+    if config.recipe == "full":
+        return "float32"
     if config.precision == "auto":
         return "mixed_bfloat16" if bfloat16_native() else "float32"
     return "mixed_bfloat16" if config.precision == "bfloat16" else "float32"
@@ -342,7 +352,7 @@ def train_cpu(config: TrainingConfig, train: tuple, valid: tuple, progress=None)
         fit_member(config, member, cached, train_labels, index, progress)
     if trained is not nets:
         nets.classifier.set_weights(trained.classifier.get_weights())
-    return Classifier(nets.classifier, nets.gradcam_model, _calibrate(nets.classifier, valid, config), nets)
+    return Classifier(nets, _calibrate(nets.classifier, valid, config))
 
 
 def train_full(config: TrainingConfig, train: tuple, valid: tuple, progress=None) -> Classifier:
@@ -369,7 +379,7 @@ def train_full(config: TrainingConfig, train: tuple, valid: tuple, progress=None
     classifier.fit(dataset, epochs=config.finetune_epochs, class_weight=weights, verbose=2)
     if progress:
         progress("fine-tuned")
-    return Classifier(classifier, nets.gradcam_model, _calibrate(classifier, valid, config), nets)
+    return Classifier(nets, _calibrate(classifier, valid, config))
 
 
 def _calibrate(classifier: tf_keras.Model, valid: tuple, config: TrainingConfig) -> float:

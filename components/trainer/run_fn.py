@@ -55,7 +55,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     info = {
         "model_name": model_name,
         "training": json.loads(json.dumps(config.__dict__)),
-        "training_dtype_policy": recipes.dtype_policy(config) if config.recipe == "cpu" else "float32",
+        "training_dtype_policy": recipes.dtype_policy(config),
         "train_examples": int(len(train[1])),
         "valid_examples": int(len(valid[1])),
         "training_seconds": round(time.time() - started, 1),
