@@ -78,35 +78,24 @@ def run_seed(config: recipes.TrainingConfig, data: dict, leaked: np.ndarray, sav
         "timeline": timeline,
     }
     if config.ensemble_size > 1:
-        result["members"] = member_breakdown(classifier.networks, data, leaked,
-                                             save_logits and f"{save_logits}_seed{config.seed}.npz")
+        result["heads"] = head_breakdown(classifier.networks, data, leaked,
+                                         save_logits and f"{save_logits}_seed{config.seed}.npz")
     return result
 
 
-def member_breakdown(nets: recipes.Networks, data: dict, leaked: np.ndarray, save_logits: str | None = None):
-    """For member k: its own test scores, and those of the ensemble of members 1..k (each temperature-scaled
-    on the validation split), so one run shows what each added member buys; also the ensemble with
-    horizontal-flip test-time augmentation (not part of the exported model)."""
-    @tf.function
-    def stem(pixels, flip):
-        return nets.stem(tf.reverse(pixels, [2]) if flip else pixels, training=False)
-
-    block4 = {(split, flip): np.concatenate([stem(tf.constant(data[split][0][i:i + 32]), flip).numpy()
-                                             for i in range(0, len(data[split][0]), 32)])
-              for split in ("valid", "test") for flip in (False, True)}
-    member_logits, rows = [], []
-    for member in nets.members:
-        member_logits.append({key: member.top.predict(x, batch_size=32, verbose=0) for key, x in block4.items()})
-        plain = {split: np.mean([m[split, False] for m in member_logits], axis=0) for split in ("valid", "test")}
-        flips = {split: np.mean([m[split, f] for m in member_logits for f in (False, True)], axis=0)
-                 for split in ("valid", "test")}
-        rows.append({"alone": _test_scores({split: member_logits[-1][split, False] for split in plain}, data, leaked),
-                     "ensemble_so_far": _test_scores(plain, data, leaked),
-                     "ensemble_so_far_flip_tta": _test_scores(flips, data, leaked)})
+def head_breakdown(nets: recipes.Networks, data: dict, leaked: np.ndarray, save_logits: str | None = None):
+    """For head k: its own test scores and those of the ensemble of heads 1..k (each temperature-scaled on the
+    validation split), so one run shows what each added head buys."""
+    pooled = {split: nets.features.predict(data[split][0], batch_size=32, verbose=0) for split in ("valid", "test")}
+    head_logits, rows = [], []
+    for head in nets.heads:
+        head_logits.append({split: head.predict(x, batch_size=256, verbose=0) for split, x in pooled.items()})
+        so_far = {split: np.mean([h[split] for h in head_logits], axis=0) for split in pooled}
+        rows.append({"alone": _test_scores(head_logits[-1], data, leaked),
+                     "ensemble_so_far": _test_scores(so_far, data, leaked)})
     if save_logits:
-        np.savez(save_logits, **{f"{split}_flip{int(flip)}": np.array([m[split, flip] for m in member_logits])
-                                 for split, flip in block4}, leaked=leaked, test_labels=data["test"][1],
-                 valid_labels=data["valid"][1])
+        np.savez(save_logits, **{split: np.array([h[split] for h in head_logits]) for split in pooled},
+                 leaked=leaked, test_labels=data["test"][1], valid_labels=data["valid"][1])
     return rows
 
 
@@ -146,7 +135,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--config", default="{}", help="JSON of TrainingConfig overrides")
     parser.add_argument("--out", default=os.path.join(RESULTS_DIR, "accuracy.json"))
-    parser.add_argument("--save-logits", help="path prefix for each seed's member logits (.npz), for analysis")
+    parser.add_argument("--save-logits", help="path prefix for each seed's head logits (.npz), for analysis")
     args = parser.parse_args()
 
     started = time.time()
@@ -162,13 +151,11 @@ def main() -> None:
         print(f"seed {seed}: official acc {r['official_test']['accuracy']:.3f} F1 {r['official_test']['macro_f1']:.3f}"
               f" | leak-free acc {r['leak_free_test']['accuracy']:.3f} F1 {r['leak_free_test']['macro_f1']:.3f}"
               f" | {r['train_seconds']:.0f}s", flush=True)
-        for index, member in enumerate(r.get("members", [])):
-            alone, so_far = member["alone"], member["ensemble_so_far"]
-            print(f"  member {index + 1}: alone {alone['official_accuracy']:.3f} / {alone['leak_free_accuracy']:.3f}"
+        for index, head in enumerate(r.get("heads", [])):
+            alone, so_far = head["alone"], head["ensemble_so_far"]
+            print(f"  head {index + 1}: alone {alone['official_accuracy']:.3f} / {alone['leak_free_accuracy']:.3f}"
                   f", ensemble of 1..{index + 1}: {so_far['official_accuracy']:.3f} / "
-                  f"{so_far['leak_free_accuracy']:.3f}, with flip TTA: "
-                  f"{member['ensemble_so_far_flip_tta']['official_accuracy']:.3f} / "
-                  f"{member['ensemble_so_far_flip_tta']['leak_free_accuracy']:.3f} (official / leak-free)", flush=True)
+                  f"{so_far['leak_free_accuracy']:.3f} (official / leak-free)", flush=True)
         # Written after every seed, so a long run that is stopped still leaves its finished seeds.
         write_result(_result(args, runs, leaked, time.time() - started), args.out)
     summary = summarise(runs)

@@ -1,8 +1,10 @@
-"""Compare CPU-recipe settings quickly: block 1-4 features are cached on disk per seed and reused.
+"""Compare head settings of the CPU recipe quickly: the pooled features are computed once per seed, feature
+layer and view count (cached on disk), so each config costs seconds.
 
-Prints official/leak-free test accuracy for each config, member by member and for the ensemble so far.
-For exploring; the reported numbers come from benchmarks/accuracy.py, which trains end to end.
-Usage: python -m benchmarks.recipe_search --seed 0 --configs '{}' '{"finetune_learning_rate": 1e-4}'
+Prints official/leak-free test (and validation) accuracy for each config, head by head and for the ensemble so far,
+as JSON lines (``--out`` also writes them to a file). For exploring;
+the reported numbers come from benchmarks/accuracy.py, which trains and exports end to end.
+Usage: python -m benchmarks.recipe_search --seed 0 --configs '{}' '{"head_epochs": 30}' '{"augmented_views": 3}'
 """
 
 import argparse
@@ -11,10 +13,11 @@ import os
 import time
 
 import numpy as np
-import tensorflow as tf
 
 from benchmarks.accuracy import calibrated_scores, load_dataset
 from components.trainer import recipes
+
+FEATURE_KNOBS = ("seed", "weights", "feature_layer", "augmented_views", "precision", "batch_size")
 
 
 def main() -> None:
@@ -23,51 +26,52 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default="/tmp/radassist-recipe-cache")
     parser.add_argument("--configs", nargs="+", default=["{}"])
-    parser.add_argument("--save-logits", help="path prefix: writes each member's valid and test logits (.npz)")
+    parser.add_argument("--out", help="also append the rows to this .jsonl file")
     args = parser.parse_args()
     data, audit_result = load_dataset(args.data)
     leaked = np.array([audit_result.is_leaked("test", f) for f in data["test"][2]])
     os.makedirs(args.cache, exist_ok=True)
-    base = recipes.TrainingConfig(seed=args.seed)
-    policy = recipes.dtype_policy(base)
-    cache_file = os.path.join(args.cache, f"seed{args.seed}_views{base.augmented_views}_{policy}.npz")
-    nets = recipes.build_networks(base, policy)
-    if os.path.exists(cache_file):
-        stored = np.load(cache_file)
-        cached, test_features, valid_features = stored["train"], stored["test"], stored["valid"]
-    else:
-        cached = recipes.cache_block4_features(base, nets, data["train"][0])
-        plain = tf.function(lambda x: nets.stem(x, training=False))
-        test_features, valid_features = (
-            np.concatenate([tf.cast(plain(tf.constant(d[0][i:i + 32])), tf.float32).numpy()
-                            for i in range(0, len(d[0]), 32)])
-            for d in (data["test"], data["valid"]))
-        np.savez(cache_file, train=cached, test=test_features, valid=valid_features)
     for text in args.configs:
         config = recipes.TrainingConfig.from_dict({**json.loads(text), "seed": args.seed})
-        tf.keras.utils.set_random_seed(config.seed)
-        nets = recipes.build_networks(config, recipes.dtype_policy(config))
+        pooled = _features(config, data, args.cache)
+        nets = recipes.build_networks(config)
         started = time.time()
-        member_logits = []
-        for index, member in enumerate(nets.members):
-            recipes.fit_member(config, member, cached, data["train"][1], index)
-            member_logits.append([member.top.predict(f, batch_size=32, verbose=0)
-                                  for f in (valid_features, test_features)])
-            ensemble = np.mean(member_logits, axis=0)
-            row = {"config": json.loads(text), "seed": args.seed, "members": index + 1,
-                   **_scores(member_logits[-1], data, leaked, "member_"),
-                   **_scores(ensemble, data, leaked), "fit_seconds": round(time.time() - started)}
+        head_logits = []
+        for index, head in enumerate(nets.heads):
+            recipes.fit_head(config, head, pooled["train"], data["train"][1], index)
+            head_logits.append({split: head.predict(pooled[split][:, 0], batch_size=256, verbose=0)
+                                for split in ("valid", "test")})
+            ensemble = {split: np.mean([h[split] for h in head_logits], axis=0) for split in ("valid", "test")}
+            row = {"config": json.loads(text), "seed": args.seed, "heads": index + 1,
+                   **_scores(head_logits[-1], data, leaked, "head_"), **_scores(ensemble, data, leaked),
+                   "fit_seconds": round(time.time() - started, 1)}
             print(json.dumps(row), flush=True)
-        if args.save_logits:
-            np.savez(f"{args.save_logits}_seed{args.seed}.npz", valid=np.array([m[0] for m in member_logits]),
-                     test=np.array([m[1] for m in member_logits]), leaked=leaked, test_labels=data["test"][1],
-                     valid_labels=data["valid"][1])
+            if args.out:
+                with open(args.out, "a") as handle:
+                    handle.write(json.dumps(row) + "\n")
 
 
-def _scores(logits: list[np.ndarray], data: dict, leaked: np.ndarray, prefix: str = "") -> dict:
-    """(valid logits, test logits) -> temperature-scaled test scores, official and leak-free."""
-    official, leak_free = calibrated_scores(dict(zip(("valid", "test"), logits, strict=True)), data, leaked)
+def _features(config: recipes.TrainingConfig, data: dict, cache: str) -> dict[str, np.ndarray]:
+    """{split: pooled features [N, views, D]} (valid and test: one view, as they are), cached on disk."""
+    key = "_".join(f"{knob}-{getattr(config, knob)}" for knob in FEATURE_KNOBS)
+    path = os.path.join(cache, f"{key}.npz")
+    if os.path.exists(path):
+        return dict(np.load(path))
+    policy = recipes.dtype_policy(config)
+    extractor = recipes.build_networks(config, policy).features
+    pooled = {split: recipes.pooled_features(config, extractor, data[split][0],
+                                             views=config.augmented_views if split == "train" else 1)
+              for split in ("train", "valid", "test")}
+    np.savez(path, **pooled)
+    return pooled
+
+
+def _scores(logits: dict, data: dict, leaked: np.ndarray, prefix: str = "") -> dict:
+    """{"valid": logits, "test": logits} -> temperature-scaled test scores, official and leak-free."""
+    official, leak_free = calibrated_scores(logits, data, leaked)
+    valid = float((logits["valid"].argmax(1) == data["valid"][1]).mean())
     return {f"{prefix}official": round(official["accuracy"], 3), f"{prefix}leak_free": round(leak_free["accuracy"], 3),
+            f"{prefix}valid": round(valid, 3),
             f"{prefix}recall": {k: round(v, 2) for k, v in official["recall"].items()}}
 
 

@@ -5,9 +5,8 @@ CLASS_NAMES = ("adenocarcinoma", "large.cell.carcinoma", "squamous.cell.carcinom
 CLASS_DISPLAY_NAMES = ("Adenocarcinoma", "Large cell carcinoma", "Squamous cell carcinoma", "Normal")
 NUM_CLASSES = len(CLASS_NAMES)
 
-# VGG16's native input; Grad-CAM on block5_conv3 then has IMAGE_SIZE // 16 = 14 cells a side.
+# VGG16's native input; Grad-CAM on the default feature layer, block4_conv3, has IMAGE_SIZE // 8 = 28 cells a side.
 IMAGE_SIZE = 224
-GRADCAM_LAYER = "block5_conv3"
 # Caffe-style VGG preprocessing: BGR channel means subtracted from 0..255 pixels, no scaling.
 VGG_MEAN_BGR = (103.939, 116.779, 123.68)
 

@@ -47,7 +47,7 @@ class Prediction:
     probabilities: dict[str, float]
     model_name: str
     model_version: int
-    heatmap: np.ndarray | None = None  # [14, 14] in 0..1 over the square-padded image (explain only)
+    heatmap: np.ndarray | None = None  # [H, W] (28 x 28 by default) in 0..1 over the square-padded image (explain only)
 
     @property
     def confidence(self) -> float:

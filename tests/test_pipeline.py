@@ -87,7 +87,7 @@ def test_pushed_model_answers_predict_image_and_explain(run):
     assert names == [features.CLASS_NAMES[i] for i in predicted["class_id"].numpy()]
     explained = model.signatures[features.EXPLAIN_SIGNATURE](images=images[:1])
     heatmap = explained["heatmap"].numpy()
-    assert heatmap.shape[1:] == (14, 14) and heatmap.min() >= 0 and heatmap.max() <= 1.0 + 1e-6
+    assert heatmap.shape[1:] == (28, 28) and heatmap.min() >= 0 and heatmap.max() <= 1.0 + 1e-6
     assert abs(explained["probabilities"].numpy()[0] - probabilities[0]).max() < 1e-4
     example = tf.train.Example()
     example.features.feature[features.IMAGE_KEY].bytes_list.value.append(images.numpy()[0])

@@ -55,7 +55,7 @@ def test_predict_and_explain_on_real_images(server, images, model_base):
         assert prediction.model_version == _version(model_base)
         assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
         assert prediction.class_name == max(prediction.probabilities, key=prediction.probabilities.get)
-    assert explained.heatmap.shape == (14, 14) and 0 <= explained.heatmap.min() <= explained.heatmap.max() <= 1
+    assert explained.heatmap.shape == (28, 28) and 0 <= explained.heatmap.min() <= explained.heatmap.max() <= 1
     assert explained.probabilities == pytest.approx(predictions[0].probabilities, abs=1e-4)
 
 

@@ -44,36 +44,32 @@ def test_class_weights_balance_the_classes():
     assert weights[0] * 3 == pytest.approx(weights[1] * 1)
 
 
-def test_networks_share_weights_between_views():
-    nets = recipes.build_networks(recipes.TrainingConfig(ensemble_size=1))
-    pixels = np.random.default_rng(0).normal(size=(2, features.IMAGE_SIZE, features.IMAGE_SIZE, 3)) * 50
-    full = nets.classifier(pixels, training=False).numpy()
-    split = nets.top(nets.stem(pixels, training=False), training=False).numpy()
-    np.testing.assert_allclose(full, split, rtol=1e-4, atol=1e-4)
-    (activations,), logits = nets.gradcam_model(pixels, training=False)
-    assert activations.shape[1:3] == (features.IMAGE_SIZE // 16, features.IMAGE_SIZE // 16)
-
-
-def test_ensemble_members_have_their_own_block5_and_the_classifier_averages_their_logits():
+def test_networks_read_pooled_feature_layer_activations_and_average_the_heads():
     nets = recipes.build_networks(recipes.TrainingConfig(ensemble_size=2))
-    first, second = nets.members
-    np.testing.assert_array_equal(first.top.get_layer("block5_conv1").get_weights()[0],
-                                  second.top.get_layer("member1_block5_conv1").get_weights()[0])
-    second.top.get_layer("member1_block5_conv1").set_weights(
-        [w * 0.5 for w in second.top.get_layer("member1_block5_conv1").get_weights()])
-    assert not np.array_equal(nets.base.get_layer("block5_conv1").get_weights()[0],
-                              second.top.get_layer("member1_block5_conv1").get_weights()[0])
     pixels = np.random.default_rng(1).normal(size=(2, features.IMAGE_SIZE, features.IMAGE_SIZE, 3)) * 50
-    block4 = nets.stem(pixels, training=False)
-    expected = (first.top(block4, training=False) + second.top(block4, training=False)).numpy() / 2
+    activations = nets.trunk(pixels, training=False).numpy()
+    assert activations.shape[1:] == (features.IMAGE_SIZE // 8, features.IMAGE_SIZE // 8, 512)  # block4_conv3
+    pooled = nets.features(pixels, training=False).numpy()
+    np.testing.assert_allclose(pooled, np.concatenate([activations.mean((1, 2)), activations.max((1, 2))], 1),
+                               rtol=1e-4, atol=1e-3)
+    first, second = (head(pooled, training=False).numpy() for head in nets.heads)
+    assert not np.allclose(first, second)  # heads start from different initialisations
+    expected = (first + second) / 2
     np.testing.assert_allclose(nets.classifier(pixels, training=False).numpy(), expected, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(nets.top(block4, training=False).numpy(), expected, rtol=1e-4, atol=1e-4)
     with tf.GradientTape() as tape:
-        activations, logits = nets.gradcam_model(pixels, training=False)
+        gradcam_activations, logits = nets.gradcam_model(pixels, training=False)
         top_logit = tf.reduce_max(logits, axis=-1)
-    assert [a.shape[1:] for a in activations] == [(features.IMAGE_SIZE // 16, features.IMAGE_SIZE // 16, 512)] * 2
-    assert all(g is not None for g in tape.gradient(top_logit, activations))  # Grad-CAM reaches every member
+    np.testing.assert_allclose(gradcam_activations.numpy(), activations, rtol=1e-5)
+    assert np.abs(tape.gradient(top_logit, gradcam_activations).numpy()).sum() > 0
     np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_training_config_validates_layers_views_and_ensembles():
+    assert recipes.TrainingConfig.from_dict({"feature_layer": "block5_pool"}).feature_layer == "block5_pool"
+    with pytest.raises(ValueError, match="feature_layer"):
+        recipes.TrainingConfig.from_dict({"feature_layer": "block6_conv1"})
+    with pytest.raises(ValueError, match="augmented_views"):
+        recipes.TrainingConfig.from_dict({"augmented_views": 0})
     with pytest.raises(ValueError, match="ensemble_size"):
         recipes.TrainingConfig.from_dict({"ensemble_size": 0})
     assert recipes.TrainingConfig.from_dict({"recipe": "full"}).ensemble_size == 1
@@ -81,34 +77,44 @@ def test_ensemble_members_have_their_own_block5_and_the_classifier_averages_thei
         recipes.TrainingConfig.from_dict({"recipe": "full", "ensemble_size": 3})
 
 
+def test_other_feature_layers_build_and_name_the_gradcam_layer():
+    nets = recipes.build_networks(recipes.TrainingConfig(feature_layer="block5_conv3", ensemble_size=1))
+    assert nets.features.output.shape[-1] == 2 * 512
+    assert recipes.Classifier(nets, 1.0).gradcam_layer == "block5_conv3"
+
+
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_cpu_recipe_trains_every_member_and_exports_float32(precision):
+def test_cpu_recipe_trains_every_head_on_frozen_features_and_exports_float32(precision):
     rng = np.random.default_rng(0)
     pixels = (rng.normal(size=(12, features.IMAGE_SIZE, features.IMAGE_SIZE, 3)) * 50).astype(np.float32)
     labels = np.arange(12) % features.NUM_CLASSES
-    config = recipes.TrainingConfig(ensemble_size=2, augmented_views=1, head_epochs=1, finetune_epochs=1,
-                                    batch_size=4, precision=precision)
+    config = recipes.TrainingConfig(ensemble_size=2, augmented_views=2, head_epochs=2, batch_size=4,
+                                    precision=precision)
     steps = []
     classifier = recipes.train(config, (pixels, labels), (pixels[:8], labels[:8]), progress=steps.append)
-    assert steps[-1] == "member 2/2: fine-tune epoch 1/1"
-    pretrained = vgg16.build_conv_base("hed").get_layer("block5_conv1").get_weights()[0]
-    for name in ("block5_conv1", "member1_block5_conv1"):
-        layer = classifier.model.get_layer("member" if name == "block5_conv1" else "member_1").get_layer(name)
-        assert layer.compute_dtype == "float32"
-        assert not np.allclose(layer.get_weights()[0], pretrained)  # the fine-tuned weights reached the export
-    probabilities = classifier.model(pixels[:2], training=False)
-    assert probabilities.dtype == "float32" and np.isfinite(probabilities.numpy()).all()
+    assert steps == ["features view 1/2", "features view 2/2", "head 1/2 trained", "head 2/2 trained"]
+    pretrained = vgg16.build_conv_base("hed").get_layer("block4_conv3").get_weights()[0]
+    np.testing.assert_array_equal(classifier.networks.trunk.get_layer("block4_conv3").get_weights()[0], pretrained)
+    for head in classifier.networks.heads:
+        assert head.get_layer("logits").compute_dtype == "float32"
+        moving_mean = head.get_layer("norm").moving_mean.numpy()
+        assert np.abs(moving_mean).max() > 0  # starts at 0: only training on the features moves it
+    assert classifier.model.get_layer("block4_conv3").compute_dtype == "float32"
+    assert classifier.gradcam_layer == "block4_conv3"
+    logits = classifier.model(pixels[:2], training=False)
+    assert logits.dtype == "float32" and np.isfinite(logits.numpy()).all()
 
 
-def test_weight_average_is_the_mean_of_the_snapshots():
-    import numpy as np
-
-    from components.trainer.recipes import WeightAverage
-
-    snapshots = [[np.full((2, 2), v, dtype=np.float32), np.array([v, -v], dtype=np.float32)] for v in (1.0, 2.0, 6.0)]
-    average = WeightAverage()
-    for weights in snapshots:
-        average.add(weights)
-    assert average.count == 3
-    np.testing.assert_allclose(average.weights[0], np.full((2, 2), 3.0))
-    np.testing.assert_allclose(average.weights[1], [3.0, -3.0])
+def test_full_recipe_fine_tunes_every_trunk_layer():
+    rng = np.random.default_rng(2)
+    pixels = (rng.normal(size=(8, features.IMAGE_SIZE, features.IMAGE_SIZE, 3)) * 50).astype(np.float32)
+    labels = np.arange(8) % features.NUM_CLASSES
+    config = recipes.TrainingConfig.from_dict({"recipe": "full", "head_epochs": 1, "finetune_epochs": 1,
+                                               "batch_size": 4})
+    steps = []
+    classifier = recipes.train(config, (pixels, labels), (pixels[:4], labels[:4]), progress=steps.append)
+    assert steps == ["head trained", "fine-tuned"]
+    pretrained = vgg16.build_conv_base("hed")
+    for name in ("block1_conv1", "block4_conv3"):
+        assert not np.allclose(classifier.networks.trunk.get_layer(name).get_weights()[0],
+                               pretrained.get_layer(name).get_weights()[0])

@@ -4,8 +4,8 @@ Every signature starts from raw inputs and runs the Transform graph inside the m
 - ``serving_default``: ``examples`` (serialized tf.Examples, feature ``image`` = encoded bytes)
   -> probabilities [N,4] float32, class_id [N] int64, class_name [N] string.
 - ``predict_image``: ``images`` (encoded PNG/JPEG bytes [N]) -> the same three outputs.
-- ``explain``: ``images`` [N] -> the same plus ``heatmap`` [N,14,14] float32 in 0..1: Grad-CAM of the
-  top class on block5_conv3 (all ensemble members' channels), over the image after centred square padding
+- ``explain``: ``images`` [N] -> the same plus ``heatmap`` [N,H,W] float32 in 0..1: Grad-CAM of the top class on
+  the recipe's feature layer (block4_conv3 by default: 28x28), over the image after centred square padding
   (see components.imaging).
 Probabilities are temperature-scaled (calibrated on the validation split).
 """
@@ -57,11 +57,9 @@ def build_signatures(classifier: Classifier, tft_layer) -> dict:
         with tf.GradientTape() as tape:
             activations, logits = gradcam_model(pixels, training=False)
             top_logit = tf.reduce_max(logits, axis=-1)
-        # One block5_conv3 per ensemble member: their channels together are the layer Grad-CAM weighs.
         gradients = tape.gradient(top_logit, activations)
-        cam = tf.nn.relu(tf.add_n([
-            tf.reduce_sum(member_activations * tf.reduce_mean(member_gradients, axis=[1, 2], keepdims=True), axis=-1)
-            for member_activations, member_gradients in zip(activations, gradients, strict=True)]))
+        channel_weights = tf.reduce_mean(gradients, axis=[1, 2], keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(activations * channel_weights, axis=-1))
         cam = cam / (tf.reduce_max(cam, axis=[1, 2], keepdims=True) + 1e-8)
         outputs = _outputs(tf.nn.softmax(logits / temperature))
         outputs["heatmap"] = cam
@@ -110,7 +108,7 @@ def export(classifier: Classifier, tft_layer, export_dir: str, model_name: str, 
         "class_names": list(features.CLASS_NAMES),
         "class_display_names": list(features.CLASS_DISPLAY_NAMES),
         "image_size": features.IMAGE_SIZE,
-        "gradcam_layer": features.GRADCAM_LAYER,
+        "gradcam_layer": classifier.gradcam_layer,
         "temperature": classifier.temperature,
         "signatures": sorted(signatures),
         **info,

