@@ -25,8 +25,8 @@ test: env browser  ## lint + the test suite on the bundled sample (no external d
 test-full: env  ## tests against the full Kaggle set ($$RADASSIST_FULL_DATA_DIR or ../shared/data/chest-ct)
 	$(PY) -m pytest -m full_data $(PYTEST_ARGS)
 
-benchmark-accuracy: env  ## default recipe on the full data, 3 seeds -> benchmarks/results/accuracy.json
-	$(PY) -m benchmarks.accuracy --data $${RADASSIST_FULL_DATA_DIR:-../shared/data/chest-ct} --seeds 0 1 2
+benchmark-accuracy: env  ## default recipe on the full data, 5 seeds -> benchmarks/results/accuracy.json
+	$(PY) -m benchmarks.accuracy --data $${RADASSIST_FULL_DATA_DIR:-../shared/data/chest-ct} --seeds 0 1 2 3 4
 
 compile-kfp: env  ## write the Kubeflow Pipelines spec
 	$(PY) -m radassist.cli pipeline compile --output build/radassist_pipeline.json $(ARGS)
