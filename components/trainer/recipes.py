@@ -178,7 +178,8 @@ def _build_networks(config: TrainingConfig) -> Networks:
 
 def augmenter(seed: int) -> tf_keras.Sequential:
     """Training-only augmentation, applied to 0..255 grayscale before VGG preprocessing. No flips: chest anatomy
-    is not left-right symmetric (heart, aorta), and mirrored slices cost 0.04-0.08 test accuracy here."""
+    is not left-right symmetric (heart, aorta), and mirrored slices cost 0.04-0.09 test accuracy here
+    (benchmarks/mirroring.py)."""
     return tf_keras.Sequential(
         [
             tf_keras.layers.RandomRotation(0.03, fill_mode="constant", seed=seed + 1),
