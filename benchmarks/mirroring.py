@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
+import tf_keras
 
 from benchmarks import write_result
 from benchmarks.accuracy import RESULTS_DIR, calibrated_scores, load_dataset
@@ -36,6 +37,7 @@ def main() -> None:
     for name, views in training_sets.items():
         for seed in range(args.heads):
             config = recipes.TrainingConfig(seed=seed)
+            tf_keras.utils.set_random_seed(seed)  # the head starts as head 1 of recipes.train with this seed
             head = recipes.build_networks(config).heads[0]
             recipes.fit_head(config, head, np.stack(views, axis=1), data["train"][1])
             logits = {key: head.predict(x, batch_size=256, verbose=0) for key, x in pooled.items() if key[0] != "train"}

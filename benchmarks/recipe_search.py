@@ -13,6 +13,7 @@ import os
 import time
 
 import numpy as np
+import tf_keras
 
 from benchmarks.accuracy import calibrated_scores, load_dataset
 from components.trainer import recipes
@@ -34,6 +35,7 @@ def main() -> None:
     for text in args.configs:
         config = recipes.TrainingConfig.from_dict({**json.loads(text), "seed": args.seed})
         pooled = _features(config, data, args.cache)
+        tf_keras.utils.set_random_seed(config.seed)  # the heads start as in recipes.train, so rows reproduce
         nets = recipes.build_networks(config)
         started = time.time()
         head_logits = []

@@ -228,10 +228,6 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
-def _predict(model: tf_keras.Model, inputs: np.ndarray, batch_size: int) -> np.ndarray:
-    return model.predict(inputs, batch_size=batch_size, verbose=0)
-
-
 def pooled_features(config: TrainingConfig, extractor: tf_keras.Model, pixels: np.ndarray, progress=None,
                     views: int = 1) -> np.ndarray:
     """Pooled features of ``views`` views of each image -> float32 [N, views, D]; view 0 is the image as it is,
@@ -327,7 +323,7 @@ def _calibrate(classifier: tf_keras.Model, valid: tuple, config: TrainingConfig)
     valid_pixels, valid_labels = valid
     if len(valid_labels) == 0:
         return 1.0
-    logits = _predict(classifier, valid_pixels, config.batch_size)
+    logits = classifier.predict(valid_pixels, batch_size=config.batch_size, verbose=0)
     temperature = fit_temperature(logits, valid_labels)
     log.info("temperature %.3f (valid accuracy %.3f)", temperature, (logits.argmax(1) == valid_labels).mean())
     return temperature
