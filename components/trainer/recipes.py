@@ -3,7 +3,7 @@
 The network: VGG16 up to ``feature_layer`` (default block4_conv3), global average and global max pooling of that
 layer's activations side by side, and ``ensemble_size`` heads (batch norm, dropout, dense) whose logits are averaged.
 Why block 4: the pretrained block 5 of HED's VGG16 is specialised for edge detection; heads on its pooled features
-reach 0.62 official-test accuracy, on block4_conv3's 0.82 (seed 0; docs/architecture.md has the table per layer).
+reach 0.63 official-test accuracy, on block4_conv3's 0.82 (seed 0; docs/architecture.md has the table per layer).
 
 ``cpu`` (default, about 2 minutes on 2 CPU cores): the VGG16 layers stay frozen and the pooled features of every
 training image are computed once; the heads train on them. ``full``: every layer up to ``feature_layer``
@@ -178,7 +178,7 @@ def _build_networks(config: TrainingConfig) -> Networks:
 
 def augmenter(seed: int) -> tf_keras.Sequential:
     """Training-only augmentation, applied to 0..255 grayscale before VGG preprocessing. No flips: chest anatomy
-    is not left-right symmetric (heart, aorta), and mirrored slices cost 0.04-0.09 test accuracy here
+    is not left-right symmetric (heart, aorta), and mirrored slices cost 0.05-0.09 test accuracy here
     (benchmarks/mirroring.py)."""
     return tf_keras.Sequential(
         [
