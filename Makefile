@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env browser run train test test-full lint benchmark-accuracy compile-kfp clean
+.PHONY: env browser run train test test-full lint benchmark-accuracy benchmark-robustness compile-kfp clean
 
 env:  ## build .venv (patched interpreter on glibc < 2.39), idempotent
 	@bash scripts/bootstrap_env.sh
@@ -27,6 +27,9 @@ test-full: env  ## tests against the full Kaggle set ($$RADASSIST_FULL_DATA_DIR 
 
 benchmark-accuracy: env  ## default recipe on the full data, 5 seeds -> benchmarks/results/accuracy.json
 	$(PY) -m benchmarks.accuracy --data $${RADASSIST_FULL_DATA_DIR:-../shared/data/chest-ct} --seeds 0 1 2 3 4
+
+benchmark-robustness: env  ## shift suite, calibration and OOD gate, 3 seeds -> benchmarks/results/robustness.json
+	$(PY) -m benchmarks.robustness --data $${RADASSIST_FULL_DATA_DIR:-../shared/data/chest-ct} --seeds 0 1 2
 
 compile-kfp: env  ## write the Kubeflow Pipelines spec
 	$(PY) -m radassist.cli pipeline compile --output build/radassist_pipeline.json $(ARGS)

@@ -22,13 +22,17 @@ from benchmarks import write_result
 from components import evaluation, features, imaging
 from components.ct_example_gen import SkippedFile, read_scan_image
 from components.leakage_audit import ImageRecord, audit, perceptual_hash
-from components.trainer import recipes
+from components.trainer import augment, recipes
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 
 
 def load_dataset(data_root: str):
-    """All splits -> {split: (pixels, labels, filenames)} plus the audit result."""
+    """All splits -> {split: (pixels, labels, filenames, encoded bytes)} plus the audit result.
+
+    Pixels go through the model's canonicalisation with the reference quantile function taken from the train
+    split, as Transform's analyzer does (``reference_quantiles(data)`` returns it).
+    """
     records, scans = [], {}
     for split in features.SPLITS:
         paths = sorted(p for p in glob.glob(os.path.join(data_root, split, "*", "*")) if os.path.isfile(p))
@@ -40,15 +44,51 @@ def load_dataset(data_root: str):
             scans.setdefault(split, []).append(scan)
             records.append(ImageRecord(split, scan.filename, scan.sha256, scan.label, perceptual_hash(scan.encoded)))
     result = audit(records)
-    preprocess = tf.function(imaging.preprocess_batch)
-    data = {}
+    canonical = {}
     for split, items in scans.items():
         items = [s for s in items if not result.drops(split, s.sha256)]
-        pixels = np.concatenate([
-            preprocess(tf.constant([s.encoded for s in items[i : i + 32]])).numpy() for i in range(0, len(items), 32)
-        ])
-        data[split] = (pixels, np.array([s.label for s in items]), [s.filename for s in items])
+        scans[split] = items
+        canonical[split] = canonicalise_all([s.encoded for s in items], desc=f"canonicalise {split}")
+    reference = canonical["train"]["quantiles"].mean(axis=0)
+    data = {"reference": reference}
+    for split, items in scans.items():
+        data[split] = (model_pixels(canonical[split], reference), np.array([s.label for s in items]),
+                       [s.filename for s in items], [s.encoded for s in items])
     return data, result
+
+
+_canonical_batch = tf.function(imaging.canonical_batch)
+_model_pixels = tf.function(imaging.model_pixels)
+
+
+def canonicalise_all(encoded: list[bytes], batch_size: int = 32, desc: str | None = None) -> dict[str, np.ndarray]:
+    """Encoded images -> ``imaging.canonical_batch``'s outputs as numpy arrays."""
+    parts = [_canonical_batch(tf.constant(encoded[i:i + batch_size]))
+             for i in tqdm(range(0, len(encoded), batch_size), desc=desc, leave=False, disable=desc is None)]
+    return {key: np.concatenate([part[key].numpy() for part in parts]) for key in parts[0]}
+
+
+def model_pixels(canonical: dict[str, np.ndarray], reference: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """``canonicalise_all``'s output -> VGG16 input pixels, intensities matched to ``reference``."""
+    reference = tf.constant(reference, tf.float32)
+    parts = [_model_pixels({key: tf.constant(canonical[key][i:i + batch_size]) for key in ("gray", "body")},
+                           reference).numpy()
+             for i in range(0, len(canonical["gray"]), batch_size)]
+    return np.concatenate(parts)
+
+
+def shifted_views(data: dict, seed: int):
+    """``recipes.train``'s ``shifted_views`` for the train split: view v -> the pixels of acquisition-shifted exports
+    of the training images (components/trainer/augment.py), through the model's canonicalisation."""
+    encoded = data["train"][3]
+    shift = tf.function(augment.shifted_batch)
+
+    def view(index: int) -> np.ndarray:
+        exported = np.concatenate([shift(tf.constant(encoded[i:i + 32]), seed, index, i).numpy()
+                                   for i in range(0, len(encoded), 32)])
+        return model_pixels(canonicalise_all(list(exported)), data["reference"])
+
+    return view
 
 
 def scores(probabilities: np.ndarray, labels: np.ndarray) -> dict:
@@ -64,7 +104,8 @@ def run_seed(config: recipes.TrainingConfig, data: dict, leaked: np.ndarray, sav
     started = time.time()
     timeline = []
     classifier = recipes.train(config, data["train"][:2], data["valid"][:2],
-                               progress=lambda step: timeline.append((round(time.time() - started, 1), step)))
+                               progress=lambda step: timeline.append((round(time.time() - started, 1), step)),
+                               shifted_views=shifted_views(data, config.seed))
     train_seconds = time.time() - started
     logits = classifier.model.predict(data["test"][0], batch_size=32, verbose=0)
     probabilities = tf.nn.softmax(logits / classifier.temperature).numpy()
@@ -141,7 +182,8 @@ def main() -> None:
     started = time.time()
     data, audit_result = load_dataset(args.data)
     leaked = np.array([audit_result.is_leaked("test", f) for f in data["test"][2]])
-    print(f"data: {', '.join(f'{s} {len(v[1])}' for s, v in data.items())}; test leaked {leaked.sum()} "
+    counts = ", ".join(f"{split} {len(data[split][1])}" for split in features.SPLITS)
+    print(f"data: {counts}; test leaked {leaked.sum()} "
           f"({time.time() - started:.0f}s)", flush=True)
     runs = []
     for seed in args.seeds:

@@ -29,7 +29,7 @@ def main() -> None:
     config = recipes.TrainingConfig()
     extractor = recipes.build_networks(config, recipes.dtype_policy(config)).features
     pooled = {(split, mirrored): recipes.pooled_features(
-                  config, extractor, data[split][0][:, :, ::-1] if mirrored else data[split][0])[:, 0]
+                  extractor, [data[split][0][:, :, ::-1] if mirrored else data[split][0]])[:, 0]
               for split in ("train", "valid", "test") for mirrored in (False, True)}
     training_sets = {"as is": [pooled["train", False]],
                      "as is + mirrored": [pooled["train", False], pooled["train", True]]}
@@ -39,7 +39,7 @@ def main() -> None:
             config = recipes.TrainingConfig(seed=seed)
             tf_keras.utils.set_random_seed(seed)  # the head starts as head 1 of recipes.train with this seed
             head = recipes.build_networks(config).heads[0]
-            recipes.fit_head(config, head, np.stack(views, axis=1), data["train"][1])
+            recipes.fit_heads(config, [head], np.stack(views, axis=1), data["train"][1])
             logits = {key: head.predict(x, batch_size=256, verbose=0) for key, x in pooled.items() if key[0] != "train"}
             splits = ("valid", "test")
             test_times = {"as is": {s: logits[s, False] for s in splits},

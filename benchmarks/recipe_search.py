@@ -15,7 +15,7 @@ import time
 import numpy as np
 import tf_keras
 
-from benchmarks.accuracy import calibrated_scores, load_dataset
+from benchmarks.accuracy import calibrated_scores, load_dataset, shifted_views
 from components.trainer import recipes
 
 FEATURE_KNOBS = ("seed", "weights", "feature_layer", "augmented_views", "precision", "batch_size")
@@ -38,9 +38,9 @@ def main() -> None:
         tf_keras.utils.set_random_seed(config.seed)  # the heads start as in recipes.train, so rows reproduce
         nets = recipes.build_networks(config)
         started = time.time()
+        recipes.fit_heads(config, nets.heads, pooled["train"], data["train"][1])
         head_logits = []
         for index, head in enumerate(nets.heads):
-            recipes.fit_head(config, head, pooled["train"], data["train"][1], index)
             head_logits.append({split: head.predict(pooled[split][:, 0], batch_size=256, verbose=0)
                                 for split in ("valid", "test")})
             ensemble = {split: np.mean([h[split] for h in head_logits], axis=0) for split in ("valid", "test")}
@@ -61,8 +61,9 @@ def _features(config: recipes.TrainingConfig, data: dict, cache: str) -> dict[st
         return dict(np.load(path))
     policy = recipes.dtype_policy(config)
     extractor = recipes.build_networks(config, policy).features
-    pooled = {split: recipes.pooled_features(config, extractor, data[split][0],
-                                             views=config.augmented_views if split == "train" else 1)
+    views = shifted_views(data, config.seed)
+    pooled = {split: recipes.pooled_features(extractor, [data[split][0]] + (
+                  [views(v) for v in range(1, config.augmented_views)] if split == "train" else []))
               for split in ("train", "valid", "test")}
     np.savez(path, **pooled)
     return pooled

@@ -20,8 +20,11 @@ HEIGHT_KEY = "height"
 # Added by LeakageAudit: 1 when the example (exactly or nearly) repeats an image of an earlier split.
 LEAKED_KEY = "leaked"
 
-# Transformed feature: the padded, resized, VGG-preprocessed image.
+# Transformed features: the canonical (body-cropped, intensity-matched), VGG-preprocessed image, and the square
+# [y0, x0, y1, x1] in input pixels it was cropped from (also a model output: where the heat map lies on the input).
+# Transform also outputs the input statistics of components.imaging.INPUT_STATS.
 PIXELS_KEY = "pixels"
+CROP_BOX_KEY = "crop_box"
 
 # Signature names of every exported SavedModel (see docs/architecture.md).
 SERVING_DEFAULT_SIGNATURE = "serving_default"

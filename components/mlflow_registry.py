@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from tfx import types  # noqa: E402
 from tfx.dsl.components.base import base_component, base_executor, executor_spec  # noqa: E402
@@ -25,6 +26,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter  # noq
 
 from components import evaluation, features  # noqa: E402
 from components.leakage_audit import REPORT_FILE, LeakageReport  # noqa: E402
+from components.trainer.export import MODEL_INFO_FILE  # noqa: E402
 
 log = logging.getLogger(__name__)
 MLFLOW_TIMEOUT_SECONDS = "30"
@@ -65,6 +67,25 @@ def plot_roc(roc: dict, aucs: dict, path: str) -> None:
     plt.close(figure)
 
 
+def read_model_info(model_uri: str) -> dict:
+    """The trained model's info file (components/trainer/export.py) under a Trainer's model artifact; {} if none."""
+    pattern = os.path.join(model_uri, "*", "assets.extra", MODEL_INFO_FILE)
+    for path in sorted(tf.io.gfile.glob(pattern)):
+        with tf.io.gfile.GFile(path) as handle:
+            return json.load(handle)
+    return {}
+
+
+def model_info_params(info: dict) -> dict:
+    """The model info's calibration and out-of-distribution gate figures as flat MLflow parameters."""
+    gate = info.get("ood_gate", {})
+    params = {f"model.{key}": info.get(key) for key in ("temperature", "uncertain_below")}
+    params.update({f"model.ood_gate.{key}": gate.get(key)
+                   for key in ("threshold", "quantile", "train_examples", "held_out_distances", "cross_fit_folds",
+                               "ledoit_wolf_shrinkage", "feature_dimensions")})
+    return {key: value for key, value in params.items() if value is not None}
+
+
 def log_pipeline_run(
     *,
     tracking_uri: str,
@@ -77,6 +98,7 @@ def log_pipeline_run(
     blessed: bool,
     pushed_dir: str | None,
     model_uri: str,
+    model_info: dict | None = None,
 ) -> dict:
     """Logs one pipeline run; returns {"run_id", "registered_version"} (version None when nothing was pushed)."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", MLFLOW_TIMEOUT_SECONDS)
@@ -87,6 +109,7 @@ def log_pipeline_run(
         mlflow.set_tags({"tfx.pipeline_run_id": pipeline_run_id, "data_fingerprint": fingerprint,
                          "blessed": str(blessed).lower(), "trainer.model_uri": model_uri})
         mlflow.log_params({k: v for k, v in params.items() if v is not None})
+        mlflow.log_params(model_info_params(model_info or {}))
         mlflow.log_metrics({f"audit/{k}": v for k, v in audit.get("counts", {}).items()})
         for slice_name, values in results["metrics"].items():
             mlflow.log_metrics({_metric_name(slice_name, k): v for k, v in values.items() if np.isfinite(v)})
@@ -103,6 +126,11 @@ def log_pipeline_run(
                 path = os.path.join(tmp, "roc.png")
                 plot_roc(results["roc"], aucs, path)
                 mlflow.log_artifact(path, "plots")
+            if model_info:
+                path = os.path.join(tmp, MODEL_INFO_FILE)
+                with open(path, "w") as handle:
+                    json.dump(model_info, handle, indent=2)
+                mlflow.log_artifact(path)
             path = os.path.join(tmp, "evaluation.json")
             with open(path, "w") as handle:
                 json.dump({"audit": audit, **results}, handle, indent=2)
@@ -165,6 +193,7 @@ class MlflowRegistrarExecutor(base_executor.BaseExecutor):
             blessed=evaluation.blessed(artifact_utils.get_single_uri(input_dict["blessing"])),
             pushed_dir=pushed_model.get_string_custom_property("pushed_destination") if pushed else None,
             model_uri=artifact_utils.get_single_uri(input_dict["model"]),
+            model_info=read_model_info(artifact_utils.get_single_uri(input_dict["model"])),
         )
         log.info("MLflow run %s, registered version %s", outcome["run_id"], outcome["registered_version"])
 

@@ -76,10 +76,14 @@ def models():
         "reports_final": count(sa.select(sa.func.count()).select_from(Report).where(Report.status == "final")),
         "reports_draft": count(sa.select(sa.func.count()).select_from(Report).where(Report.status == "draft")),
         "reports_uncertain": count(sa.select(sa.func.count()).select_from(Report).where(Report.uncertain)),
+        "reports_out_of_domain": count(sa.select(sa.func.count()).select_from(Report)
+                                       .where(Report.in_domain.is_(False))),
     }
     jobs = dict(db.session.execute(sa.select(Job.status, sa.func.count()).group_by(Job.status)).all())
     by_model = db.session.execute(
-        sa.select(Report.model_name, Report.model_version, sa.func.count(), sa.func.max(Report.created_at))
+        sa.select(Report.model_name, Report.model_version, sa.func.count(), sa.func.max(Report.created_at),
+                  sa.func.sum(sa.case((Report.in_domain.is_(False), 1), else_=0)),
+                  sa.func.sum(sa.case((Report.uncertain & Report.in_domain.is_not(False), 1), else_=0)))
         .where(Report.version == 1).group_by(Report.model_name, Report.model_version)
         .order_by(Report.model_version.desc())).all()
     record("models_viewed")

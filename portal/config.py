@@ -33,8 +33,11 @@ class Config:
     JOB_RETRY_SECONDS = float(os.environ.get("RADASSIST_JOB_RETRY_SECONDS", 5))
     JOB_LEASE_SECONDS = float(os.environ.get("RADASSIST_JOB_LEASE_SECONDS", 300))
     WORKER_BATCH_SIZE = int(os.environ.get("RADASSIST_WORKER_BATCH_SIZE", 8))
-    # A report whose top calibrated probability is below this is flagged "uncertain, needs review".
-    REPORT_UNCERTAIN_BELOW = float(os.environ.get("RADASSIST_UNCERTAIN_BELOW", 0.6))
+    # A report whose top calibrated probability is below this is flagged "uncertain, needs review". Unset: the
+    # model's own line (its needs_review output, chosen on validation data when it was trained); 0.6 for models
+    # exported without one.
+    REPORT_UNCERTAIN_BELOW = (float(os.environ["RADASSIST_UNCERTAIN_BELOW"])
+                              if os.environ.get("RADASSIST_UNCERTAIN_BELOW") else None)
     DEBUG = False
     TESTING = False
 

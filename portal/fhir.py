@@ -9,10 +9,13 @@ import datetime as dt
 
 from components import features
 from portal.models import Report
-from portal.reports import CLASS_TITLES, NOTICE
+from portal.reports import CLASS_TITLES, NOT_ANALYSED, NOTICE, ood_explanation
 from portal.storage import BlobStore
 
 CLASS_SYSTEM = "https://radassist.org/fhir/CodeSystem/chest-ct-class"
+FLAG_SYSTEM = "https://radassist.org/fhir/CodeSystem/model-flag"
+OOD_SCORE_CODE = "ood-score"
+INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 REPORT_ID_SYSTEM = "https://radassist.org/fhir/report-id"
 
 
@@ -41,12 +44,38 @@ def diagnostic_report(report: Report, store: BlobStore | None = None) -> dict:
         "valueQuantity": {"value": round(report.probabilities[name], 6), "unit": "probability",
                           "system": "http://unitsofmeasure.org", "code": "1"},
     } for index, name in enumerate(features.CLASS_NAMES)]
+    if report.out_of_domain:
+        # The probabilities are raw output, not a result: HL7's "indeterminate" interpretation on each.
+        indeterminate = [{"coding": [{"system": INTERPRETATION_SYSTEM, "code": "IND", "display": "Indeterminate"}],
+                          "text": f"Not analysed: {ood_explanation(report.ood_reason)}"}]
+        for observation in observations:
+            observation["interpretation"] = indeterminate
+    if report.ood_score is not None:
+        observations.append({
+            "resourceType": "Observation", "id": OOD_SCORE_CODE, "status": observation_status,
+            "code": {"coding": [{"system": FLAG_SYSTEM, "code": OOD_SCORE_CODE,
+                                 "display": "Out-of-distribution score (1.0 = the model's limit)"}]},
+            "subject": subject, "device": {"reference": "#model"},
+            "valueQuantity": {"value": report.ood_score, "unit": "ratio", "system": "http://unitsofmeasure.org",
+                              "code": "1"},
+            "interpretation": [{"coding": [{"system": INTERPRETATION_SYSTEM,
+                                            "code": "H" if report.out_of_domain else "N",
+                                            "display": "High" if report.out_of_domain else "Normal"}]}],
+        })
     device = {"resourceType": "Device", "id": "model",
               "deviceName": [{"name": report.model_name, "type": "model-name"}],
               "version": [{"value": str(report.model_version)}]}
-    conclusion = [f"Model prediction: {CLASS_TITLES[report.predicted_class]} ({report.confidence:.0%})."]
-    if report.uncertain:
+    if report.out_of_domain:
+        conclusion = [f"{NOT_ANALYSED}: {ood_explanation(report.ood_reason)}. No model classification."]
+        conclusion_code = [{"coding": [{"system": FLAG_SYSTEM, "code": "out-of-domain", "display": NOT_ANALYSED}]}]
+    else:
+        conclusion = [f"Model prediction: {CLASS_TITLES[report.predicted_class]} ({report.confidence:.0%})."]
+        conclusion_code = [{"coding": [{"system": CLASS_SYSTEM, "code": report.predicted_class,
+                                        "display": CLASS_TITLES[report.predicted_class]}]}]
+    if report.uncertain and not report.out_of_domain:
         conclusion.append("Uncertain: low model confidence, needs review.")
+        conclusion_code.append({"coding": [{"system": FLAG_SYSTEM, "code": "uncertain",
+                                            "display": "Uncertain, needs review"}]})
     if scan.self_submitted and not report.is_final:
         conclusion.append("Submitted by the patient; not yet reviewed.")
     if report.findings:
@@ -68,8 +97,7 @@ def diagnostic_report(report: Report, store: BlobStore | None = None) -> dict:
         "issued": _instant(report.signed_at or report.created_at),
         "result": [{"reference": f"#{o['id']}"} for o in observations],
         "conclusion": " ".join(conclusion),
-        "conclusionCode": [{"coding": [{"system": CLASS_SYSTEM, "code": report.predicted_class,
-                                        "display": CLASS_TITLES[report.predicted_class]}]}],
+        "conclusionCode": conclusion_code,
     }
     if report.is_final and report.signed_by_id:
         doctor = {"reference": f"Practitioner/{report.signed_by_id}", "display": report.signed_by.name}

@@ -163,6 +163,11 @@ class Report(db.Model):
     predicted_class: Mapped[str] = mapped_column(sa.String(64))
     probabilities_json: Mapped[str] = mapped_column(sa.Text)     # {"adenocarcinoma": 0.61, ...}, calibrated
     uncertain: Mapped[bool] = mapped_column(default=False)
+    # The model's out-of-distribution gate: False when the scan is unlike the images the model was validated on
+    # (the report then says "not analysed"); None for reports of models without a gate.
+    in_domain: Mapped[bool | None] = mapped_column()
+    ood_score: Mapped[float | None] = mapped_column()               # distance / the model's threshold (1.0)
+    ood_reason: Mapped[str | None] = mapped_column(sa.String(64))   # machine-readable, e.g. "not_greyscale"
     overlay_sha256: Mapped[str] = mapped_column(sa.String(64))   # Grad-CAM overlay (JPEG) in the blob store
     model_name: Mapped[str] = mapped_column(sa.String(128))
     model_version: Mapped[int] = mapped_column()
@@ -188,13 +193,26 @@ class Report(db.Model):
         return self.probabilities[self.predicted_class]
 
     @property
+    def out_of_domain(self) -> bool:
+        """The model withheld its prediction: the scan is outside the images it was validated on."""
+        return self.in_domain is False
+
+    @property
+    def needs_review(self) -> bool:
+        """Out of domain or uncertain: the model's output alone says nothing a patient should read."""
+        return self.out_of_domain or self.uncertain
+
+    @property
     def is_final(self) -> bool:
         return self.status == ReportStatus.FINAL.value
 
     def visible_to(self, user: User) -> bool:
         """Whether ``user``'s role may see this version of a report they may otherwise access: patients see
-        final reports, and the model's draft only for scans they submitted themselves."""
-        return user.role != Role.PATIENT.value or self.is_final or self.scan.self_submitted
+        final reports, and the model's draft only for scans they submitted themselves and only when the model's
+        output stands on its own (not out of domain, not uncertain): otherwise they are awaiting their doctor."""
+        if user.role != Role.PATIENT.value or self.is_final:
+            return True
+        return self.scan.self_submitted and not self.needs_review
 
 
 class ImmutableReport(RuntimeError):

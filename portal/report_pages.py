@@ -45,7 +45,9 @@ def view(report_id: int):
     history = [r for r in reports.versions(report.scan_id) if r.visible_to(g.user)]
     newest = history[-1] if history else report
     return render_template("reports/view.html", report=report, scan=report.scan, history=history,
-                           newest=newest, titles=reports.CLASS_TITLES, notice=reports.NOTICE)
+                           newest=newest, titles=reports.CLASS_TITLES, notice=reports.NOTICE,
+                           not_analysed=reports.NOT_ANALYSED,
+                           ood_explanation=reports.ood_explanation(report.ood_reason))
 
 
 @bp.get("/reports/<int:report_id>/overlay.jpg")

@@ -20,6 +20,24 @@ from portal.storage import BlobStore
 NOTICE = ("Decision support, not a diagnosis. The classification and the highlighted region come from a machine "
           "learning model and must be reviewed by a qualified radiologist before any clinical use.")
 CLASS_TITLES = dict(zip(features.CLASS_NAMES, features.CLASS_DISPLAY_NAMES, strict=True))
+DEFAULT_UNCERTAIN_BELOW = 0.6  # for models exported without their own review line
+NOT_ANALYSED = "Not analysed: outside the images this model was validated on"
+# The model's machine-readable out-of-distribution reasons (components/trainer/ood.py), for people.
+OOD_REASONS = {
+    "not_greyscale": "the image is in colour; CT slices are greyscale",
+    "blank": "the image is blank or almost uniform",
+    "too_small": "the image is too small to be a CT slice",
+    "odd_shape": "the image's proportions are unlike a CT slice",
+    "no_body": "no body outline was found in the image",
+    "no_lungs": "no lungs were found inside the body (not a chest slice at lung level)",
+    "unlike_training_images": "it differs too much from the chest CT slices the model was trained and validated on",
+}
+
+
+def ood_explanation(reason: str | None) -> str:
+    if not reason:
+        return "the model flagged it as outside its validated domain"
+    return OOD_REASONS.get(reason, reason.replace("_", " "))
 
 
 class ReportError(ValueError):
@@ -40,23 +58,42 @@ def _heat_lut() -> tuple[np.ndarray, np.ndarray]:
 _COLOURS, _ALPHA = _heat_lut()
 
 
-def overlay_image(scan_png: bytes, heatmap: np.ndarray) -> bytes:
+def overlay_image(scan_png: bytes, heatmap: np.ndarray, crop_box: tuple[float, ...] | None = None) -> bytes:
     """The scan with the Grad-CAM map blended on top, as a JPEG (a picture for people; the PDF embeds it as is).
 
-    The map covers the square the model saw: the scan padded to a square, centred (as
-    components.imaging.pad_to_square does), so it is cropped back the same way."""
+    The map covers the square the model saw, ``crop_box`` (y0, x0, y1, x1 in the scan's pixels, the model's
+    output; it may reach beyond the scan); models without that output saw the scan padded to a centred square."""
     gray = np.asarray(Image.open(io.BytesIO(scan_png)).convert("L"), dtype=np.float32)
     height, width = gray.shape
-    side = max(height, width)
+    if crop_box is None:
+        side = max(height, width)
+        crop_box = ((height - side) / 2, (width - side) / 2, (height + side) / 2, (width + side) / 2)
+    y0, x0, y1, x1 = (float(v) for v in crop_box)
     heat8 = (np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0) * 255).round().astype(np.uint8)
-    heat8 = np.asarray(Image.fromarray(heat8, mode="L").resize((side, side), Image.BILINEAR))
-    top, left = (side - height) // 2, (side - width) // 2
-    heat8 = heat8[top : top + height, left : left + width]
+    # Where each scan pixel's centre falls on the map: bilinear resampling of the map over the box.
+    rows = np.clip(((np.arange(height) + 0.5 - y0) / max(y1 - y0, 1e-6)) * heat8.shape[0] - 0.5, 0,
+                   heat8.shape[0] - 1)
+    cols = np.clip(((np.arange(width) + 0.5 - x0) / max(x1 - x0, 1e-6)) * heat8.shape[1] - 0.5, 0,
+                   heat8.shape[1] - 1)
+    heat = _bilinear(heat8.astype(np.float32), rows, cols)
+    inside = (((np.arange(height) + 0.5 >= y0) & (np.arange(height) + 0.5 <= y1))[:, None]
+              & ((np.arange(width) + 0.5 >= x0) & (np.arange(width) + 0.5 <= x1))[None, :])
+    heat8 = np.where(inside, heat, 0).round().astype(np.uint8)
     alpha = _ALPHA[heat8]
     blended = (1 - alpha) * gray[..., None] + alpha * _COLOURS[heat8]
     buffer = io.BytesIO()
     Image.fromarray(blended.round().astype(np.uint8), mode="RGB").save(buffer, format="JPEG", quality=92)
     return buffer.getvalue()
+
+
+def _bilinear(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``grid`` sampled at every (row, col) pair of fractional indices: [len(rows), len(cols)]."""
+    r0, c0 = np.floor(rows).astype(int), np.floor(cols).astype(int)
+    r1, c1 = np.minimum(r0 + 1, grid.shape[0] - 1), np.minimum(c0 + 1, grid.shape[1] - 1)
+    fr, fc = (rows - r0)[:, None], (cols - c0)[None, :]
+    top = grid[r0][:, c0] * (1 - fc) + grid[r0][:, c1] * fc
+    bottom = grid[r1][:, c0] * (1 - fc) + grid[r1][:, c1] * fc
+    return top * (1 - fr) + bottom * fr
 
 
 def _jpeg(png: bytes) -> io.BytesIO:
@@ -67,18 +104,30 @@ def _jpeg(png: bytes) -> io.BytesIO:
     return buffer
 
 
-def create_model_report(scan: Scan, scan_png: bytes, prediction, store: BlobStore, uncertain_below: float) -> Report:
+def is_uncertain(prediction, uncertain_below: float | None) -> bool:
+    """The "uncertain, needs review" flag: the configured line when one is set, else the model's own (its
+    ``needs_review`` output), else DEFAULT_UNCERTAIN_BELOW."""
+    if uncertain_below is None and prediction.needs_review is not None:
+        return bool(prediction.needs_review)
+    line = DEFAULT_UNCERTAIN_BELOW if uncertain_below is None else uncertain_below
+    return prediction.confidence < line
+
+
+def create_model_report(scan: Scan, scan_png: bytes, prediction, store: BlobStore,
+                        uncertain_below: float | None = None) -> Report:
     """Version 1 of ``scan``'s report from the model's ``prediction`` (a serving.client.Prediction) for the scan's
     normalised image ``scan_png``, with its PDF."""
     existing = db.session.scalar(db.select(Report).where(Report.scan_id == scan.id, Report.version == 1))
     if existing is not None:  # a job that ran twice (its worker died after writing) must not write twice
         return existing
-    overlay = overlay_image(scan_png, prediction.heatmap)
+    overlay = overlay_image(scan_png, prediction.heatmap, prediction.crop_box)
     report = Report(
         scan=scan, version=1, status=ReportStatus.DRAFT.value, predicted_class=prediction.class_name,
         probabilities_json=json.dumps({name: round(float(prediction.probabilities[name]), 6)
                                        for name in features.CLASS_NAMES}),
-        uncertain=prediction.confidence < uncertain_below, overlay_sha256=store.put(overlay),
+        uncertain=is_uncertain(prediction, uncertain_below), in_domain=prediction.in_domain,
+        ood_score=None if prediction.ood_score is None else round(float(prediction.ood_score), 4),
+        ood_reason=prediction.ood_reason or None, overlay_sha256=store.put(overlay),
         model_name=prediction.model_name, model_version=prediction.model_version, findings="",
         created_at=utcnow())
     db.session.add(report)
@@ -117,8 +166,9 @@ def amend(report: Report, doctor: User, reason: str, store: BlobStore) -> Report
     amendment = Report(
         scan_id=report.scan_id, version=report.version + 1, supersedes_id=report.id,
         status=ReportStatus.DRAFT.value, predicted_class=report.predicted_class,
-        probabilities_json=report.probabilities_json, uncertain=report.uncertain,
-        overlay_sha256=report.overlay_sha256, model_name=report.model_name, model_version=report.model_version,
+        probabilities_json=report.probabilities_json, uncertain=report.uncertain, in_domain=report.in_domain,
+        ood_score=report.ood_score, ood_reason=report.ood_reason, overlay_sha256=report.overlay_sha256,
+        model_name=report.model_name, model_version=report.model_version,
         findings=report.findings, amendment_reason=reason.strip()[:2000], author_id=doctor.id, created_at=utcnow())
     db.session.add(amendment)
     db.session.flush()
@@ -208,9 +258,15 @@ def render_pdf(report: Report, store: BlobStore, scan_png: bytes | None = None, 
     line(f"Model: {report.model_name} version {report.model_version}; report created "
          f"{report.created_at:%Y-%m-%d %H:%M} UTC")
     pdf.ln(2)
-    line(f"Predicted class: {class_title(report.predicted_class)} ({report.confidence:.0%})", size=13, height=7)
-    if report.uncertain:
-        line("UNCERTAIN: the model's confidence is low. This scan needs review.", size=11)
+    if report.out_of_domain:
+        line(f"{NOT_ANALYSED.upper()}", size=13, height=7)
+        line(f"Reason: {ood_explanation(report.ood_reason)} (out-of-distribution score "
+             f"{report.ood_score if report.ood_score is not None else 'n/a'}; 1.0 is the model's limit).", size=10)
+        line("The model's raw output below is not validated for this image and is not a result:", size=9)
+    else:
+        line(f"Predicted class: {class_title(report.predicted_class)} ({report.confidence:.0%})", size=13, height=7)
+        if report.uncertain:
+            line("UNCERTAIN: the model's confidence is low. This scan needs review.", size=11)
     for name, probability in sorted(report.probabilities.items(), key=lambda item: -item[1]):
         line(f"    {class_title(name)}: {probability:.1%}")
     pdf.ln(2)

@@ -42,7 +42,7 @@ def _training_options(args) -> dict:
     if args.weights:
         training["weights"] = args.weights
     if args.quick:
-        training.update(augmented_views=1, head_epochs=3, finetune_epochs=1)
+        training.update(augmented_views=2, head_epochs=3, finetune_epochs=1)
     return training
 
 

@@ -47,7 +47,13 @@ class Prediction:
     probabilities: dict[str, float]
     model_name: str
     model_version: int
-    heatmap: np.ndarray | None = None  # [H, W] (28 x 28 by default) in 0..1 over the square-padded image (explain only)
+    heatmap: np.ndarray | None = None  # [H, W] (28 x 28 by default) in 0..1 over ``crop_box`` (explain only)
+    # The out-of-distribution gate and the review line (None from models exported without them).
+    in_domain: bool | None = None      # False: outside the images the model was validated on; do not use the class
+    ood_score: float | None = None     # distance from the training data / the model's threshold (1.0)
+    ood_reason: str | None = None      # "" in domain, else a machine-readable reason ("not_greyscale", ...)
+    needs_review: bool | None = None   # top probability under the model's validated "uncertain" line
+    crop_box: tuple[float, float, float, float] | None = None  # (y0, x0, y1, x1) in input pixels: what the model saw
 
     @property
     def confidence(self) -> float:
@@ -112,13 +118,19 @@ class ServingClient:
     def _predictions(self, response, with_heatmap: bool) -> list[Prediction]:
         outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
         results = []
+        def optional(key, i, convert):
+            return convert(outputs[key][i]) if key in outputs else None
+
         for i, probs in enumerate(outputs["probabilities"]):
             class_id = int(outputs["class_id"][i])
             results.append(Prediction(
                 class_name=features.CLASS_NAMES[class_id], class_id=class_id,
                 probabilities={n: float(p) for n, p in zip(features.CLASS_NAMES, probs, strict=True)},
                 model_name=response.model_spec.name, model_version=int(response.model_spec.version.value),
-                heatmap=outputs["heatmap"][i] if with_heatmap else None))
+                heatmap=outputs["heatmap"][i] if with_heatmap else None,
+                in_domain=optional("in_domain", i, bool), ood_score=optional("ood_score", i, float),
+                ood_reason=optional("ood_reason", i, bytes.decode), needs_review=optional("needs_review", i, bool),
+                crop_box=optional(features.CROP_BOX_KEY, i, lambda box: tuple(float(v) for v in box))))
         return results
 
     def predict(self, images: list[bytes]) -> list[Prediction]:

@@ -1,14 +1,18 @@
 """The whole pipeline, every real TFX component, on the committed sample (plus some bad files)."""
 
 import glob
+import io
+import json
 import os
 
 import mlflow
+import numpy as np
 import pytest
 import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from mlflow.tracking import MlflowClient
+from PIL import Image, ImageDraw
 from tensorflow_model_analysis import load_validation_result
 from tensorflow_serving.apis import prediction_log_pb2
 
@@ -93,6 +97,39 @@ def test_pushed_model_answers_predict_image_and_explain(run):
     example.features.feature[features.IMAGE_KEY].bytes_list.value.append(images.numpy()[0])
     served = model.signatures[features.SERVING_DEFAULT_SIGNATURE](examples=tf.constant([example.SerializeToString()]))
     assert abs(served["probabilities"].numpy()[0] - probabilities[0]).max() < 1e-4
+    gate_outputs = {"ood_score", "in_domain", "ood_reason", "needs_review", features.CROP_BOX_KEY}
+    for outputs in (predicted, explained, served):
+        assert gate_outputs <= set(outputs)
+    assert predicted[features.CROP_BOX_KEY].shape == (3, 4)
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_pushed_model_withholds_what_is_not_a_ct_slice(run):
+    """The out-of-distribution gate inside the signatures: a photo, a blank image, a text page and a uniform grey
+    image are flagged with a reason; the model info records the gate and how it was fitted."""
+    version = _versions(run["output"])[-1]
+    model = tf.saved_model.load(version)
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (200, 260, 3), dtype=np.uint8)
+    page = Image.new("L", (400, 520), 255)
+    draw = ImageDraw.Draw(page)
+    for line in range(20):
+        draw.text((20, 20 + 24 * line), "patient report lung window series " * 2, fill=0)
+    pictures = [_png(photo), _png(np.zeros((300, 300), np.uint8)), _png(np.asarray(page)),
+                _png(np.full((256, 256), 128, np.uint8))]
+    outputs = model.signatures[features.PREDICT_IMAGE_SIGNATURE](images=tf.constant(pictures))
+    assert not outputs["in_domain"].numpy().any()
+    reasons = [r.decode() for r in outputs["ood_reason"].numpy()]
+    assert reasons[0] == "not_greyscale" and reasons[1] == reasons[3] == "blank" and reasons[2], reasons
+    with open(os.path.join(version, "assets.extra", "radassist_model.json")) as handle:
+        info = json.load(handle)
+    assert info["ood_gate"]["threshold"] > 0 and info["ood_gate"]["train_examples"] >= 30
+    assert "unlike_training_images" in info["ood_gate"]["reasons"] and 0.4 <= info["uncertain_below"] <= 0.9
 
 
 def test_second_run_is_evaluated_against_the_blessed_baseline(run):
@@ -123,6 +160,10 @@ def test_mlflow_logs_every_run_and_registers_only_pushed_models(run):
         assert metrics["audit/test_leaked_exact"] == 4
         artifacts = {a.path for a in client.list_artifacts(logged.info.run_id, "plots")}
         assert {"plots/roc.png", "plots/confusion_overall.png", "plots/confusion_leaked_0.png"} <= artifacts
+        # The out-of-distribution gate's threshold and what it was fitted on, and the review line.
+        assert float(logged.data.params["model.ood_gate.threshold"]) > 0
+        assert int(logged.data.params["model.ood_gate.train_examples"]) >= 30
+        assert 0.4 <= float(logged.data.params["model.uncertain_below"]) <= 0.9
     (version,) = client.search_model_versions("name='radassist'")
     assert version.run_id == runs[0].info.run_id
     assert version.tags["tfx.pipeline_run_id"] == runs[0].data.tags["tfx.pipeline_run_id"] != "unknown"

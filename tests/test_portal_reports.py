@@ -7,11 +7,13 @@ process against it. Queues are the database (embedded default) and the real Redi
 import base64
 import glob
 import io
+import json
 import os
 import re
 import shutil
 import time
 import uuid
+import zlib
 
 import numpy as np
 import pytest
@@ -47,6 +49,40 @@ def reporting_app(app, model_server):
 def slices(count: int) -> list[tuple[str, bytes]]:
     paths = sorted(glob.glob(os.path.join(SAMPLE_DIR, "test", "*", "*.png")))[:count]
     return [(os.path.basename(p), open(p, "rb").read()) for p in paths]
+
+
+def model_info(model_server) -> dict:
+    """The served model's info file (what it was trained with: its review line, its gate)."""
+    (path,) = glob.glob(os.path.join(model_server.base, "radassist", "*", "assets.extra", "radassist_model.json"))
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def in_domain_slice(model_server) -> tuple[str, bytes]:
+    """A real sample slice the served model analyses (inside its domain), for tests about released drafts."""
+    candidates = slices(40)
+    with ServingClient(model_server.address, "radassist", timeout=60) as model:
+        predictions = model.predict([data for _, data in candidates])
+    return next(item for item, prediction in zip(candidates, predictions, strict=True) if prediction.in_domain)
+
+
+def grey_png(side: int = 256) -> bytes:
+    """A uniform grey picture: decodable, accepted at intake, and nothing like a CT slice."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((side, side), 128, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def pdf_text(pdf: bytes) -> str:
+    """The text drawing operators of a PDF, its compressed content streams inflated."""
+    streams = re.findall(rb"stream\r?\n(.*?)\r?\nendstream", pdf, re.S)
+    inflated = []
+    for stream in streams:
+        try:
+            inflated.append(zlib.decompress(stream))
+        except zlib.error:
+            inflated.append(stream)
+    return b"\n".join(inflated).decode("latin-1")
 
 
 def make_worker(app, address: str, queue=None, name: str = "test-worker", retries: int = 1) -> Worker:
@@ -96,7 +132,9 @@ def test_bulk_upload_becomes_draft_reports_with_overlay_and_pdf(reporting_app, a
             assert report.predicted_class in features.CLASS_NAMES and report.version == 1
             assert sum(report.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
             assert report.model_name == "radassist" and report.model_version >= 1
-            assert report.uncertain == (report.confidence < app.config["REPORT_UNCERTAIN_BELOW"])
+            # The model's own review line (chosen on validation data when it was trained) flags "uncertain".
+            assert report.uncertain == (report.confidence < model_info(model_server)["uncertain_below"])
+            assert report.in_domain is not None and report.ood_score is not None
             store = app.config["SCAN_STORE"]
             overlay = Image.open(os.path.join(store, report.overlay_sha256[:2], report.overlay_sha256))
             assert overlay.size == (scan.width, scan.height) and overlay.mode == "RGB"
@@ -191,8 +229,10 @@ def test_fhir_export_is_a_valid_r4_diagnostic_report(reporting_app, auth, client
     for reference in document["result"]:  # every result points at a contained Observation
         observation = contained[reference["reference"].lstrip("#")]
         assert observation["resourceType"] == "Observation" and observation["device"]["reference"] == "#model"
-    values = [contained[r["reference"][1:]]["valueQuantity"]["value"] for r in document["result"]]
+    values = [contained[r["reference"][1:]]["valueQuantity"]["value"] for r in document["result"]
+              if r["reference"].startswith("#probability-")]
     assert len(values) == features.NUM_CLASSES and sum(values) == pytest.approx(1.0, abs=1e-4)
+    assert {"#ood-score"} == {r["reference"] for r in document["result"]} - {f"#probability-{i}" for i in range(4)}
     assert contained["model"]["version"][0]["value"].isdigit()
     assert document["conclusionCode"][0]["coding"][0]["code"] in features.CLASS_NAMES
     assert "not a diagnosis" in document["conclusion"] and "No mass." in document["conclusion"]
@@ -221,7 +261,7 @@ def test_other_users_get_404_on_every_report_url_and_patients_see_only_released_
         auth.logout()
     auth.login("patient@example.org")  # the patient: a draft is not released to them
     assert client.get(f"/reports/{report_id}").status_code == 404
-    assert "awaiting your doctor" in client.get("/me/").get_data(as_text=True)
+    assert "Awaiting review by your doctor" in client.get("/me/").get_data(as_text=True)
     auth.logout()
     auth.login("doctor@example.org")
     _sign(client, report_id, "Reviewed.")
@@ -236,14 +276,63 @@ def test_other_users_get_404_on_every_report_url_and_patients_see_only_released_
 
 def test_patient_self_submission_gets_a_draft_marked_not_reviewed(reporting_app, auth, client, model_server):
     app = reporting_app
+    app.config["REPORT_UNCERTAIN_BELOW"] = 0.0  # a configured line overrides the model's: nothing is uncertain
     auth.login("patient@example.org")
-    assert upload_files(client, "/me/", "/me/scans", slices(1)).status_code == 200
+    assert upload_files(client, "/me/", "/me/scans", [in_domain_slice(model_server)]).status_code == 200
     drain(app, make_worker(app, model_server.address))
     with app.app_context():
         report_id = db.session.scalar(db.select(Report.id))
     page = client.get(f"/reports/{report_id}").get_data(as_text=True)
     assert "Submitted by the patient, not yet reviewed by a doctor" in page and "Draft" in page
     assert "not yet reviewed" in client.get("/me/").get_data(as_text=True)
+
+
+def test_out_of_domain_scan_is_not_analysed_everywhere_the_report_goes(reporting_app, auth, client, model_server):
+    """A scan the model's gate flags gets a "Not analysed" report: headline with the reason, raw output only on
+    request, the flag in the PDF, the FHIR export and the admin page; the patient only reads that it awaits review."""
+    from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+
+    from portal.reports import NOT_ANALYSED
+
+    app = reporting_app
+    patient_id = user_id(app, "patient@example.org")
+    auth.login("doctor@example.org")
+    page = f"/doctor/patients/{patient_id}"
+    assert upload_files(client, page, f"{page}/scans", [("grey.png", grey_png())]).status_code == 200
+    drain(app, make_worker(app, model_server.address))
+    with app.app_context():
+        report = db.session.scalar(db.select(Report))
+        report_id = report.id
+        assert report.in_domain is False and report.ood_reason == "blank" and report.out_of_domain
+    view = client.get(f"/reports/{report_id}").get_data(as_text=True)
+    headline = re.search(r'<h2 id="predicted-class">(.*?)</h2>', view, re.S).group(1)
+    assert headline == NOT_ANALYSED
+    assert "the image is blank or almost uniform" in view and 'id="raw-output"' in view
+    assert "Not analysed (outside the model" in client.get(page).get_data(as_text=True)
+    pdf = client.get(f"/reports/{report_id}/report.pdf").data
+    assert NOT_ANALYSED.upper() in pdf_text(pdf) and "Predicted class" not in pdf_text(pdf)
+    document = client.get(f"/api/reports/{report_id}/fhir").get_json()
+    DiagnosticReport.model_validate(document)
+    assert document["conclusionCode"][0]["coding"][0]["code"] == "out-of-domain"
+    assert document["conclusion"].startswith(NOT_ANALYSED)
+    contained = {resource["id"]: resource for resource in document["contained"]}
+    assert contained["probability-0"]["interpretation"][0]["coding"][0]["code"] == "IND"
+    assert contained["ood-score"]["interpretation"][0]["coding"][0]["code"] == "H"
+    auth.logout()
+    auth.login("patient@example.org")  # a self-submitted scan the model withholds: awaiting the doctor
+    assert upload_files(client, "/me/", "/me/scans", [("mine.png", grey_png(300))]).status_code == 200
+    drain(app, make_worker(app, model_server.address))
+    with app.app_context():
+        own = db.session.scalar(db.select(Report).where(Report.id != report_id))
+        assert own.scan.self_submitted and own.out_of_domain
+        own_id = own.id
+    assert client.get(f"/reports/{own_id}").status_code == 404
+    assert "Awaiting review by your doctor" in client.get("/me/").get_data(as_text=True)
+    auth.logout()
+    auth.login("admin@example.org")
+    admin = client.get("/admin/models").get_data(as_text=True)
+    assert re.search(r'<td class="flag-ood">2 \(100\.0%\)</td>', admin)
+    assert "reports out of domain</th><td>2" in admin
 
 
 def test_model_server_down_retries_then_fails_with_the_reason(reporting_app, auth, client, model_server):
@@ -365,6 +454,12 @@ def test_report_overlay_lines_up_with_the_padded_square_the_model_saw():
     overlay = np.asarray(Image.open(io.BytesIO(overlay_image(buffer.getvalue(), heat))))
     assert overlay.shape == (100, 200, 3)
     assert overlay[:, 180:, 0].mean() > 50 and overlay[:, :100].mean() < 3  # red on the right; JPEG: near 0
+    # A model that cropped to the body says where: the map lies on that square (here rows 20-80, columns 50-110).
+    hot_left = np.zeros((28, 28), dtype=np.float32)
+    hot_left[:, :14] = 1.0
+    boxed = np.asarray(Image.open(io.BytesIO(overlay_image(buffer.getvalue(), hot_left, (20.0, 50.0, 80.0, 110.0)))))
+    assert boxed[25:75, 55:78, 0].mean() > 50  # the left half of the box
+    assert boxed[:, 115:].mean() < 3 and boxed[:, :45].mean() < 3 and boxed[:15].mean() < 3  # nothing outside it
 
 
 def test_admin_models_page_lists_served_versions_and_usage(reporting_app, auth, client, model_server):

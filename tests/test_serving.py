@@ -57,6 +57,12 @@ def test_predict_and_explain_on_real_images(server, images, model_base):
         assert prediction.class_name == max(prediction.probabilities, key=prediction.probabilities.get)
     assert explained.heatmap.shape == (28, 28) and 0 <= explained.heatmap.min() <= explained.heatmap.max() <= 1
     assert explained.probabilities == pytest.approx(predictions[0].probabilities, abs=1e-4)
+    # The out-of-distribution gate and the review line come with every prediction, over gRPC as over REST.
+    for prediction in [*predictions, explained]:
+        assert isinstance(prediction.in_domain, bool) and isinstance(prediction.needs_review, bool)
+        assert prediction.ood_score >= 0 and (prediction.ood_reason == "") == prediction.in_domain
+        assert len(prediction.crop_box) == 4
+    assert explained.ood_score == pytest.approx(predictions[0].ood_score, rel=1e-4)
 
 
 def test_model_metadata_lists_the_signatures(server):
@@ -112,6 +118,9 @@ def test_rest_api_answers_like_tf_serving(server, images):
         grpc_probabilities = list(client.predict(images[:1])[0].probabilities.values())
     assert rest["predictions"][0]["probabilities"] == pytest.approx(grpc_probabilities, abs=1e-5)
     assert rest["predictions"][0]["class_name"] in features.CLASS_NAMES
+    gate = {key: rest["predictions"][0][key] for key in ("in_domain", "ood_score", "ood_reason", "needs_review")}
+    assert isinstance(gate["in_domain"], bool) and isinstance(gate["ood_reason"], str), gate
+    assert len(rest["predictions"][0]["crop_box"]) == 4
     missing = requests.post(f"{server.rest}/v1/models/nope:predict", json=body, timeout=10)
     assert missing.status_code == 404 and "error" in missing.json()
     bad = requests.post(f"{server.rest}/v1/models/{MODEL}:predict", json={"instances": [{"b64": ""}],

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from components import features
-from components.trainer import recipes, vgg16
+from components.trainer import ood, recipes, vgg16
 
 
 def test_hed_weights_fill_all_13_vgg16_conv_layers():
@@ -80,7 +80,9 @@ def test_training_config_validates_layers_views_and_ensembles():
 def test_other_feature_layers_build_and_name_the_gradcam_layer():
     nets = recipes.build_networks(recipes.TrainingConfig(feature_layer="block5_conv3", ensemble_size=1))
     assert nets.features.output.shape[-1] == 2 * 512
-    assert recipes.Classifier(nets, 1.0).gradcam_layer == "block5_conv3"
+    gate = ood.fit_gate(np.random.default_rng(0).normal(size=(40, 8)), np.arange(40) % 4,
+                        np.zeros((0, 8)), features.NUM_CLASSES)
+    assert recipes.Classifier(nets, 1.0, gate, 0.6).gradcam_layer == "block5_conv3"
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
@@ -90,9 +92,21 @@ def test_cpu_recipe_trains_every_head_on_frozen_features_and_exports_float32(pre
     labels = np.arange(12) % features.NUM_CLASSES
     config = recipes.TrainingConfig(ensemble_size=2, augmented_views=2, head_epochs=2, batch_size=4,
                                     precision=precision)
-    steps = []
-    classifier = recipes.train(config, (pixels, labels), (pixels[:8], labels[:8]), progress=steps.append)
-    assert steps == ["features view 1/2", "features view 2/2", "head 1/2 trained", "head 2/2 trained"]
+    steps, asked = [], []
+
+    def shifted_views(view):
+        asked.append(view)
+        return pixels[::-1].copy()
+
+    with pytest.raises(ValueError, match="shifted_views"):
+        recipes.train(config, (pixels, labels), (pixels[:8], labels[:8]))
+    classifier = recipes.train(config, (pixels, labels), (pixels[:8], labels[:8]), progress=steps.append,
+                               shifted_views=shifted_views)
+    assert asked == [1]
+    assert steps == ["features view 1", "features view 2", "2 heads trained", "cross-fitted logits",
+                     "calibrated, gate fitted"]
+    assert 0.0 < classifier.temperature and 0.4 <= classifier.uncertain_below <= 0.9
+    assert classifier.gate.threshold > 0 and classifier.gate.whitening.shape == (1024, 1024)
     pretrained = vgg16.build_conv_base("hed").get_layer("block4_conv3").get_weights()[0]
     np.testing.assert_array_equal(classifier.networks.trunk.get_layer("block4_conv3").get_weights()[0], pretrained)
     for head in classifier.networks.heads:
@@ -110,11 +124,62 @@ def test_full_recipe_fine_tunes_every_trunk_layer():
     pixels = (rng.normal(size=(8, features.IMAGE_SIZE, features.IMAGE_SIZE, 3)) * 50).astype(np.float32)
     labels = np.arange(8) % features.NUM_CLASSES
     config = recipes.TrainingConfig.from_dict({"recipe": "full", "head_epochs": 1, "finetune_epochs": 1,
-                                               "batch_size": 4})
+                                               "batch_size": 4, "augmented_views": 2})
     steps = []
-    classifier = recipes.train(config, (pixels, labels), (pixels[:4], labels[:4]), progress=steps.append)
-    assert steps == ["head trained", "fine-tuned"]
+    classifier = recipes.train(config, (pixels, labels), (pixels[:4], labels[:4]), progress=steps.append,
+                               shifted_views=lambda view: pixels[::-1].copy())
+    assert steps == ["head trained", "fine-tuned", "calibrated, gate fitted"]
     pretrained = vgg16.build_conv_base("hed")
     for name in ("block1_conv1", "block4_conv3"):
         assert not np.allclose(classifier.networks.trunk.get_layer(name).get_weights()[0],
                                pretrained.get_layer(name).get_weights()[0])
+
+
+def test_uncertain_line_is_read_off_the_validation_risk_coverage_curve():
+    # 10 images: the 6 most confident are right, then a wrong one at 0.55, then mixed.
+    confidence = np.array([0.99, 0.95, 0.9, 0.85, 0.8, 0.7, 0.55, 0.5, 0.45, 0.4])
+    correct = np.array([1, 1, 1, 1, 1, 1, 0, 1, 0, 1], bool)
+    probabilities = np.stack([confidence] + [(1 - confidence) / 3] * 3, 1)
+    labels = np.where(correct, 0, 1)
+    assert recipes.choose_uncertain_below(probabilities, labels, target=1.0) == pytest.approx(0.7)
+    assert recipes.choose_uncertain_below(probabilities, labels, target=0.8) == pytest.approx(0.4)  # all: 0.8
+    assert recipes.choose_uncertain_below(probabilities[:0], labels[:0], target=0.9) == 0.9  # no validation data
+
+
+def test_gate_threshold_holds_back_the_in_distribution_quantile_and_flags_far_points():
+    rng = np.random.default_rng(0)
+    labels = np.arange(400) % features.NUM_CLASSES
+    centres = rng.normal(size=(features.NUM_CLASSES, 16)) * 3
+    pooled = centres[labels] + rng.normal(size=(400, 16))
+    valid = centres[np.arange(40) % 4] + rng.normal(size=(40, 16))
+    gate = ood.fit_gate(pooled, labels, valid, features.NUM_CLASSES, quantile=0.95)
+    fresh = centres[np.arange(400) % 4] + rng.normal(size=(400, 16))
+    flagged = (gate.distances(fresh) > gate.threshold).mean()
+    assert 0.0 < flagged < 0.12  # about 5 % of new in-distribution points, not 0 (fitted-set bias) nor many
+    far = rng.normal(size=(50, 16)) * 3 + 20
+    assert (gate.distances(far) > gate.threshold).all()
+    # The TF gate inside the signatures agrees with numpy and reports a reason only when out of domain.
+    stats = {"colour_fraction": tf.zeros([2]), "contrast": tf.fill([2], 50.0), "height": tf.fill([2], 512.0),
+             "width": tf.fill([2], 512.0), "body_fraction": tf.fill([2], 0.4),
+             "enclosed_dark_fraction": tf.fill([2], 0.3)}
+    outputs = ood.gate_outputs(gate, tf.constant(np.stack([fresh[0], far[0]]), tf.float32), stats)
+    np.testing.assert_allclose(outputs["ood_score"].numpy(),
+                               gate.distances(np.stack([fresh[0], far[0]])) / gate.threshold, rtol=1e-4)
+    assert outputs["in_domain"].numpy().tolist() == [True, False]
+    assert [r.decode() for r in outputs["ood_reason"].numpy()] == ["", ood.REASON_FEATURE_DISTANCE]
+
+
+def test_input_check_names_the_first_failing_rule():
+    def reasons(**overrides):
+        stats = {"colour_fraction": 0.0, "contrast": 50.0, "height": 512.0, "width": 512.0, "body_fraction": 0.4,
+                 "enclosed_dark_fraction": 0.3}
+        stats.update(overrides)
+        return ood.input_reason({k: tf.constant([v]) for k, v in stats.items()}).numpy()[0].decode()
+
+    assert reasons() == ""
+    assert reasons(colour_fraction=0.3) == ood.REASON_NOT_GREYSCALE
+    assert reasons(contrast=1.0, body_fraction=0.0) == ood.REASON_BLANK
+    assert reasons(height=40.0) == ood.REASON_TOO_SMALL
+    assert reasons(width=2000.0) == ood.REASON_ODD_SHAPE
+    assert reasons(body_fraction=0.01) == ood.REASON_NO_BODY
+    assert reasons(enclosed_dark_fraction=0.0) == ood.REASON_NO_LUNGS

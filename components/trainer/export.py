@@ -1,15 +1,19 @@
 """SavedModel export: the signature contract that TF Serving, TFMA and the portal rely on.
 
-Every signature starts from raw inputs and runs the Transform graph inside the model:
-- ``serving_default``: ``examples`` (serialized tf.Examples, feature ``image`` = encoded bytes)
-  -> probabilities [N,4] float32, class_id [N] int64, class_name [N] string.
-- ``predict_image``: ``images`` (encoded PNG/JPEG bytes [N]) -> the same three outputs.
+Every signature starts from raw inputs and runs the Transform graph inside the model (canonicalisation: body crop,
+intensity matching; components.imaging):
+- ``serving_default``: ``examples`` (serialized tf.Examples, feature ``image`` = encoded bytes) -> the outputs below.
+- ``predict_image``: ``images`` (encoded PNG/JPEG bytes [N]) -> the same outputs.
 - ``explain``: ``images`` [N] -> the same plus ``heatmap`` [N,H,W] float32 in 0..1: Grad-CAM of the top class on
-  the recipe's feature layer (block4_conv3 by default: 28x28), over the image after centred square padding
-  (see components.imaging).
-Probabilities are temperature-scaled (calibrated on the validation split).
+  the recipe's feature layer (block4_conv3 by default: 28x28), over ``crop_box``.
+Outputs of every signature: ``probabilities`` [N,4] float32 (temperature-scaled), ``class_id`` [N] int64,
+``class_name`` [N] string, ``needs_review`` [N] bool (top probability under the review line chosen on validation),
+``ood_score`` [N] float32 (distance from the training data; 1.0 is the threshold), ``in_domain`` [N] bool,
+``ood_reason`` [N] string ("" when in domain) and ``crop_box`` [N,4] float32 (y0, x0, y1, x1: the square of the input,
+in its pixels, that the model saw). See docs/architecture.md.
 """
 
+import dataclasses
 import json
 import os
 
@@ -17,7 +21,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from components import features
+from components import features, imaging
+from components.trainer import ood
 from components.trainer.recipes import Classifier
 
 MODEL_INFO_FILE = "radassist_model.json"
@@ -30,40 +35,52 @@ def _outputs(probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
     return {"probabilities": probabilities, "class_id": class_id, "class_name": tf.gather(names, class_id)}
 
 
-def build_signatures(classifier: Classifier, tft_layer) -> dict:
+def build_signatures(classifier: Classifier, tft_layer, limits: ood.InputLimits = ood.DEFAULT_LIMITS) -> dict:
     """tf.functions for each signature, closing over the Keras models and the Transform layer."""
-    model, gradcam_model = classifier.model, classifier.gradcam_model
+    gradcam_model = classifier.gradcam_model
     temperature = tf.constant(classifier.temperature, tf.float32)
+    uncertain_below = tf.constant(classifier.uncertain_below, tf.float32)
 
-    def pixels_from_images(images: tf.Tensor) -> tf.Tensor:
+    def transform(images: tf.Tensor) -> dict[str, tf.Tensor]:
         # The inferred schema gives the raw image feature shape [1], so the layer takes [N, 1].
-        return tft_layer({features.IMAGE_KEY: tf.reshape(images, [-1, 1])})[features.PIXELS_KEY]
+        return tft_layer({features.IMAGE_KEY: tf.reshape(images, [-1, 1])})
 
-    def probabilities(pixels: tf.Tensor) -> tf.Tensor:
-        return tf.nn.softmax(model(pixels, training=False) / temperature)
+    def outputs(transformed: dict, activations: tf.Tensor, logits: tf.Tensor) -> dict[str, tf.Tensor]:
+        result = _outputs(tf.nn.softmax(logits / temperature))
+        result["needs_review"] = tf.reduce_max(result["probabilities"], axis=-1) < uncertain_below
+        # The heads' input: average and max pooling of the feature layer, as recipes.build_networks pools.
+        pooled = tf.concat([tf.reduce_mean(activations, axis=[1, 2]), tf.reduce_max(activations, axis=[1, 2])], -1)
+        result.update(ood.gate_outputs(classifier.gate, pooled, transformed, limits))
+        result[features.CROP_BOX_KEY] = transformed[features.CROP_BOX_KEY]
+        return result
+
+    def predict(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        transformed = transform(images)
+        activations, logits = gradcam_model(transformed[features.PIXELS_KEY], training=False)
+        return outputs(transformed, activations, logits)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(examples):
         parsed = tf.io.parse_example(examples, {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
-        return _outputs(probabilities(pixels_from_images(parsed[features.IMAGE_KEY])))
+        return predict(parsed[features.IMAGE_KEY])
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def predict_image(images):
-        return _outputs(probabilities(pixels_from_images(images)))
+        return predict(images)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def explain(images):
-        pixels = pixels_from_images(images)
+        transformed = transform(images)
         with tf.GradientTape() as tape:
-            activations, logits = gradcam_model(pixels, training=False)
+            activations, logits = gradcam_model(transformed[features.PIXELS_KEY], training=False)
             top_logit = tf.reduce_max(logits, axis=-1)
         gradients = tape.gradient(top_logit, activations)
         channel_weights = tf.reduce_mean(gradients, axis=[1, 2], keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(activations * channel_weights, axis=-1))
         cam = cam / (tf.reduce_max(cam, axis=[1, 2], keepdims=True) + 1e-8)
-        outputs = _outputs(tf.nn.softmax(logits / temperature))
-        outputs["heatmap"] = cam
-        return outputs
+        result = outputs(transformed, activations, logits)
+        result["heatmap"] = cam
+        return result
 
     return {
         features.SERVING_DEFAULT_SIGNATURE: serve_examples,
@@ -110,6 +127,12 @@ def export(classifier: Classifier, tft_layer, export_dir: str, model_name: str, 
         "image_size": features.IMAGE_SIZE,
         "gradcam_layer": classifier.gradcam_layer,
         "temperature": classifier.temperature,
+        "uncertain_below": classifier.uncertain_below,
+        "canonicalisation": {"body_grid": imaging.GRID, "quantile_levels": imaging.QUANTILE_LEVELS,
+                             "body_margin": imaging.BODY_MARGIN,
+                             "reference": "mean body quantile function of the training split (tft.mean)"},
+        "ood_gate": {**classifier.gate.info(), "input_limits": dataclasses.asdict(ood.InputLimits()),
+                     "reasons": list(ood.REASONS)},
         "signatures": sorted(signatures),
         **info,
     }

@@ -15,14 +15,16 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import scipy.optimize
+import scipy.special
 import tensorflow as tf
 import tf_keras
 
-from components import features, imaging
-from components.trainer import vgg16
+from components import features
+from components.trainer import ood, vgg16
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ class TrainingConfig:
     weights: str = "hed"
     feature_layer: str = "block4_conv3"  # the VGG16 layer whose pooled activations the heads read
     batch_size: int = 32
-    augmented_views: int = 1        # cpu: cached views per training image; the first is the image as it is
+    augmented_views: int = 3        # views per training image: the image as it is, then acquisition-shifted exports
     head_epochs: int = 100          # cpu: the heads' training; full: stage 1 (heads only)
     head_learning_rate: float = 1e-3
     finetune_epochs: int = 10       # full: stage 2 (every layer up to feature_layer + head)
@@ -46,6 +48,9 @@ class TrainingConfig:
     label_smoothing: float = 0.1
     dropout: float = 0.3
     balance_classes: bool = False   # class-balanced loss weights (True trades accuracy for minority recall)
+    review_accuracy: float = 0.95   # the "uncertain" line: lowest confidence whose covered validation accuracy
+                                    # reaches this (selective prediction), see choose_uncertain_below
+    ood_quantile: float = 0.95      # the gate's threshold: this quantile of held-out in-distribution distances
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "TrainingConfig":
@@ -83,13 +88,21 @@ class Networks:
     trunk: tf_keras.Model          # pixels -> feature-layer activations (frozen in the cpu recipe)
     heads: list[tf_keras.Model]    # pooled features -> logits
 
+    def logits_from_pooled(self, pooled: np.ndarray) -> np.ndarray:
+        """The classifier's logits from pooled features (the mean of the heads', as the network computes)."""
+        if len(pooled) == 0:
+            return np.zeros((0, features.NUM_CLASSES), np.float32)
+        return _head_logits(self.heads, pooled)
+
 
 @dataclasses.dataclass
 class Classifier:
-    """The trained network and the views of it that export and Grad-CAM need."""
+    """The trained network, its calibration and out-of-distribution gate, and the views export and Grad-CAM need."""
 
     networks: Networks
     temperature: float
+    gate: ood.FeatureGate
+    uncertain_below: float          # calibrated top probability under which a prediction needs review
 
     @property
     def model(self) -> tf_keras.Model:
@@ -176,29 +189,6 @@ def _build_networks(config: TrainingConfig) -> Networks:
     )
 
 
-def augmenter(seed: int) -> tf_keras.Sequential:
-    """Training-only augmentation, applied to 0..255 grayscale before VGG preprocessing. No flips: chest anatomy
-    is not left-right symmetric (heart, aorta), and mirrored slices cost 0.05-0.09 test accuracy here
-    (benchmarks/mirroring.py)."""
-    return tf_keras.Sequential(
-        [
-            tf_keras.layers.RandomRotation(0.03, fill_mode="constant", seed=seed + 1),
-            tf_keras.layers.RandomZoom((-0.15, 0.05), fill_mode="constant", seed=seed + 2),
-            tf_keras.layers.RandomTranslation(0.05, 0.05, fill_mode="constant", seed=seed + 3),
-            tf_keras.layers.RandomContrast(0.15, seed=seed + 4),
-            tf_keras.layers.RandomBrightness(0.08, value_range=(0.0, 255.0), seed=seed + 5),
-        ],
-        name="augment",
-    )
-
-
-def augment_pixels(pixels: tf.Tensor, augment: tf_keras.Sequential) -> tf.Tensor:
-    """Augments VGG-preprocessed pixels: undo the mean, augment gray, preprocess again."""
-    gray = pixels[..., :1] + features.VGG_MEAN_BGR[0]
-    gray = tf.clip_by_value(augment(gray, training=True), 0.0, 255.0)
-    return imaging.vgg_preprocess(gray)
-
-
 def class_weights(labels: np.ndarray) -> dict[int, float]:
     counts = np.bincount(labels, minlength=features.NUM_CLASSES).astype(np.float64)
     counts[counts == 0] = 1.0
@@ -228,48 +218,107 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
-def pooled_features(config: TrainingConfig, extractor: tf_keras.Model, pixels: np.ndarray, progress=None,
-                    views: int = 1) -> np.ndarray:
-    """Pooled features of ``views`` views of each image -> float32 [N, views, D]; view 0 is the image as it is,
-    the others are augmented."""
-    augment = augmenter(config.seed)
+def choose_uncertain_below(probabilities: np.ndarray, labels: np.ndarray, target: float,
+                           bounds: tuple[float, float] = (0.4, 0.9)) -> float:
+    """The review line from the validation risk-coverage curve: the lowest confidence c such that the images with
+    top probability >= c are right at least ``target`` of the time (clipped to ``bounds``; the upper bound when
+    no line reaches the target)."""
+    if len(labels) == 0:
+        return bounds[1]
+    confidence = probabilities.max(1)
+    correct = probabilities.argmax(1) == labels
+    for line in np.sort(np.unique(confidence)):
+        covered = confidence >= line
+        if correct[covered].mean() >= target:
+            return float(np.clip(line, *bounds))
+    return bounds[1]
+
+
+def pooled_features(extractor: tf_keras.Model, views: Iterable[np.ndarray], batch_size: int = 32,
+                    progress=None) -> np.ndarray:
+    """Pooled features of each view of the images (arrays of pixels [N, 224, 224, 3]) -> float32 [N, views, D]."""
     # Compiled, so Grappler fuses conv + bias + ReLU (about 25% faster than eager on CPU).
-    plain = tf.function(lambda batch: extractor(batch, training=False))
-    augmented = tf.function(lambda batch: extractor(augment_pixels(batch, augment), training=False))
+    function = tf.function(lambda batch: extractor(batch, training=False))
     started = time.time()
     result = []
-    for view in range(views):
-        function = augmented if view else plain
-        result.append(np.concatenate([function(tf.constant(pixels[start:start + config.batch_size])).numpy()
-                                      for start in range(0, len(pixels), config.batch_size)]))
-        log.info("features, view %d/%d: %.0fs", view + 1, views, time.time() - started)
+    for view, pixels in enumerate(views):
+        result.append(np.concatenate([function(tf.constant(pixels[start:start + batch_size])).numpy()
+                                      for start in range(0, len(pixels), batch_size)]))
+        log.info("features, view %d: %.0fs", view + 1, time.time() - started)
         if progress:
-            progress(f"features view {view + 1}/{views}")
+            progress(f"features view {view + 1}")
     return np.stack(result, axis=1).astype(np.float32)
 
 
-def fit_head(config: TrainingConfig, head: tf_keras.Model, pooled: np.ndarray, labels: np.ndarray,
-             index: int = 0) -> None:
-    """Trains head ``index`` on cached pooled features [N, views, D], one random view of each image per epoch;
-    heads differ in initialisation, dropout masks, view sampling and batch order."""
-    seed = config.seed + 1000 * index
+def fit_heads(config: TrainingConfig, heads: list[tf_keras.Model], pooled: np.ndarray, labels: np.ndarray,
+              seed_offset: int = 0) -> None:
+    """Trains ``heads`` on cached pooled features [N, views, D] as one joint model (a pass over the data per epoch
+    trains them all; each head's loss reaches only its own weights). Each head sees its own random view of each
+    image; heads differ in initialisation, dropout masks and views."""
+    seed = config.seed + seed_offset
     tf_keras.utils.set_random_seed(seed)
-    views = pooled.shape[1]
+    views, count = pooled.shape[1], len(heads)
+    weights = np.ones(len(labels), np.float32)
+    if config.balance_classes:
+        per_class = class_weights(labels)
+        weights = np.array([per_class[label] for label in labels], np.float32)
+
+    def pick(x, y, w):
+        chosen = tf.random.uniform([count], 0, views, tf.int32, seed=seed)
+        return tuple(x[chosen[i]] for i in range(count)), (y,) * count, (w,) * count
+
     dataset = (
-        tf.data.Dataset.from_tensor_slices((pooled, _one_hot(labels)))
+        tf.data.Dataset.from_tensor_slices((pooled, _one_hot(labels), weights))
         .shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-        .map(lambda x, y: (x[tf.random.uniform([], 0, views, tf.int32, seed=seed)], y))
+        .map(pick)
         .batch(config.batch_size)
     )
-    inputs = tf_keras.Input(shape=pooled.shape[2:])
-    model = tf_keras.Model(inputs, head(inputs))
-    model.compile(tf_keras.optimizers.Adam(config.head_learning_rate), loss=_loss(config))
-    weights = class_weights(labels) if config.balance_classes else None
-    model.fit(dataset, epochs=config.head_epochs, class_weight=weights, verbose=0)
+    inputs = [tf_keras.Input(shape=pooled.shape[2:]) for _ in heads]
+    model = tf_keras.Model(inputs, [head(x) for head, x in zip(heads, inputs, strict=True)])
+    model.compile(tf_keras.optimizers.Adam(config.head_learning_rate), loss=[_loss(config)] * count)
+    model.fit(dataset, epochs=config.head_epochs, verbose=0)
 
 
-def train_cpu(config: TrainingConfig, train: tuple, valid: tuple, progress=None) -> Classifier:
-    """CPU recipe. ``train``/``valid`` are (pixels float32 [N,224,224,3], labels int [N]) numpy pairs."""
+def _head_logits(heads: list[tf_keras.Model], pooled: np.ndarray) -> np.ndarray:
+    pooled = tf.constant(pooled, tf.float32)
+    return np.mean([head(pooled, training=False).numpy() for head in heads], axis=0)
+
+
+def cross_fitted_logits(config: TrainingConfig, pooled: np.ndarray, labels: np.ndarray, folds: int = 5) -> np.ndarray:
+    """Out-of-fold ensemble logits [N, C] of the training images as they are: for each of ``folds`` folds (exact
+    duplicates kept together), heads trained on the other folds score it. What the temperature is fitted on,
+    beside the small validation split."""
+    logits = np.zeros((len(labels), features.NUM_CLASSES), np.float32)
+    for index, held_out in enumerate(ood.duplicate_aware_folds(pooled[:, 0], folds, config.seed)):
+        kept = np.setdiff1d(np.arange(len(labels)), held_out)
+        heads = [_head(config, member) for member in range(config.ensemble_size)]
+        fit_heads(config, heads, pooled[kept], labels[kept], seed_offset=100_000 * (index + 1))
+        logits[held_out] = _head_logits(heads, pooled[held_out, 0])
+    return logits
+
+
+@dataclasses.dataclass
+class Trained:
+    """What a recipe hands to calibration and the gate."""
+
+    networks: Networks
+    train_pooled: np.ndarray             # pooled features of the training images as they are [N, D]
+    calibration_logits: np.ndarray       # held-out logits beside the validation split's (may be empty) [M, C]
+    calibration_labels: np.ndarray       # [M]
+
+
+def _views(pixels: np.ndarray, shifted_views, count: int) -> Iterator[np.ndarray]:
+    """The training images as they are, then ``count - 1`` acquisition-shifted exports of them."""
+    yield pixels
+    if count > 1 and shifted_views is None:
+        raise ValueError("augmented_views > 1 needs shifted_views: the shifted exports come from the raw images")
+    for view in range(1, count):
+        yield shifted_views(view)
+
+
+def train_cpu(config: TrainingConfig, train: tuple, progress=None, shifted_views=None) -> Trained:
+    """CPU recipe. ``train`` is (pixels float32 [N,224,224,3], labels int [N]); ``shifted_views(v)`` gives the
+    pixels of acquisition-shifted view v (components/trainer/augment.py) when ``augmented_views`` > 1."""
     nets = build_networks(config)
     policy = dtype_policy(config)
     extractor = nets.features
@@ -281,28 +330,30 @@ def train_cpu(config: TrainingConfig, train: tuple, valid: tuple, progress=None)
         extractor = twin.features
     log.info("cpu recipe: %s features under %s, %d head(s)", config.feature_layer, policy, config.ensemble_size)
     train_pixels, train_labels = train
-    pooled = pooled_features(config, extractor, train_pixels, progress, views=config.augmented_views)
-    for index, head in enumerate(nets.heads):
-        started = time.time()
-        fit_head(config, head, pooled, train_labels, index)
-        log.info("head %d/%d trained (%d epochs): %.0fs", index + 1, config.ensemble_size, config.head_epochs,
-                 time.time() - started)
-        if progress:
-            progress(f"head {index + 1}/{config.ensemble_size} trained")
-    return Classifier(nets, _calibrate(nets.classifier, valid, config))
+    pooled = pooled_features(extractor, _views(train_pixels, shifted_views, config.augmented_views),
+                             config.batch_size, progress)
+    started = time.time()
+    fit_heads(config, nets.heads, pooled, train_labels)
+    log.info("%d heads trained (%d epochs): %.0fs", config.ensemble_size, config.head_epochs, time.time() - started)
+    if progress:
+        progress(f"{config.ensemble_size} heads trained")
+    calibration = cross_fitted_logits(config, pooled, train_labels)
+    if progress:
+        progress("cross-fitted logits")
+    return Trained(nets, pooled[:, 0], calibration, train_labels)
 
 
-def train_full(config: TrainingConfig, train: tuple, valid: tuple, progress=None) -> Classifier:
-    """GPU recipe: head warm-up with the base frozen, then every layer fine-tuned, augmenting on the fly."""
+def train_full(config: TrainingConfig, train: tuple, progress=None, shifted_views=None) -> Trained:
+    """GPU recipe: head warm-up with the base frozen, then every layer fine-tuned, on the images as they are and
+    their acquisition-shifted views."""
     nets = build_networks(config)
     classifier, trunk = nets.classifier, nets.trunk
     train_pixels, train_labels = train
-    augment = augmenter(config.seed)
+    views = list(_views(train_pixels, shifted_views, config.augmented_views))
     dataset = (
-        tf.data.Dataset.from_tensor_slices((train_pixels, _one_hot(train_labels)))
-        .shuffle(len(train_labels), seed=config.seed, reshuffle_each_iteration=True)
+        tf.data.Dataset.from_tensor_slices((np.concatenate(views), _one_hot(np.tile(train_labels, len(views)))))
+        .shuffle(len(train_labels) * len(views), seed=config.seed, reshuffle_each_iteration=True)
         .batch(config.batch_size)
-        .map(lambda x, y: (augment_pixels(x, augment), y), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
     weights = class_weights(train_labels) if config.balance_classes else None
@@ -316,21 +367,35 @@ def train_full(config: TrainingConfig, train: tuple, valid: tuple, progress=None
     classifier.fit(dataset, epochs=config.finetune_epochs, class_weight=weights, verbose=2)
     if progress:
         progress("fine-tuned")
-    return Classifier(nets, _calibrate(classifier, valid, config))
+    empty = np.zeros((0, features.NUM_CLASSES), np.float32)
+    return Trained(nets, nets.features.predict(train_pixels, batch_size=config.batch_size, verbose=0), empty,
+                   np.zeros((0,), np.int64))
 
 
-def _calibrate(classifier: tf_keras.Model, valid: tuple, config: TrainingConfig) -> float:
-    valid_pixels, valid_labels = valid
-    if len(valid_labels) == 0:
-        return 1.0
-    logits = classifier.predict(valid_pixels, batch_size=config.batch_size, verbose=0)
-    temperature = fit_temperature(logits, valid_labels)
-    log.info("temperature %.3f (valid accuracy %.3f)", temperature, (logits.argmax(1) == valid_labels).mean())
-    return temperature
-
-
-def train(config: TrainingConfig, train_data: tuple, valid_data: tuple, progress=None) -> Classifier:
-    """Trains with ``config.recipe``; seeds Python, NumPy and TensorFlow from ``config.seed``."""
+def train(config: TrainingConfig, train_data: tuple, valid_data: tuple, progress=None,
+          shifted_views=None) -> Classifier:
+    """Trains with ``config.recipe``, then calibrates the temperature, chooses the review line and fits the
+    out-of-distribution gate. ``shifted_views(v)``: pixels of acquisition-shifted view v of the training images
+    (needed when ``augmented_views`` > 1). Seeds Python, NumPy and TensorFlow from ``config.seed``."""
     tf_keras.utils.set_random_seed(config.seed)
     recipe = train_cpu if config.recipe == "cpu" else train_full
-    return recipe(config, train_data, valid_data, progress)
+    trained = recipe(config, train_data, progress, shifted_views)
+    nets = trained.networks
+    valid_pixels, valid_labels = valid_data
+    valid_pooled = nets.features.predict(valid_pixels, batch_size=config.batch_size, verbose=0)
+    valid_logits = nets.logits_from_pooled(valid_pooled)
+    # The temperature: the validation split (72 images on the Kaggle set) and the cross-fitted training logits.
+    temperature = fit_temperature(np.concatenate([trained.calibration_logits, valid_logits]),
+                                  np.concatenate([trained.calibration_labels, valid_labels]).astype(np.int64))
+    if len(valid_labels):
+        log.info("temperature %.3f (valid accuracy %.3f)", temperature,
+                 (valid_logits.argmax(1) == valid_labels).mean())
+    probabilities = scipy.special.softmax(valid_logits / temperature, axis=1)
+    uncertain_below = choose_uncertain_below(probabilities, valid_labels, config.review_accuracy)
+    gate = ood.fit_gate(trained.train_pooled, train_data[1], valid_pooled, features.NUM_CLASSES,
+                        quantile=config.ood_quantile, seed=config.seed)
+    log.info("out-of-distribution gate: threshold %.2f (%s); uncertain below %.2f", gate.threshold, gate.fitted_on,
+             uncertain_below)
+    if progress:
+        progress("calibrated, gate fitted")
+    return Classifier(nets, temperature, gate, uncertain_below)

@@ -10,7 +10,7 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 
 from components import features
-from components.trainer import export, recipes
+from components.trainer import augment, export, recipes
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,30 @@ def load_split(file_pattern: list[str], tf_transform_output: tft.TFTransformOutp
     return np.concatenate(pixels), np.concatenate(labels)
 
 
+def shifted_views(file_pattern: list[str], tf_transform_output: tft.TFTransformOutput, seed: int,
+                  batch_size: int = 32):
+    """``recipes.train``'s ``shifted_views``: view v -> pixels of acquisition-shifted exports of the examples
+    (components/trainer/augment.py), in ``load_split``'s order, through the Transform graph like any image."""
+    spec = {features.IMAGE_KEY: tf_transform_output.raw_feature_spec()[features.IMAGE_KEY]}
+    tft_layer = tf_transform_output.transform_features_layer()
+
+    @tf.function
+    def shifted_pixels(serialized, view, first_index):
+        images = tf.reshape(tf.io.parse_example(serialized, spec)[features.IMAGE_KEY], [-1])
+        exported = augment.shifted_batch(images, seed, view, first_index)
+        return tft_layer({features.IMAGE_KEY: tf.reshape(exported, [-1, 1])})[features.PIXELS_KEY]
+
+    def view(index: int) -> np.ndarray:
+        dataset = tf.data.TFRecordDataset(tf.io.gfile.glob(file_pattern), compression_type="GZIP").batch(batch_size)
+        pixels, done = [], 0
+        for serialized in dataset:
+            pixels.append(shifted_pixels(serialized, tf.constant(index), tf.constant(done)).numpy())
+            done += len(pixels[-1])
+        return np.concatenate(pixels)
+
+    return view
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Trains and exports; ``fn_args.custom_config`` holds TrainingConfig fields plus ``model_name``."""
     custom = dict(fn_args.custom_config or {})
@@ -51,7 +75,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
              time.time() - started)
     if len(train[1]) == 0:
         raise ValueError("no training examples: check the data directory and the ExampleGen counts")
-    classifier = recipes.train(config, train, valid, progress=lambda step: log.info("Trainer: %s", step))
+    classifier = recipes.train(config, train, valid, progress=lambda step: log.info("Trainer: %s", step),
+                               shifted_views=shifted_views(fn_args.train_files, tf_transform_output, config.seed))
     info = {
         "model_name": model_name,
         "training": json.loads(json.dumps(config.__dict__)),
