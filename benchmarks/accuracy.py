@@ -84,7 +84,9 @@ def shifted_views(data: dict, seed: int):
     shift = tf.function(augment.shifted_batch)
 
     def view(index: int) -> np.ndarray:
-        exported = np.concatenate([shift(tf.constant(encoded[i:i + 32]), seed, index, i).numpy()
+        # Tensors, not Python numbers, so the compiled function is traced once, not once per batch.
+        exported = np.concatenate([shift(tf.constant(encoded[i:i + 32]), tf.constant(seed), tf.constant(index),
+                                         tf.constant(i)).numpy()
                                    for i in range(0, len(encoded), 32)])
         return model_pixels(canonicalise_all(list(exported)), data["reference"])
 

@@ -277,7 +277,8 @@ def render_pdf(report: Report, store: BlobStore, scan_png: bytes | None = None, 
     pdf.image(_jpeg(scan_png), x=pdf.l_margin, y=image_top, w=width)
     pdf.image(io.BytesIO(overlay), x=pdf.l_margin + width + 5, y=image_top, w=width)
     pdf.set_y(image_top + width * scan.height / scan.width + 2)
-    line("Left: the scan. Right: regions that drove the prediction (Grad-CAM).", size=8)
+    line("Left: the scan. Right: regions that drove the raw output (Grad-CAM; not validated for this image)."
+         if report.out_of_domain else "Left: the scan. Right: regions that drove the prediction (Grad-CAM).", size=8)
     pdf.ln(2)
     line("Findings", size=12, height=7)
     line(report.findings or "(none recorded)")

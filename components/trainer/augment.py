@@ -114,9 +114,10 @@ def shifted_png(image_bytes: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.io.encode_png(tf.cast(tf.round(shifted), tf.uint8))
 
 
-def shifted_batch(image_bytes: tf.Tensor, seed: int, view: int, first_index: int = 0) -> tf.Tensor:
+def shifted_batch(image_bytes: tf.Tensor, seed, view, first_index=0) -> tf.Tensor:
     """A batch of encoded images [N] -> one shifted PNG export of each. Image ``first_index + i`` of view ``view``
-    always gets the same shift for a given seed, however the images are batched."""
+    always gets the same shift for a given seed, however the images are batched. ``seed``, ``view`` and
+    ``first_index`` are int32 numbers or scalar tensors (tensors keep a compiled caller from retracing)."""
     image_bytes = tf.reshape(image_bytes, [-1])
     indices = tf.range(tf.shape(image_bytes)[0]) + first_index
     seeds = tf.stack([tf.fill(tf.shape(indices), seed * 1000 + view), indices], axis=1)
