@@ -31,7 +31,7 @@ def load_dataset(data_root: str):
     """All splits -> {split: (pixels, labels, filenames, encoded bytes)} plus the audit result.
 
     Pixels go through the model's canonicalisation with the reference quantile function taken from the train
-    split, as Transform's analyzer does (``reference_quantiles(data)`` returns it).
+    split, as Transform's analyzer does; it is ``data["reference"]``.
     """
     records, scans = [], {}
     for split in features.SPLITS:

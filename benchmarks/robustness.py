@@ -243,13 +243,15 @@ class ImageSet:
     def evaluate(self, classifier: recipes.Classifier) -> dict:
         logits = classifier.networks.logits_from_pooled(self.pooled)
         probabilities = tf.nn.softmax(logits / classifier.temperature).numpy()
-        reason = ood.input_reason({key: tf.constant(value) for key, value in self.stats.items()}).numpy()
-        reason = np.array([r.decode() for r in reason])
-        score = classifier.gate.distances(self.pooled) / classifier.gate.threshold
-        flagged = (reason != "") | (score > 1.0)
-        reason = np.where((reason == "") & flagged, ood.REASON_FEATURE_DISTANCE, reason)
-        return {"probabilities": probabilities, "score": np.where(reason == "", score, np.where(
-            reason == ood.REASON_FEATURE_DISTANCE, score, np.inf)), "flagged": flagged, "reason": reason}
+        # The gate exactly as the signatures run it (components/trainer/ood.gate_outputs).
+        gate = ood.gate_outputs(classifier.gate, tf.constant(self.pooled),
+                                {key: tf.constant(value) for key, value in self.stats.items()})
+        reason = np.array([r.decode() for r in gate["ood_reason"].numpy()])
+        feature_only = np.isin(reason, ("", ood.REASON_FEATURE_DISTANCE))
+        # An input the input check refuses counts as infinitely far from the training data.
+        score = np.where(feature_only, gate["ood_score"].numpy(), np.inf)
+        return {"probabilities": probabilities, "score": score, "flagged": ~gate["in_domain"].numpy(),
+                "reason": reason}
 
 
 def _accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -408,7 +410,7 @@ def main() -> None:
                       "ood_set_sizes": {name: len(p) for name, p in ood_pictures.items()},
                       "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                       "wall_seconds": round(time.time() - started, 1)}, args.out)
-    print_table(summarise(runs, ("non_ct_pictures", "text_pages")))
+    print_table(summary)
 
 
 def print_table(summary: dict) -> None:

@@ -12,7 +12,7 @@ maps the same anatomy to the same pixels whatever the export did:
    training images' quantile functions (a Transform analyzer). Any monotone change of the window (level, width,
    gamma, contrast, brightness) gives the same ranks, so the same pixels. Outside the body is black.
 
-The same pass measures what the input check of the out-of-distribution gate needs (``InputStats``).
+The same pass measures what the input check of the out-of-distribution gate needs (``INPUT_STATS``).
 """
 
 import tensorflow as tf

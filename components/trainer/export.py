@@ -35,7 +35,7 @@ def _outputs(probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
     return {"probabilities": probabilities, "class_id": class_id, "class_name": tf.gather(names, class_id)}
 
 
-def build_signatures(classifier: Classifier, tft_layer, limits: ood.InputLimits = ood.DEFAULT_LIMITS) -> dict:
+def build_signatures(classifier: Classifier, tft_layer) -> dict:
     """tf.functions for each signature, closing over the Keras models and the Transform layer."""
     gradcam_model = classifier.gradcam_model
     temperature = tf.constant(classifier.temperature, tf.float32)
@@ -50,7 +50,7 @@ def build_signatures(classifier: Classifier, tft_layer, limits: ood.InputLimits 
         result["needs_review"] = tf.reduce_max(result["probabilities"], axis=-1) < uncertain_below
         # The heads' input: average and max pooling of the feature layer, as recipes.build_networks pools.
         pooled = tf.concat([tf.reduce_mean(activations, axis=[1, 2]), tf.reduce_max(activations, axis=[1, 2])], -1)
-        result.update(ood.gate_outputs(classifier.gate, pooled, transformed, limits))
+        result.update(ood.gate_outputs(classifier.gate, pooled, transformed))
         result[features.CROP_BOX_KEY] = transformed[features.CROP_BOX_KEY]
         return result
 
@@ -131,7 +131,7 @@ def export(classifier: Classifier, tft_layer, export_dir: str, model_name: str, 
         "canonicalisation": {"body_grid": imaging.GRID, "quantile_levels": imaging.QUANTILE_LEVELS,
                              "body_margin": imaging.BODY_MARGIN,
                              "reference": "mean body quantile function of the training split (tft.mean)"},
-        "ood_gate": {**classifier.gate.info(), "input_limits": dataclasses.asdict(ood.InputLimits()),
+        "ood_gate": {**classifier.gate.info(), "input_limits": dataclasses.asdict(ood.DEFAULT_LIMITS),
                      "reasons": list(ood.REASONS)},
         "signatures": sorted(signatures),
         **info,

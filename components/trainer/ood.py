@@ -89,14 +89,14 @@ def fit_gate(pooled: np.ndarray, labels: np.ndarray, valid_pooled: np.ndarray, n
     """Fits the gate on training features and sets its threshold on held-out in-distribution distances."""
     pooled = np.asarray(pooled, np.float64)
     labels = np.asarray(labels)
-    held_out = [_distances(*_fit_parts(pooled, labels, num_classes)[:4], np.asarray(valid_pooled, np.float64))]
+    mean, scale, class_means, whitening, shrinkage = _fit_parts(pooled, labels, num_classes)
+    held_out = [_distances(mean, scale, class_means, whitening, np.asarray(valid_pooled, np.float64))]
     for fold in duplicate_aware_folds(pooled, folds, seed):
         keep = np.setdiff1d(np.arange(len(labels)), fold)
         if len(np.unique(labels[keep])) < 2:
             continue
         held_out.append(_distances(*_fit_parts(pooled[keep], labels[keep], num_classes)[:4], pooled[fold]))
     held_out = np.concatenate(held_out)
-    mean, scale, class_means, whitening, shrinkage = _fit_parts(pooled, labels, num_classes)
     return FeatureGate(
         mean=mean.astype(np.float32), scale=scale.astype(np.float32), class_means=class_means.astype(np.float32),
         whitening=whitening.astype(np.float32), threshold=float(np.quantile(held_out, quantile)), quantile=quantile,
