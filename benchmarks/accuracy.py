@@ -22,7 +22,7 @@ from benchmarks import write_result
 from components import evaluation, features, imaging
 from components.ct_example_gen import SkippedFile, read_scan_image
 from components.leakage_audit import ImageRecord, audit, perceptual_hash
-from components.trainer import augment, recipes
+from components.trainer import augment, calibration, recipes
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 
@@ -71,7 +71,7 @@ def canonicalise_all(encoded: list[bytes], batch_size: int = 32, desc: str | Non
 def model_pixels(canonical: dict[str, np.ndarray], reference: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """``canonicalise_all``'s output -> VGG16 input pixels, intensities matched to ``reference``."""
     reference = tf.constant(reference, tf.float32)
-    parts = [_model_pixels({key: tf.constant(canonical[key][i:i + batch_size]) for key in ("gray", "body")},
+    parts = [_model_pixels({key: tf.constant(canonical[key][i:i + batch_size]) for key in ("gray", "body", "region")},
                            reference).numpy()
              for i in range(0, len(canonical["gray"]), batch_size)]
     return np.concatenate(parts)
@@ -110,17 +110,17 @@ def run_seed(config: recipes.TrainingConfig, data: dict, leaked: np.ndarray, sav
                                shifted_views=shifted_views(data, config.seed))
     train_seconds = time.time() - started
     logits = classifier.model.predict(data["test"][0], batch_size=32, verbose=0)
-    probabilities = tf.nn.softmax(logits / classifier.temperature).numpy()
+    probabilities = classifier.calibrator.probabilities(logits)
     labels = data["test"][1]
     result = {
         "seed": config.seed,
         "train_seconds": round(train_seconds, 1),
-        "temperature": classifier.temperature,
+        "calibration": classifier.calibrator.info(),
         "official_test": scores(probabilities, labels),
         "leak_free_test": scores(probabilities[~leaked], labels[~leaked]),
         "timeline": timeline,
     }
-    if config.ensemble_size > 1:
+    if config.head_count > 1:
         result["heads"] = head_breakdown(classifier.networks, data, leaked,
                                          save_logits and f"{save_logits}_seed{config.seed}.npz")
     return result
@@ -144,7 +144,7 @@ def head_breakdown(nets: recipes.Networks, data: dict, leaked: np.ndarray, save_
 
 def calibrated_scores(logits: dict, data: dict, leaked: np.ndarray) -> tuple[dict, dict]:
     """{"valid": logits, "test": logits} -> scores on the official and leak-free test, temperature-scaled on valid."""
-    temperature = recipes.fit_temperature(logits["valid"], data["valid"][1])
+    temperature = calibration.fit_temperature(logits["valid"], data["valid"][1])
     probabilities = tf.nn.softmax(logits["test"] / temperature).numpy()
     labels = data["test"][1]
     return scores(probabilities, labels), scores(probabilities[~leaked], labels[~leaked])

@@ -11,8 +11,9 @@ out-of-distribution gate, for the default (CPU) recipe on the full chest-CT data
   official test split (input-check failures count as infinitely far).
 
 The model is evaluated exactly as exported: canonicalisation with the train split's reference, the float32 trunk,
-the mean of the heads, temperature, and the gate (components/trainer/ood.py). The trunk is frozen in the CPU
-recipe, so the pooled features of each image set are computed once and every seed's heads and gate read them.
+the mean of the heads, the temperature and the gate (components/trainer/ood.py). The
+trunk is frozen in the CPU recipe, so the pooled features of each image set are computed once and every seed's
+heads and gate read them.
 
 Usage: python -m benchmarks.robustness --data ../shared/data/chest-ct --seeds 0 1 2
 """
@@ -184,17 +185,48 @@ def dicom_non_chest() -> dict[str, bytes]:
 
 
 # --- scoring ---------------------------------------------------------------------------------------------------
+def _bins(confidence: np.ndarray, bins: int) -> np.ndarray:
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+
+
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
     confidence = probabilities.max(1)
     correct = probabilities.argmax(1) == labels
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    which = _bins(confidence, bins)
     total = 0.0
     for b in range(bins):
         chosen = which == b
         if chosen.any():
             total += chosen.mean() * abs(correct[chosen].mean() - confidence[chosen].mean())
     return float(total)
+
+
+def ece_noise_floor(probabilities: np.ndarray, resamples: int = 1000, bins: int = ECE_BINS) -> float:
+    """The ECE a perfectly calibrated model with these confidences would still show on this many images (each
+    right with probability equal to its confidence): the estimator's bias, the floor below which no model can be
+    shown to be better calibrated on this test set."""
+    confidence = probabilities.max(1)
+    which = _bins(confidence, bins)
+    rng = np.random.default_rng(0)
+    floors = []
+    for _ in range(resamples):
+        correct = rng.random(len(confidence)) < confidence
+        total = 0.0
+        for b in np.unique(which):
+            chosen = which == b
+            total += chosen.mean() * abs(correct[chosen].mean() - confidence[chosen].mean())
+        floors.append(total)
+    return float(np.mean(floors))
+
+
+def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
+    """Per confidence bin: how many images, their mean confidence and how often they are right."""
+    confidence = probabilities.max(1)
+    correct = probabilities.argmax(1) == labels
+    which = _bins(confidence, bins)
+    return [{"bin": int(b), "n": int((which == b).sum()), "confidence": float(confidence[which == b].mean()),
+             "accuracy": float(correct[which == b].mean())} for b in range(bins) if (which == b).any()]
 
 
 def calibration(probabilities: np.ndarray, labels: np.ndarray, resamples: int = 1000) -> dict:
@@ -205,8 +237,11 @@ def calibration(probabilities: np.ndarray, labels: np.ndarray, resamples: int = 
     return {
         "ece": expected_calibration_error(probabilities, labels),
         "ece_ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+        "ece_noise_floor": ece_noise_floor(probabilities),
         "brier": float(((probabilities - onehot) ** 2).sum(1).mean()),
         "nll": float(-np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, None)).mean()),
+        "mean_confidence": float(probabilities.max(1).mean()),
+        "reliability": reliability(probabilities, labels),
     }
 
 
@@ -242,9 +277,9 @@ class ImageSet:
 
     def evaluate(self, classifier: recipes.Classifier) -> dict:
         logits = classifier.networks.logits_from_pooled(self.pooled)
-        probabilities = tf.nn.softmax(logits / classifier.temperature).numpy()
+        probabilities = classifier.calibrator.probabilities(logits)
         # The gate exactly as the signatures run it (components/trainer/ood.gate_outputs).
-        gate = ood.gate_outputs(classifier.gate, tf.constant(self.pooled),
+        gate = ood.gate_outputs(classifier.gate, tf.constant(self.pooled[:, :classifier.networks.global_width]),
                                 {key: tf.constant(value) for key, value in self.stats.items()})
         reason = np.array([r.decode() for r in gate["ood_reason"].numpy()])
         feature_only = np.isin(reason, ("", ood.REASON_FEATURE_DISTANCE))
@@ -296,7 +331,7 @@ def run_seed(config: recipes.TrainingConfig, data: dict, leaked: np.ndarray, set
         }
     confident = probabilities.max(1) >= uncertain_below
     return {
-        "seed": config.seed, "train_seconds": round(train_seconds, 1), "temperature": classifier.temperature,
+        "seed": config.seed, "train_seconds": round(train_seconds, 1), "calibrator": classifier.calibrator.info(),
         "gate": classifier.gate.info(), "uncertain_below": uncertain_below,
         "official_accuracy": official, "leak_free_accuracy": leak_free,
         "valid_accuracy": _accuracy(valid["probabilities"], data["valid"][1]),
@@ -343,6 +378,7 @@ def summarise(runs: list[dict], non_ct_sets: tuple[str, ...]) -> dict:
             "worst_shift_drop": spread([r["worst_shift_drop"] for r in runs]),
             "ece_official": spread([r["calibration"]["official"]["ece"] for r in runs]),
             "ece_leak_free": spread([r["calibration"]["leak_free"]["ece"] for r in runs]),
+            "ece_noise_floor_official": spread([r["calibration"]["official"]["ece_noise_floor"] for r in runs]),
             "brier_official": spread([r["calibration"]["official"]["brier"] for r in runs]),
             "nll_official": spread([r["calibration"]["official"]["nll"] for r in runs]),
             "uncertain_line_coverage": spread([r["uncertain_line"]["coverage"] for r in runs]),
@@ -410,7 +446,48 @@ def main() -> None:
                       "ood_set_sizes": {name: len(p) for name, p in ood_pictures.items()},
                       "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                       "wall_seconds": round(time.time() - started, 1)}, args.out)
+    plot(summary, runs, os.path.splitext(args.out)[0] + ".png")
     print_table(summary)
+
+
+def plot(summary: dict, runs: list[dict], path: str) -> None:
+    """One picture of the run: reliability on the official test, the risk-coverage curves with the review line,
+    and the accuracy each shift of the suite costs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, (left, middle, right) = pyplot.subplots(1, 3, figsize=(17, 5.5), gridspec_kw={"width_ratios": [1, 1, 1.2]})
+    left.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    for run in runs:
+        bins = run["calibration"]["official"]["reliability"]
+        left.scatter([b["confidence"] for b in bins], [b["accuracy"] for b in bins], s=[8 + 2 * b["n"] for b in bins],
+                     alpha=0.6, label=f"seed {run['seed']}: ECE {run['calibration']['official']['ece']:.3f}")
+    left.set(xlim=(0.2, 1.02), ylim=(0.0, 1.02), xlabel="confidence (top calibrated probability)",
+             ylabel="share right", title="Reliability, official test (dot area: images)")
+    left.legend(loc="upper left", fontsize=8)
+    for run in runs:
+        curve = run["risk_coverage"]["official"]["curve"]
+        line = middle.plot([c["coverage"] for c in curve], [c["accuracy"] for c in curve], marker=".",
+                           label=f"seed {run['seed']}")[0]
+        middle.scatter([run["uncertain_line"]["coverage"]], [run["uncertain_line"]["accuracy_covered"]], s=80,
+                       marker="*", color=line.get_color(), zorder=3)
+    middle.set(xlim=(0, 1.02), ylim=(0.7, 1.005), xlabel="coverage (share not sent to review)",
+               ylabel="accuracy of the covered images", title="Risk-coverage, official test (*: the review line)")
+    middle.legend(loc="lower left", fontsize=8)
+    shifts = summary["shift_accuracy"]
+    names = list(shifts)[::-1]
+    drops = [shifts[name]["drop"] for name in names]
+    right.barh(names, drops, color=["tab:red" if d > 0.03 else "tab:blue" for d in drops])
+    right.axvline(0.03, color="tab:red", linestyle="--", linewidth=1)
+    right.set(xlabel="official accuracy lost (mean over seeds); dashed: 0.03",
+              title=f"Shift suite (as is: {summary['official_accuracy']:.3f})")
+    right.tick_params(axis="y", labelsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)
+    print(f"wrote {path}")
 
 
 def print_table(summary: dict) -> None:
@@ -418,6 +495,9 @@ def print_table(summary: dict) -> None:
     for key in ("official_accuracy", "leak_free_accuracy", "worst_shift_drop", "ece", "in_distribution_flagged",
                 "non_ct_flagged"):
         print(f"{key:<34}{summary[key]:>10.3f}")
+    floor = summary["spread"]["ece_noise_floor_official"]["mean"]
+    print(f"{'  ece of a calibrated model (floor)':<34}{floor:>10.3f}")
+    print(f"{'uncertain line coverage':<34}{summary['spread']['uncertain_line_coverage']['mean']:>10.3f}")
     for name, value in summary["ood_auroc"].items():
         print(f"{'ood_auroc ' + name:<34}{value:>10.3f}  (flagged {summary['ood_flagged'][name]:.2f})")
     print(f"\n{'shift':<16}{'kind':<26}{'accuracy':>10}{'drop':>8}{'flagged':>9}")

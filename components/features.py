@@ -20,11 +20,13 @@ HEIGHT_KEY = "height"
 # Added by LeakageAudit: 1 when the example (exactly or nearly) repeats an image of an earlier split.
 LEAKED_KEY = "leaked"
 
-# Transformed features: the canonical (body-cropped, intensity-matched), VGG-preprocessed image, and the square
-# [y0, x0, y1, x1] in input pixels it was cropped from (also a model output: where the heat map lies on the input).
-# Transform also outputs the input statistics of components.imaging.INPUT_STATS.
+# Transformed features: the canonical (deskewed, framed on the lungs, intensity-matched), VGG-preprocessed image, the
+# square [y0, x0, y1, x1] in input pixels it was sampled from and the angle in degrees that square is turned about
+# its centre (both also model outputs: where the heat map lies on the input). Transform also outputs the input
+# statistics of components.imaging.INPUT_STATS.
 PIXELS_KEY = "pixels"
 CROP_BOX_KEY = "crop_box"
+CROP_ANGLE_KEY = "crop_angle"
 
 # Signature names of every exported SavedModel (see docs/architecture.md).
 SERVING_DEFAULT_SIGNATURE = "serving_default"

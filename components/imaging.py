@@ -3,26 +3,38 @@
 Written in TensorFlow ops only, so the same graph runs in tf.Transform and inside the SavedModel. Canonicalisation
 maps the same anatomy to the same pixels whatever the export did:
 
-1. Geometry: the body is found on a coarse grid (Otsu threshold, a 3x3 opening that drops thin lines and text
-   strokes, the largest connected component), its bounding box is measured on a finer grid, and the image is
-   cropped to a square around that box (aspect kept; black where the square leaves the image). Padding, borders,
-   text and most of the table go.
-2. Intensity: histogram matching inside the body (the component plus what it encloses, i.e. the lungs). Each
-   pixel's rank among the body's pixels is mapped through a reference quantile function, the mean of the
-   training images' quantile functions (a Transform analyzer). Any monotone change of the window (level, width,
-   gamma, contrast, brightness) gives the same ranks, so the same pixels. Outside the body is black.
+1. Body and lungs: the body is found on a coarse grid (Otsu threshold, a 3x3 opening that drops thin lines and text
+   strokes, the largest connected component); the lungs are the dark parts it encloses.
+2. Geometry: the slice is deskewed (the tilt of the body's major axis, from its second moments, up to
+   MAX_DESKEW_DEGREES) and framed on the lungs: a square LUNG_FRAME times their longer extent (measured on a finer
+   grid, in the deskewed frame) around their centre, black where it leaves the image. The lungs, unlike the body
+   outline, stay whole when another site's export pads, crops its borders or reconstructs a smaller field of view;
+   padding, borders, text and the table go. Without lungs (not a chest slice; the gate says so) the square holds
+   the body instead.
+3. Intensity: histogram matching. Each pixel's rank among the pixels of the body inside the lungs' box is mapped
+   through a reference quantile function, the mean of the training images' quantile functions (a Transform
+   analyzer). Any monotone change of the window (level, width, gamma, contrast, brightness) gives the same ranks,
+   so the same pixels. Outside the body, and beyond LUNG_SURROUND times the lungs' box (the chest wall stays, the
+   arms and the table go), is black.
 
 The same pass measures what the input check of the out-of-distribution gate needs (``INPUT_STATS``).
 """
+
+import math
 
 import tensorflow as tf
 
 from components import features
 
 GRID = 128                 # side of the coarse grid on which the body is found
-FINE_GRID = 512            # side of the grid on which its bounding box is measured
+FINE_GRID = 512            # side of the grid on which the lungs' (or body's) extent is measured
 QUANTILE_LEVELS = 65       # points of the intensity quantile functions (uniform in 0..1)
-BODY_MARGIN = 0.02         # of the body's longer side, added around its bounding box
+BODY_MARGIN = 0.02         # of the body's longer side, around its box when the frame falls back to the body
+LUNG_FRAME = 1.35          # side of the canonical square / the lungs' longer extent (the body is about 1.55x)
+LUNG_SURROUND = 1.2        # what the model sees: the lungs' box scaled by this about its centre (black beyond)
+MIN_FRAMING_LUNGS = 0.005  # enclosed dark share of the body under which the frame falls back to the body
+MAX_DESKEW_DEGREES = 15.0  # the largest tilt canonicalisation undoes
+DESKEW_ELONGATION = (1.1, 1.4)  # body's moment ratio: no deskew below the first, full above the second
 COLOUR_DIFFERENCE = 24     # max(R,G,B) - min(R,G,B) above which a pixel counts as coloured
 _MAX_PROPAGATION_STEPS = 4 * GRID
 
@@ -116,29 +128,84 @@ def _lookup(table: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
     return tf.gather(table, below) * (1.0 - fraction) + tf.gather(table, above) * fraction
 
 
-def _square_box(body: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
-    """Bounding box of a [FINE_GRID, FINE_GRID] mask, in input pixels, widened to a centred square with a margin:
-    [y0, x0, y1, x1] float32 (may extend beyond the image). The whole image when the mask is empty."""
+def _orientation(mask: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """The tilt of a [GRID, GRID] mask's major axis from the horizontal, in radians (image y points down), from its
+    second moments in input pixels: folded to the nearest image axis, faded to 0 for a roundish mask (no clear axis)
+    and clipped to +-MAX_DESKEW_DEGREES."""
     height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-    rows = tf.cast(tf.where(tf.reduce_any(body > 0, axis=1))[:, 0], tf.float32)
-    cols = tf.cast(tf.where(tf.reduce_any(body > 0, axis=0))[:, 0], tf.float32)
-    found = tf.size(rows) > 0
-    scale_y, scale_x = height / FINE_GRID, width / FINE_GRID
-    y0 = tf.cond(found, lambda: tf.reduce_min(rows) * scale_y, lambda: 0.0)
-    y1 = tf.cond(found, lambda: (tf.reduce_max(rows) + 1.0) * scale_y, lambda: height)
-    x0 = tf.cond(found, lambda: tf.reduce_min(cols) * scale_x, lambda: 0.0)
-    x1 = tf.cond(found, lambda: (tf.reduce_max(cols) + 1.0) * scale_x, lambda: width)
-    side = tf.maximum(y1 - y0, x1 - x0) * (1.0 + 2.0 * BODY_MARGIN)
-    cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
-    return tf.stack([cy - side / 2.0, cx - side / 2.0, cy + side / 2.0, cx + side / 2.0])
+    ys = (tf.range(GRID, dtype=tf.float32) + 0.5) * height / GRID
+    xs = (tf.range(GRID, dtype=tf.float32) + 0.5) * width / GRID
+    total = tf.maximum(tf.reduce_sum(mask), 1.0)
+    cy = tf.reduce_sum(mask * ys[:, None]) / total
+    cx = tf.reduce_sum(mask * xs[None, :]) / total
+    dy, dx = ys[:, None] - cy, xs[None, :] - cx
+    myy, mxx = tf.reduce_sum(mask * dy * dy) / total, tf.reduce_sum(mask * dx * dx) / total
+    mxy = tf.reduce_sum(mask * dx * dy) / total
+    angle = 0.5 * tf.atan2(2.0 * mxy, mxx - myy)
+    quarter = math.pi / 2.0
+    angle -= quarter * tf.round(angle / quarter)  # a tall mask's axis is vertical: tilt from the nearest axis
+    spread = tf.sqrt(tf.square((mxx - myy) / 2.0) + tf.square(mxy))
+    elongation = ((mxx + myy) / 2.0 + spread) / tf.maximum((mxx + myy) / 2.0 - spread, 1e-6)
+    clear_axis = tf.clip_by_value((elongation - DESKEW_ELONGATION[0]) / (DESKEW_ELONGATION[1] - DESKEW_ELONGATION[0]),
+                                  0.0, 1.0)
+    limit = MAX_DESKEW_DEGREES * math.pi / 180.0
+    return tf.clip_by_value(angle * clear_axis, -limit, limit)
 
 
-def _crop_square(gray: tf.Tensor, box: tf.Tensor, size: int) -> tf.Tensor:
-    """Resamples [H, W, 1] inside the square ``box`` (input pixels, sub-pixel exact; black outside the image) to
-    [size, size, 1]. Large inputs are first downscaled with antialiasing so the box is about ``size`` across."""
+def _extent(mask: tf.Tensor, height: tf.Tensor, width: tf.Tensor, angle: tf.Tensor) -> tf.Tensor:
+    """The extent of a [FINE_GRID, FINE_GRID] mask along axes turned by ``angle``: [centre_y, centre_x (input
+    pixels), along, across (lengths)]. Empty masks give the whole image."""
+    height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    ys = (tf.range(FINE_GRID, dtype=tf.float32) + 0.5) * height / FINE_GRID
+    xs = (tf.range(FINE_GRID, dtype=tf.float32) + 0.5) * width / FINE_GRID
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    dy, dx = ys[:, None] - height / 2.0, xs[None, :] - width / 2.0
+    along = dx * cos + dy * sin        # coordinates in the turned frame, about the image centre
+    across = -dx * sin + dy * cos
+    inside = mask > 0
+    found = tf.reduce_any(inside)
+    half_cell = 0.5 * (height + width) / (2.0 * FINE_GRID)
+
+    def span(values):
+        low = tf.reduce_min(tf.where(inside, values, math.inf)) - half_cell
+        high = tf.reduce_max(tf.where(inside, values, -math.inf)) + half_cell
+        return low, high
+
+    def measured():
+        a0, a1 = span(along)
+        c0, c1 = span(across)
+        mid_a, mid_c = (a0 + a1) / 2.0, (c0 + c1) / 2.0
+        return tf.stack([height / 2.0 + mid_a * sin + mid_c * cos, width / 2.0 + mid_a * cos - mid_c * sin,
+                         a1 - a0, c1 - c0])
+
+    return tf.cond(found, measured, lambda: tf.stack([height / 2.0, width / 2.0, width, height]))
+
+
+def _resample(image: tf.Tensor, frame: tf.Tensor, size: int, scale_y, scale_x) -> tf.Tensor:
+    """Bilinear samples of [h, w, C] on a size x size grid over ``frame`` = [centre_y, centre_x, side, angle] (input
+    pixels, radians; the square turned by ``angle`` about its centre); ``image`` pixel (r, c) covers input
+    [r / scale_y, (r + 1) / scale_y) x [c / scale_x, (c + 1) / scale_x). 0 outside the image."""
+    centre_y, centre_x, side, angle = frame[0], frame[1], frame[2], frame[3]
+    step = side / size
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    first = 0.5 * step - side / 2.0    # the first output pixel centre, relative to the square's centre
+    # Output pixel (column j, row i) -> input point (cx + u cos - v sin, cy + u sin + v cos), u = first + j step,
+    # v = first + i step; then into the image's index coordinates (pixel centres at integers).
+    transform = tf.stack([
+        scale_x * step * cos, -scale_x * step * sin, scale_x * (centre_x + first * cos - first * sin) - 0.5,
+        scale_y * step * sin, scale_y * step * cos, scale_y * (centre_y + first * sin + first * cos) - 0.5,
+        0.0, 0.0])
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None], transforms=transform[None], output_shape=tf.constant([size, size]), fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="CONSTANT")[0]
+
+
+def _crop_frame(gray: tf.Tensor, frame: tf.Tensor, size: int) -> tf.Tensor:
+    """Resamples [H, W, 1] inside ``frame`` (see _resample; black outside the image) to [size, size, 1]. Large inputs
+    are first downscaled with antialiasing so the frame is about ``size`` across."""
     shape = tf.shape(gray)
     height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-    scale = tf.minimum(1.0, size / (box[2] - box[0]))
+    scale = tf.minimum(1.0, size / frame[2])
     new_height = tf.maximum(tf.round(height * scale), 2.0)
     new_width = tf.maximum(tf.round(width * scale), 2.0)
     image = tf.cond(scale < 1.0,
@@ -146,38 +213,44 @@ def _crop_square(gray: tf.Tensor, box: tf.Tensor, size: int) -> tf.Tensor:
                                             method="bilinear", antialias=True),
                     lambda: gray)
     image_height, image_width = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
-    return tf.clip_by_value(_resample(image, box * tf.stack([image_height / height, image_width / width] * 2),
-                                      size), 0.0, 255.0)
+    return tf.clip_by_value(_resample(image, frame, size, image_height / height, image_width / width), 0.0, 255.0)
 
 
-def _resample(image: tf.Tensor, box: tf.Tensor, size: int) -> tf.Tensor:
-    """Bilinear samples of [h, w, C] at the centres of a size x size grid over ``box`` (continuous pixel
-    coordinates: pixel i spans [i, i + 1]); 0 outside the image."""
-    shape = tf.cast(tf.shape(image), tf.float32)
-    step_y, step_x = (box[2] - box[0]) / size, (box[3] - box[1]) / size
-    # crop_and_resize samples from y1 to y2 inclusive, in units of pixel-centre indices over (h - 1).
-    first_y, last_y = box[0] + 0.5 * step_y - 0.5, box[2] - 0.5 * step_y - 0.5
-    first_x, last_x = box[1] + 0.5 * step_x - 0.5, box[3] - 0.5 * step_x - 0.5
-    span_y, span_x = tf.maximum(shape[0] - 1, 1.0), tf.maximum(shape[1] - 1, 1.0)  # a 1-pixel side: no division
-    boxes = tf.stack([first_y / span_y, first_x / span_x, last_y / span_y, last_x / span_x])[None]
-    return tf.image.crop_and_resize(image[None], boxes, [0], [size, size], extrapolation_value=0.0)[0]
+def _frame(lungs: tf.Tensor, body: tf.Tensor, has_lungs: tf.Tensor, height: tf.Tensor, width: tf.Tensor,
+           angle: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The canonical square [centre_y, centre_x, side, angle]: LUNG_FRAME times the lungs' longer extent around
+    their centre, in the deskewed frame; the body's extent with a margin where no lungs were found. Also the extent
+    [along, across] of the box the intensities are measured in: the lungs' (the whole square without lungs)."""
+    lung_extent = _extent(lungs, height, width, angle)
+    body_extent = _extent(body, height, width, angle)
+    lung_side = LUNG_FRAME * tf.maximum(lung_extent[2], lung_extent[3])
+    body_side = (1.0 + 2.0 * BODY_MARGIN) * tf.maximum(body_extent[2], body_extent[3])
+    side = tf.maximum(tf.where(has_lungs, lung_side, body_side), 2.0)
+    centre_y = tf.where(has_lungs, lung_extent[0], body_extent[0])
+    centre_x = tf.where(has_lungs, lung_extent[1], body_extent[1])
+    measured = tf.where(has_lungs, lung_extent[2:], tf.stack([side, side]))
+    return tf.stack([centre_y, centre_x, side, angle]), measured
 
 
-def _mask_in_box(mask: tf.Tensor, box: tf.Tensor, height: tf.Tensor, width: tf.Tensor, size: int) -> tf.Tensor:
-    """A [GRID, GRID] mask of the whole image, resampled inside ``box`` (input pixels) to [size, size, 1]."""
-    to_grid = tf.stack([GRID / tf.cast(height, tf.float32), GRID / tf.cast(width, tf.float32)] * 2)
-    return _resample(mask[..., None], box * to_grid, size)
+def _central_box(frame: tf.Tensor, extent: tf.Tensor, size: int) -> tf.Tensor:
+    """[size, size, 1] {0,1}: the output pixels within a centred box of ``extent`` [along, across] (input pixels)."""
+    positions = (tf.range(size, dtype=tf.float32) + 0.5) / size - 0.5  # output pixel centres, in sides from the centre
+    along = tf.abs(positions)[None, :] * frame[2] <= extent[0] / 2.0
+    across = tf.abs(positions)[:, None] * frame[2] <= extent[1] / 2.0
+    return tf.cast(along & across, tf.float32)[..., None]
 
 
 def canonicalise(rgb: tf.Tensor) -> dict[str, tf.Tensor]:
     """One decoded uint8 [H, W, 3] image -> canonical geometry and the statistics the input check reads.
 
-    Returns float32 tensors: ``gray`` [S, S, 1] 0..255 (the body cropped to a square, not yet intensity-
-    normalised), ``body`` [S, S, 1] {0,1} (body with what it encloses), ``crop_box`` [4] (y0, x0, y1, x1 of the
-    square in input pixels), ``body_fraction`` (the body's share of the image), ``enclosed_dark_fraction`` (the
-    share of the body, with what it encloses, that is dark: the lungs and airways of a chest slice),
-    ``colour_fraction``, ``contrast`` (standard deviation of the gray levels, 0..255), ``height`` and ``width``;
-    S = IMAGE_SIZE.
+    Returns float32 tensors: ``gray`` [S, S, 1] 0..255 (the deskewed square around the lungs, not yet intensity-
+    normalised), ``body`` [S, S, 1] {0,1} (the body with what it encloses, within LUNG_SURROUND times the lungs'
+    box: what the model sees), ``region`` [S, S, 1] {0,1} (the body within the lungs' box: where intensities are
+    measured, the same anatomy however the export framed it), ``crop_box`` [4] (y0, x0, y1, x1 of the square in
+    input pixels before it is turned), ``crop_angle`` (degrees the square is turned about its centre,
+    clockwise on screen), ``body_fraction`` (the body's share of the image), ``enclosed_dark_fraction`` (the share of
+    the body, with what it encloses, that is dark: the lungs and airways of a chest slice), ``colour_fraction``,
+    ``contrast`` (standard deviation of the gray levels, 0..255), ``height`` and ``width``; S = IMAGE_SIZE.
     """
     gray = to_grayscale(rgb)
     shape = tf.shape(gray)
@@ -190,17 +263,32 @@ def canonicalise(rgb: tf.Tensor) -> dict[str, tf.Tensor]:
     component = largest_component(opened)
     filled = fill_enclosed(component)
     body = _dilate(filled)
-    # The box is measured on a finer grid, within the coarse component: exact to a pixel at 512 a side.
-    fine = tf.image.resize(gray, [FINE_GRID, FINE_GRID], method="area")[..., 0] > threshold
-    near = tf.image.resize(_dilate(component)[..., None], [FINE_GRID, FINE_GRID], method="nearest")[..., 0] > 0
-    box = _square_box(tf.cast(fine & near, tf.float32), height, width)
+    lungs = _dilate(_erode(filled - component))  # the opening drops dark specks and thin gaps
+    enclosed_dark = tf.reduce_sum(filled - component) / tf.maximum(tf.reduce_sum(filled), 1.0)
+    angle = _orientation(filled, height, width)
+    # Extents are measured on a finer grid, near the coarse masks: exact to a pixel at 512 a side.
+    fine = tf.image.resize(gray, [FINE_GRID, FINE_GRID], method="area")[..., 0]
+
+    def near(mask):
+        return tf.image.resize(_dilate(mask)[..., None], [FINE_GRID, FINE_GRID], method="nearest")[..., 0] > 0
+
+    fine_lungs = tf.cast((fine <= threshold) & near(lungs), tf.float32)
+    fine_body = tf.cast((fine > threshold) & near(component), tf.float32)
+    has_lungs = (enclosed_dark >= MIN_FRAMING_LUNGS) & (tf.reduce_sum(lungs) > 0)
+    frame, measured = _frame(fine_lungs, fine_body, has_lungs, height, width, angle)
     size = features.IMAGE_SIZE
+    grid_scale_y = GRID / tf.cast(height, tf.float32)
+    grid_scale_x = GRID / tf.cast(width, tf.float32)
+    half = frame[2] / 2.0
+    canonical_body = tf.cast(_resample(body[..., None], frame, size, grid_scale_y, grid_scale_x) > 0.5, tf.float32)
     return {
-        "gray": _crop_square(gray, box, size),
-        "body": tf.cast(_mask_in_box(body, box, height, width, size) > 0.5, tf.float32),
-        features.CROP_BOX_KEY: box,
+        "gray": _crop_frame(gray, frame, size),
+        "body": canonical_body * _central_box(frame, measured * LUNG_SURROUND, size),
+        "region": canonical_body * _central_box(frame, measured, size),
+        features.CROP_BOX_KEY: tf.stack([frame[0] - half, frame[1] - half, frame[0] + half, frame[1] + half]),
+        features.CROP_ANGLE_KEY: frame[3] * 180.0 / math.pi,
         "body_fraction": tf.reduce_mean(component),
-        "enclosed_dark_fraction": tf.reduce_sum(filled - component) / tf.maximum(tf.reduce_sum(filled), 1.0),
+        "enclosed_dark_fraction": enclosed_dark,
         "colour_fraction": colour_fraction(rgb),
         "contrast": tf.math.reduce_std(gray),
         "height": tf.cast(height, tf.float32),
@@ -208,22 +296,22 @@ def canonicalise(rgb: tf.Tensor) -> dict[str, tf.Tensor]:
     }
 
 
-def body_quantiles(gray: tf.Tensor, body: tf.Tensor) -> tf.Tensor:
-    """The intensity quantile function of the body's pixels: [QUANTILE_LEVELS] gray levels."""
-    return _quantile_function(_body_cdf(gray, body))
+def body_quantiles(gray: tf.Tensor, region: tf.Tensor) -> tf.Tensor:
+    """The intensity quantile function of the region's pixels: [QUANTILE_LEVELS] gray levels."""
+    return _quantile_function(_region_cdf(gray, region))
 
 
-def _body_cdf(gray: tf.Tensor, body: tf.Tensor) -> tf.Tensor:
+def _region_cdf(gray: tf.Tensor, region: tf.Tensor) -> tf.Tensor:
     bins = tf.cast(tf.clip_by_value(tf.round(tf.reshape(gray, [-1])), 0, 255), tf.int32)
-    weights = tf.reshape(body, [-1])
+    weights = tf.reshape(region, [-1])
     histogram = tf.math.unsorted_segment_sum(weights, bins, 256) + 1e-3  # never flat: a strictly rising CDF
     return tf.cumsum(histogram) / tf.reduce_sum(histogram)
 
 
-def match_intensities(gray: tf.Tensor, body: tf.Tensor, reference: tf.Tensor) -> tf.Tensor:
-    """Histogram matching inside the body: each pixel's rank among the body's pixels -> the reference quantile
-    function at that rank. Invariant to any monotone change of the input's gray levels. Black outside the body."""
-    cdf = _body_cdf(gray, body)
+def match_intensities(gray: tf.Tensor, body: tf.Tensor, region: tf.Tensor, reference: tf.Tensor) -> tf.Tensor:
+    """Histogram matching: each pixel's rank among the region's pixels -> the reference quantile function at that
+    rank. Invariant to any monotone change of the input's gray levels. Black outside the body."""
+    cdf = _region_cdf(gray, region)
     # The mid-rank of gray level v: halfway between the shares below and at v (ties share one rank).
     mid_rank = cdf - 0.5 * (cdf - tf.concat([[0.0], cdf[:-1]], 0))
     rank = _lookup(mid_rank, gray)
@@ -237,7 +325,8 @@ def vgg_preprocess(gray: tf.Tensor) -> tf.Tensor:
     return tf.concat([gray - mean for mean in features.VGG_MEAN_BGR], axis=-1)
 
 
-INPUT_STATS = (features.CROP_BOX_KEY, "body_fraction", "enclosed_dark_fraction", "colour_fraction", "contrast",
+INPUT_STATS = (features.CROP_BOX_KEY, features.CROP_ANGLE_KEY, "body_fraction", "enclosed_dark_fraction",
+               "colour_fraction", "contrast",
                "height", "width")
 
 
@@ -249,12 +338,12 @@ def canonical_batch(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
 
     def one(encoded):
         result = canonicalise(decode_rgb(encoded))
-        result["quantiles"] = body_quantiles(result["gray"], result["body"])
+        result["quantiles"] = body_quantiles(result["gray"], result["region"])
         return result
 
     scalar = tf.TensorSpec([], tf.float32)
     signature = {
-        "gray": tf.TensorSpec([size, size, 1], tf.float32), "body": tf.TensorSpec([size, size, 1], tf.float32),
+        **{key: tf.TensorSpec([size, size, 1], tf.float32) for key in ("gray", "body", "region")},
         features.CROP_BOX_KEY: tf.TensorSpec([4], tf.float32),
         "quantiles": tf.TensorSpec([QUANTILE_LEVELS], tf.float32),
         **{key: scalar for key in INPUT_STATS if key != features.CROP_BOX_KEY},
@@ -264,8 +353,8 @@ def canonical_batch(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
 
 def model_pixels(canonical: dict[str, tf.Tensor], reference: tf.Tensor) -> tf.Tensor:
     """``canonical_batch``'s output -> VGG16 input [N, S, S, 3], intensities matched to ``reference``."""
-    matched = tf.map_fn(lambda item: match_intensities(item[0], item[1], reference),
-                        (canonical["gray"], canonical["body"]), fn_output_signature=tf.float32)
+    matched = tf.map_fn(lambda item: match_intensities(*item, reference),
+                        (canonical["gray"], canonical["body"], canonical["region"]), fn_output_signature=tf.float32)
     return vgg_preprocess(matched)
 
 

@@ -58,26 +58,31 @@ def _heat_lut() -> tuple[np.ndarray, np.ndarray]:
 _COLOURS, _ALPHA = _heat_lut()
 
 
-def overlay_image(scan_png: bytes, heatmap: np.ndarray, crop_box: tuple[float, ...] | None = None) -> bytes:
+def overlay_image(scan_png: bytes, heatmap: np.ndarray, crop_box: tuple[float, ...] | None = None,
+                  crop_angle: float | None = None) -> bytes:
     """The scan with the Grad-CAM map blended on top, as a JPEG (a picture for people; the PDF embeds it as is).
 
-    The map covers the square the model saw, ``crop_box`` (y0, x0, y1, x1 in the scan's pixels, the model's
-    output; it may reach beyond the scan); models without that output saw the scan padded to a centred square."""
+    The map covers the square the model saw: ``crop_box`` (y0, x0, y1, x1 in the scan's pixels, the model's output; it
+    may reach beyond the scan), turned by ``crop_angle`` degrees about its centre (clockwise on screen: the model
+    deskews tilted slices). Models without these outputs saw the scan padded to a centred, upright square."""
     gray = np.asarray(Image.open(io.BytesIO(scan_png)).convert("L"), dtype=np.float32)
     height, width = gray.shape
     if crop_box is None:
         side = max(height, width)
         crop_box = ((height - side) / 2, (width - side) / 2, (height + side) / 2, (width + side) / 2)
     y0, x0, y1, x1 = (float(v) for v in crop_box)
+    angle = np.deg2rad(float(crop_angle or 0.0))
     heat8 = (np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0) * 255).round().astype(np.uint8)
-    # Where each scan pixel's centre falls on the map: bilinear resampling of the map over the box.
-    rows = np.clip(((np.arange(height) + 0.5 - y0) / max(y1 - y0, 1e-6)) * heat8.shape[0] - 0.5, 0,
-                   heat8.shape[0] - 1)
-    cols = np.clip(((np.arange(width) + 0.5 - x0) / max(x1 - x0, 1e-6)) * heat8.shape[1] - 0.5, 0,
-                   heat8.shape[1] - 1)
-    heat = _bilinear(heat8.astype(np.float32), rows, cols)
-    inside = (((np.arange(height) + 0.5 >= y0) & (np.arange(height) + 0.5 <= y1))[:, None]
-              & ((np.arange(width) + 0.5 >= x0) & (np.arange(width) + 0.5 <= x1))[None, :])
+    # Each scan pixel's centre in the square's own frame (turned back by the angle), then as fractional map indices.
+    dy = (np.arange(height) + 0.5 - (y0 + y1) / 2)[:, None]
+    dx = (np.arange(width) + 0.5 - (x0 + x1) / 2)[None, :]
+    along = dx * np.cos(angle) + dy * np.sin(angle) + (x1 - x0) / 2
+    across = -dx * np.sin(angle) + dy * np.cos(angle) + (y1 - y0) / 2
+    rows = across / max(y1 - y0, 1e-6) * heat8.shape[0] - 0.5
+    cols = along / max(x1 - x0, 1e-6) * heat8.shape[1] - 0.5
+    inside = (rows >= -0.5) & (rows <= heat8.shape[0] - 0.5) & (cols >= -0.5) & (cols <= heat8.shape[1] - 0.5)
+    heat = _bilinear(heat8.astype(np.float32), np.clip(rows, 0, heat8.shape[0] - 1),
+                     np.clip(cols, 0, heat8.shape[1] - 1))
     heat8 = np.where(inside, heat, 0).round().astype(np.uint8)
     alpha = _ALPHA[heat8]
     blended = (1 - alpha) * gray[..., None] + alpha * _COLOURS[heat8]
@@ -87,12 +92,12 @@ def overlay_image(scan_png: bytes, heatmap: np.ndarray, crop_box: tuple[float, .
 
 
 def _bilinear(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``grid`` sampled at every (row, col) pair of fractional indices: [len(rows), len(cols)]."""
+    """``grid`` sampled at fractional indices ``rows`` and ``cols`` (arrays of one shape): an array of that shape."""
     r0, c0 = np.floor(rows).astype(int), np.floor(cols).astype(int)
     r1, c1 = np.minimum(r0 + 1, grid.shape[0] - 1), np.minimum(c0 + 1, grid.shape[1] - 1)
-    fr, fc = (rows - r0)[:, None], (cols - c0)[None, :]
-    top = grid[r0][:, c0] * (1 - fc) + grid[r0][:, c1] * fc
-    bottom = grid[r1][:, c0] * (1 - fc) + grid[r1][:, c1] * fc
+    fr, fc = rows - r0, cols - c0
+    top = grid[r0, c0] * (1 - fc) + grid[r0, c1] * fc
+    bottom = grid[r1, c0] * (1 - fc) + grid[r1, c1] * fc
     return top * (1 - fr) + bottom * fr
 
 
@@ -120,7 +125,7 @@ def create_model_report(scan: Scan, scan_png: bytes, prediction, store: BlobStor
     existing = db.session.scalar(db.select(Report).where(Report.scan_id == scan.id, Report.version == 1))
     if existing is not None:  # a job that ran twice (its worker died after writing) must not write twice
         return existing
-    overlay = overlay_image(scan_png, prediction.heatmap, prediction.crop_box)
+    overlay = overlay_image(scan_png, prediction.heatmap, prediction.crop_box, prediction.crop_angle)
     report = Report(
         scan=scan, version=1, status=ReportStatus.DRAFT.value, predicted_class=prediction.class_name,
         probabilities_json=json.dumps({name: round(float(prediction.probabilities[name]), 6)

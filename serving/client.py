@@ -54,6 +54,7 @@ class Prediction:
     ood_reason: str | None = None      # "" in domain, else a machine-readable reason ("not_greyscale", ...)
     needs_review: bool | None = None   # top probability under the model's validated "uncertain" line
     crop_box: tuple[float, float, float, float] | None = None  # (y0, x0, y1, x1) in input pixels: what the model saw
+    crop_angle: float | None = None    # degrees that square is turned about its centre (the model deskews)
 
     @property
     def confidence(self) -> float:
@@ -130,7 +131,8 @@ class ServingClient:
                 heatmap=outputs["heatmap"][i] if with_heatmap else None,
                 in_domain=optional("in_domain", i, bool), ood_score=optional("ood_score", i, float),
                 ood_reason=optional("ood_reason", i, bytes.decode), needs_review=optional("needs_review", i, bool),
-                crop_box=optional(features.CROP_BOX_KEY, i, lambda box: tuple(float(v) for v in box))))
+                crop_box=optional(features.CROP_BOX_KEY, i, lambda box: tuple(float(v) for v in box)),
+                crop_angle=optional(features.CROP_ANGLE_KEY, i, float)))
         return results
 
     def predict(self, images: list[bytes]) -> list[Prediction]:

@@ -13,12 +13,12 @@ from components.trainer import recipes
 # Floors, with room for seed and machine differences below what 3 seeds measured (robustness.json).
 OFFICIAL_FLOOR = 0.85
 LEAK_FREE_FLOOR = 0.82
-SHIFT_DROP_CEILING = 0.15      # the export shifts; 3 seeds measured up to 0.114 (border crop 10 %)
+SHIFT_DROP_CEILING = 0.06      # the export shifts; 3 seeds measured up to 0.032 (border crop 10 %)
 IN_DISTRIBUTION_FLAGGED_CEILING = 0.05
 NON_CT_FLAGGED_FLOOR = 0.95
-ECE_CEILING = 0.10
+ECE_CEILING = 0.06             # 3 seeds measured 0.026-0.039; 315 images and 15 bins give a noise floor near 0.03
 TRAINING_BUDGET_SECONDS = 20 * 60
-SHIFTS = ("pad_0.15", "gamma_1.6", "crop_0.10")
+SHIFTS = ("pad_0.15", "gamma_1.6", "crop_0.10", "rotate_10")
 
 
 @pytest.mark.full_data
@@ -44,4 +44,4 @@ def test_default_recipe_is_accurate_robust_calibrated_and_withholds_non_ct_pictu
     assert result["in_distribution_flagged"] <= IN_DISTRIBUTION_FLAGGED_CEILING
     assert result["ood"]["non_ct"]["flagged"] >= NON_CT_FLAGGED_FLOOR, result["ood"]["non_ct"]["unflagged"]
     assert result["calibration"]["official"]["ece"] <= ECE_CEILING
-    assert 0.4 <= result["uncertain_below"] <= 0.9
+    assert 0.4 <= result["uncertain_below"] < 0.95  # read off the held-out curve, not stuck at the cap

@@ -47,6 +47,8 @@ VARIANTS = {
     "gamma 0.6": lambda im: im.point(lambda v: round(255 * (v / 255) ** 0.6)),
     "contrast x0.7": lambda im: ImageEnhance.Contrast(im).enhance(0.7),
     "level +20": lambda im: im.point(lambda v: min(255, v + 20)),
+    "rotated 10 degrees": lambda im: im.rotate(10, resample=Image.BILINEAR),
+    "rotated -7 degrees": lambda im: im.rotate(-7, resample=Image.BILINEAR),
 }
 
 
@@ -59,7 +61,9 @@ def test_export_variants_of_one_slice_give_near_identical_pixels(variant):
         same, changed = pixels[index], pixels[count + index]
         difference = np.abs(same - changed).mean()
         correlation = np.corrcoef(same.ravel(), changed.ravel())[0, 1]
-        assert difference < 6.0 and correlation > 0.97, (variant, index, difference, correlation)
+        # Not zero: 8-bit exports merge gray levels (gamma 0.6 squeezes the bright quarter into 31 levels), which
+        # moves the ranks histogram matching reads, and the body's outline moves by a pixel or two.
+        assert difference < 9.5 and correlation > 0.95, (variant, index, difference, correlation)
 
 
 def test_without_canonicalisation_the_same_variants_differ_a_lot():
@@ -69,12 +73,34 @@ def test_without_canonicalisation_the_same_variants_differ_a_lot():
     assert np.abs(original - darker).mean() > 15.0
 
 
-def test_border_crop_keeps_the_anatomy_in_place():
+def test_a_border_crop_that_leaves_the_lungs_whole_keeps_the_frame():
+    """Another site's smaller field of view cuts the body outline; the lungs, and so the square, stay."""
+    originals = _slices()[:3]  # the fourth, a tightly framed normal slice, loses part of its lungs to a 10 % crop
+    cropped = [im.crop((round(im.width * 0.1), round(im.height * 0.1), round(im.width * 0.9), round(im.height * 0.9)))
+               for im in originals]
+    pixels, canonical = _canonical([_encode(im) for im in originals + cropped])
+    sides = canonical[features.CROP_BOX_KEY][:, 2] - canonical[features.CROP_BOX_KEY][:, 0]
+    np.testing.assert_allclose(sides[3:], sides[:3], rtol=0.03)
+    for index in range(3):
+        assert np.corrcoef(pixels[index].ravel(), pixels[3 + index].ravel())[0, 1] > 0.9
+
+
+def test_without_deskewing_a_rotated_slice_would_differ():
+    """The rotation variants above mean something: the upright and the rotated slice are far apart as they are."""
     original = _slices()[1]
-    cropped = original.crop((round(original.width * 0.05), round(original.height * 0.05),
-                             round(original.width * 0.95), round(original.height * 0.95)))
-    pixels, _ = _canonical([_encode(original), _encode(cropped)])
-    assert np.corrcoef(pixels[0].ravel(), pixels[1].ravel())[0, 1] > 0.85
+    rotated = np.asarray(original.rotate(10, resample=Image.BILINEAR), np.float32)
+    assert np.corrcoef(np.asarray(original, np.float32).ravel(), rotated.ravel())[0, 1] < 0.9
+
+
+def test_the_square_turns_with_the_slice():
+    originals = _slices()
+    _, canonical = _canonical([_encode(im) for im in originals] +
+                              [_encode(im.rotate(10, resample=Image.BILINEAR)) for im in originals])
+    angles = canonical[features.CROP_ANGLE_KEY]
+    count = len(originals)
+    # PIL turns the picture counter-clockwise on screen; the square follows it (our angles are clockwise).
+    np.testing.assert_allclose(angles[count:] - angles[:count], -10.0, atol=2.0)
+    assert np.abs(angles[:count]).max() < imaging.MAX_DESKEW_DEGREES
 
 
 def test_every_mode_gives_the_same_pixels():
@@ -83,24 +109,48 @@ def test_every_mode_gives_the_same_pixels():
                             [("L", "PNG"), ("RGB", "PNG"), ("RGBA", "PNG"), ("RGB", "JPEG")]])
     np.testing.assert_allclose(pixels[0], pixels[1], atol=1.0)
     np.testing.assert_allclose(pixels[0], pixels[2], atol=1.0)
-    assert np.abs(pixels[0] - pixels[3]).mean() < 4.0
+    # JPEG's artefacts in the lung texture (the sample slices are 160 pixels wide, magnified about 2x)
+    assert np.abs(pixels[0] - pixels[3]).mean() < 7.0
+    assert np.corrcoef(pixels[0].ravel(), pixels[3].ravel())[0, 1] > 0.97
 
 
-def test_crop_box_is_the_square_around_the_body_in_input_pixels():
-    # A grey ellipse (the body) with dark lungs, off-centre on a 300 x 200 canvas, and a text-like block far away.
-    yy, xx = np.mgrid[:200, :300]
-    body = ((xx - 190) / 70.0) ** 2 + ((yy - 110) / 50.0) ** 2 < 1
-    lungs = (((xx - 165) / 18.0) ** 2 + ((yy - 110) / 25.0) ** 2 < 1) | (((xx - 215) / 18.0) ** 2 + ((yy - 110) /
-                                                                                                  25.0) ** 2 < 1)
-    image = np.where(body, 170, 0) - np.where(lungs, 140, 0)
+def _phantom(angle: float = 0.0, lungs: bool = True) -> np.ndarray:
+    """A grey ellipse (the body, 140 x 100) with two dark lungs, off-centre on a 300 x 200 canvas, turned ``angle``
+    degrees clockwise on screen about (190, 110), and a text-like block in a corner."""
+    yy, xx = np.mgrid[:200, :300].astype(np.float64)
+    turn = np.deg2rad(angle)
+    # Coordinates in the phantom's own frame: the canvas point turned back by the angle.
+    u = (xx - 190) * np.cos(turn) + (yy - 110) * np.sin(turn)
+    v = -(xx - 190) * np.sin(turn) + (yy - 110) * np.cos(turn)
+    body = (u / 70.0) ** 2 + (v / 50.0) ** 2 < 1
+    lung_mask = ((u + 25) / 18.0) ** 2 + (v / 25.0) ** 2 < 1
+    lung_mask |= ((u - 25) / 18.0) ** 2 + (v / 25.0) ** 2 < 1
+    image = np.where(body, 170, 0) - np.where(lung_mask & lungs, 140, 0)
     image[5:12, 5:30] = 255  # a label in the corner
-    _, canonical = _canonical([_encode(image.astype(np.uint8))])
+    return image.astype(np.uint8)
+
+
+def test_the_square_is_framed_on_the_lungs_in_input_pixels():
+    _, canonical = _canonical([_encode(_phantom())])
     y0, x0, y1, x1 = canonical[features.CROP_BOX_KEY][0]
-    assert (y0 + y1) / 2 == pytest.approx(110, abs=3) and (x0 + x1) / 2 == pytest.approx(190, abs=3)
-    assert x1 - x0 == pytest.approx(y1 - y0) and x1 - x0 == pytest.approx(140 * 1.04, abs=5)
-    assert canonical["body_fraction"][0] == pytest.approx(body.mean() - lungs.mean(), abs=0.03)
-    # The body with its lungs fills the canonical square; the corner label is gone.
-    assert canonical["body"][0].mean() == pytest.approx(np.pi / 4 * 50 / 70, abs=0.08)
+    assert (y0 + y1) / 2 == pytest.approx(110, abs=2) and (x0 + x1) / 2 == pytest.approx(190, abs=2)
+    # The lungs span 86 x 50 pixels: the square is LUNG_FRAME times the longer side, upright.
+    assert x1 - x0 == pytest.approx(y1 - y0) and x1 - x0 == pytest.approx(86 * imaging.LUNG_FRAME, abs=5)
+    assert canonical[features.CROP_ANGLE_KEY][0] == pytest.approx(0.0, abs=0.5)
+    body = _phantom(lungs=False) > 0
+    assert canonical["body_fraction"][0] == pytest.approx(body.mean() - (_phantom() == 30).mean(), abs=0.03)
+    # The corner label is gone: the canonical body is the ellipse, cut at the square's sides.
+    assert 0.3 < canonical["body"][0].mean() < 0.7
+
+
+def test_a_tilted_phantom_is_deskewed_and_a_lungless_one_framed_on_the_body():
+    _, canonical = _canonical([_encode(_phantom(12.0)), _encode(_phantom(-30.0)), _encode(_phantom(lungs=False))])
+    angles, boxes = canonical[features.CROP_ANGLE_KEY], canonical[features.CROP_BOX_KEY]
+    assert angles[0] == pytest.approx(12.0, abs=1.0)
+    assert angles[1] == pytest.approx(-imaging.MAX_DESKEW_DEGREES, abs=0.1)  # beyond the limit: turned only so far
+    np.testing.assert_allclose(boxes[0][2] - boxes[0][0], 86 * imaging.LUNG_FRAME, atol=6)
+    # No lungs: the square holds the body (140 pixels across) with its margin.
+    assert boxes[2][2] - boxes[2][0] == pytest.approx(140 * (1 + 2 * imaging.BODY_MARGIN), abs=5)
 
 
 def test_statistics_for_the_input_check():

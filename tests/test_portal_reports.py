@@ -460,6 +460,10 @@ def test_report_overlay_lines_up_with_the_padded_square_the_model_saw():
     boxed = np.asarray(Image.open(io.BytesIO(overlay_image(buffer.getvalue(), hot_left, (20.0, 50.0, 80.0, 110.0)))))
     assert boxed[25:75, 55:78, 0].mean() > 50  # the left half of the box
     assert boxed[:, 115:].mean() < 3 and boxed[:, :45].mean() < 3 and boxed[:15].mean() < 3  # nothing outside it
+    # A deskewed square (turned 90 degrees clockwise on screen): its left half lies on the top half of the box.
+    turned = np.asarray(Image.open(io.BytesIO(overlay_image(buffer.getvalue(), hot_left, (20.0, 50.0, 80.0, 110.0),
+                                                            90.0))))
+    assert turned[25:47, 55:105, 0].mean() > 50 and turned[55:75, 55:105].mean() < 3
 
 
 def test_admin_models_page_lists_served_versions_and_usage(reporting_app, auth, client, model_server):

@@ -61,7 +61,7 @@ def test_predict_and_explain_on_real_images(server, images, model_base):
     for prediction in [*predictions, explained]:
         assert isinstance(prediction.in_domain, bool) and isinstance(prediction.needs_review, bool)
         assert prediction.ood_score >= 0 and (prediction.ood_reason == "") == prediction.in_domain
-        assert len(prediction.crop_box) == 4
+        assert len(prediction.crop_box) == 4 and abs(prediction.crop_angle) <= 15.0
     assert explained.ood_score == pytest.approx(predictions[0].ood_score, rel=1e-4)
 
 
@@ -120,7 +120,7 @@ def test_rest_api_answers_like_tf_serving(server, images):
     assert rest["predictions"][0]["class_name"] in features.CLASS_NAMES
     gate = {key: rest["predictions"][0][key] for key in ("in_domain", "ood_score", "ood_reason", "needs_review")}
     assert isinstance(gate["in_domain"], bool) and isinstance(gate["ood_reason"], str), gate
-    assert len(rest["predictions"][0]["crop_box"]) == 4
+    assert len(rest["predictions"][0]["crop_box"]) == 4 and isinstance(rest["predictions"][0]["crop_angle"], float)
     missing = requests.post(f"{server.rest}/v1/models/nope:predict", json=body, timeout=10)
     assert missing.status_code == 404 and "error" in missing.json()
     bad = requests.post(f"{server.rest}/v1/models/{MODEL}:predict", json={"instances": [{"b64": ""}],

@@ -1,16 +1,18 @@
 """SavedModel export: the signature contract that TF Serving, TFMA and the portal rely on.
 
-Every signature starts from raw inputs and runs the Transform graph inside the model (canonicalisation: body crop,
-intensity matching; components.imaging):
+Every signature starts from raw inputs and runs the Transform graph inside the model (canonicalisation: deskew,
+a square framed on the lungs, intensity matching; components.imaging):
 - ``serving_default``: ``examples`` (serialized tf.Examples, feature ``image`` = encoded bytes) -> the outputs below.
 - ``predict_image``: ``images`` (encoded PNG/JPEG bytes [N]) -> the same outputs.
 - ``explain``: ``images`` [N] -> the same plus ``heatmap`` [N,H,W] float32 in 0..1: Grad-CAM of the top class on
   the recipe's feature layer (block4_conv3 by default: 28x28), over ``crop_box``.
-Outputs of every signature: ``probabilities`` [N,4] float32 (temperature-scaled), ``class_id`` [N] int64,
-``class_name`` [N] string, ``needs_review`` [N] bool (top probability under the review line chosen on validation),
-``ood_score`` [N] float32 (distance from the training data; 1.0 is the threshold), ``in_domain`` [N] bool,
-``ood_reason`` [N] string ("" when in domain) and ``crop_box`` [N,4] float32 (y0, x0, y1, x1: the square of the input,
-in its pixels, that the model saw). See docs/architecture.md.
+Outputs of every signature: ``probabilities`` [N,4] float32 (calibrated: components/trainer/calibration.py),
+``class_id`` [N] int64, ``class_name`` [N] string, ``needs_review`` [N] bool (top probability under the review line
+chosen on held-out predictions), ``ood_score`` [N] float32 (distance from the training data; 1.0 is the threshold),
+``in_domain`` [N] bool,
+``ood_reason`` [N] string ("" when in domain), ``crop_box`` [N,4] float32 (y0, x0, y1, x1: the square of the input,
+in its pixels, that the model saw) and ``crop_angle`` [N] float32 (degrees that square is turned about its centre,
+clockwise on screen: canonicalisation deskews). See docs/architecture.md.
 """
 
 import dataclasses
@@ -38,7 +40,6 @@ def _outputs(probabilities: tf.Tensor) -> dict[str, tf.Tensor]:
 def build_signatures(classifier: Classifier, tft_layer) -> dict:
     """tf.functions for each signature, closing over the Keras models and the Transform layer."""
     gradcam_model = classifier.gradcam_model
-    temperature = tf.constant(classifier.temperature, tf.float32)
     uncertain_below = tf.constant(classifier.uncertain_below, tf.float32)
 
     def transform(images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -46,12 +47,13 @@ def build_signatures(classifier: Classifier, tft_layer) -> dict:
         return tft_layer({features.IMAGE_KEY: tf.reshape(images, [-1, 1])})
 
     def outputs(transformed: dict, activations: tf.Tensor, logits: tf.Tensor) -> dict[str, tf.Tensor]:
-        result = _outputs(tf.nn.softmax(logits / temperature))
+        result = _outputs(classifier.calibrator.probabilities_tf(logits))
         result["needs_review"] = tf.reduce_max(result["probabilities"], axis=-1) < uncertain_below
         # The heads' input: average and max pooling of the feature layer, as recipes.build_networks pools.
         pooled = tf.concat([tf.reduce_mean(activations, axis=[1, 2]), tf.reduce_max(activations, axis=[1, 2])], -1)
         result.update(ood.gate_outputs(classifier.gate, pooled, transformed))
         result[features.CROP_BOX_KEY] = transformed[features.CROP_BOX_KEY]
+        result[features.CROP_ANGLE_KEY] = transformed[features.CROP_ANGLE_KEY]
         return result
 
     def predict(images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -127,9 +129,11 @@ def export(classifier: Classifier, tft_layer, export_dir: str, model_name: str, 
         "image_size": features.IMAGE_SIZE,
         "gradcam_layer": classifier.gradcam_layer,
         "temperature": classifier.temperature,
+        "calibration": classifier.calibrator.info(),
         "uncertain_below": classifier.uncertain_below,
         "canonicalisation": {"body_grid": imaging.GRID, "quantile_levels": imaging.QUANTILE_LEVELS,
-                             "body_margin": imaging.BODY_MARGIN,
+                             "lung_frame": imaging.LUNG_FRAME, "body_margin": imaging.BODY_MARGIN,
+                             "max_deskew_degrees": imaging.MAX_DESKEW_DEGREES,
                              "reference": "mean body quantile function of the training split (tft.mean)"},
         "ood_gate": {**classifier.gate.info(), "input_limits": dataclasses.asdict(ood.DEFAULT_LIMITS),
                      "reasons": list(ood.REASONS)},

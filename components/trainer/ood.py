@@ -4,9 +4,10 @@ Two parts, both exported inside every signature (see export.py):
 - an input check on statistics of the image itself (grey, not blank, a sensible size and shape, a body present
   that encloses dark lungs), with fixed limits (``InputLimits``);
 - a feature-space distance: class-conditional Mahalanobis distance with one shared, Ledoit-Wolf-shrunk covariance
-  (Lee et al. 2018) on the pooled features the heads read, fitted on the training split. Its threshold is a high
-  quantile of in-distribution distances that the gate did not see while fitting: k-fold cross-fitted distances of
-  the training images plus the validation images' distances. ``ood_score`` is the distance divided by that
+  (Lee et al. 2018) on the globally pooled features (average and max over the whole feature map; the heads read
+  these and more, per grid cell), fitted on the training split. Its threshold is a high quantile of
+  in-distribution distances that the gate did not see while fitting: k-fold cross-fitted distances of the
+  training images plus the validation images' distances. ``ood_score`` is the distance divided by that
   threshold, so 1.0 is the line for every model version.
 """
 
@@ -60,7 +61,7 @@ class FeatureGate:
         return _distances(self.mean, self.scale, self.class_means, self.whitening, pooled)
 
     def info(self) -> dict:
-        return {"method": "class-conditional Mahalanobis, shared Ledoit-Wolf covariance, pooled features",
+        return {"method": "class-conditional Mahalanobis, shared Ledoit-Wolf covariance, globally pooled features",
                 "threshold": self.threshold, "quantile": self.quantile, **self.fitted_on}
 
 

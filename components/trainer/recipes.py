@@ -6,9 +6,15 @@ Why block 4: the pretrained block 5 of HED's VGG16 is specialised for edge detec
 reach 0.63 official-test accuracy, on block4_conv3's 0.82 (seed 0; docs/architecture.md has the table per layer).
 
 ``cpu`` (default, about 2 minutes on 2 CPU cores): the VGG16 layers stay frozen and the pooled features of every
-training image are computed once; the heads train on them. ``full``: every layer up to ``feature_layer``
-fine-tuned with on-the-fly augmentation, for machines with a GPU.
-Both finish with temperature scaling on the validation split, so the exported probabilities are calibrated.
+training image are computed once; the heads train on them, bagged: the training images are split into
+``bagging_folds`` folds (exact duplicates kept together) and ``ensemble_size`` heads are trained on all folds but
+one, for each fold. The exported classifier averages all of them; each training image's out-of-fold logits (the
+heads that never saw it) are held-out predictions to calibrate on. Heads trained on all the data and calibrated on
+smaller fold heads were over-confident on new images (their logit margins are about 20 % larger): the bag is
+calibrated on exactly the heads it exports. ``full``: every layer up to ``feature_layer`` fine-tuned with
+on-the-fly augmentation, for machines with a GPU.
+Both finish with calibration (components/trainer/calibration.py: a temperature) fitted on held-out predictions, the
+review line read off them, and the out-of-distribution gate.
 """
 
 import contextlib
@@ -18,13 +24,11 @@ import time
 from collections.abc import Iterable, Iterator
 
 import numpy as np
-import scipy.optimize
-import scipy.special
 import tensorflow as tf
 import tf_keras
 
 from components import features
-from components.trainer import ood, vgg16
+from components.trainer import calibration, ood, vgg16
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +47,16 @@ class TrainingConfig:
     head_learning_rate: float = 1e-3
     finetune_epochs: int = 10       # full: stage 2 (every layer up to feature_layer + head)
     finetune_learning_rate: float = 5e-5
-    ensemble_size: int = 5          # cpu: heads trained from different seeds on the same features; logits averaged
+    ensemble_size: int = 5          # cpu: heads per fold, trained from different seeds on the same features
+    bagging_folds: int = 5          # cpu: folds of the bag (ensemble_size heads per fold, trained without it;
+                                    # the classifier averages all of them); 1: every head sees all training images
+    grid_pooling: int = 2           # the heads also read average and max pooling per cell of a g x g grid (0: none)
     precision: str = "auto"         # cpu features: "bfloat16" (mixed) where the CPU has native bf16, else "float32"
     label_smoothing: float = 0.1
     dropout: float = 0.3
     balance_classes: bool = False   # class-balanced loss weights (True trades accuracy for minority recall)
-    review_accuracy: float = 0.95   # the "uncertain" line: lowest confidence whose covered validation accuracy
-                                    # reaches this (selective prediction), see choose_uncertain_below
+    review_accuracy: float = 0.95   # the "uncertain" line: lowest calibrated confidence whose covered held-out
+                                    # accuracy reaches this (selective prediction), calibration.choose_uncertain_below
     ood_quantile: float = 0.95      # the gate's threshold: this quantile of held-out in-distribution distances
 
     @classmethod
@@ -69,24 +76,40 @@ class TrainingConfig:
                              f"not {config.feature_layer!r}")
         if config.ensemble_size < 1:
             raise ValueError("ensemble_size must be >= 1")
+        if config.bagging_folds < 1:
+            raise ValueError("bagging_folds must be >= 1 (1: no bagging)")
+        if config.grid_pooling < 0 or config.grid_pooling > 4:
+            raise ValueError("grid_pooling must be 0 (global pooling only) to 4 cells a side")
         if config.augmented_views < 1:
             raise ValueError("augmented_views must be >= 1 (the first view is the image as it is)")
         if config.recipe == "full":
             if values.get("ensemble_size", 1) != 1:
                 raise ValueError("the full recipe trains one network end to end: ensemble_size must be 1")
             config.ensemble_size = 1
+            config.bagging_folds = 1
         return config
+
+    @property
+    def head_count(self) -> int:
+        """How many heads the classifier averages: ``ensemble_size`` per fold of the bag."""
+        return self.ensemble_size * self.bagging_folds
 
 
 @dataclasses.dataclass
 class Networks:
-    """Views of one network: the VGG16 trunk, its pooled features and ``ensemble_size`` heads."""
+    """Views of one network: the VGG16 trunk, its pooled features and ``head_count`` heads."""
 
     classifier: tf_keras.Model     # pixels -> logits (the mean of the heads' logits)
     gradcam_model: tf_keras.Model  # pixels -> (feature-layer activations, logits)
-    features: tf_keras.Model       # pixels -> pooled features [N, 2 x channels] (GAP, then GMP)
+    features: tf_keras.Model       # pixels -> pooled features: GAP, GMP [2 x channels], then per grid cell
     trunk: tf_keras.Model          # pixels -> feature-layer activations (frozen in the cpu recipe)
     heads: list[tf_keras.Model]    # pooled features -> logits
+
+    @property
+    def global_width(self) -> int:
+        """How many of the pooled features are the global ones (average, then max pooling over the whole map):
+        what the out-of-distribution gate reads."""
+        return 2 * int(self.trunk.output.shape[-1])
 
     def logits_from_pooled(self, pooled: np.ndarray) -> np.ndarray:
         """The classifier's logits from pooled features (the mean of the heads', as the network computes)."""
@@ -100,9 +123,13 @@ class Classifier:
     """The trained network, its calibration and out-of-distribution gate, and the views export and Grad-CAM need."""
 
     networks: Networks
-    temperature: float
+    calibrator: calibration.Calibrator
     gate: ood.FeatureGate
     uncertain_below: float          # calibrated top probability under which a prediction needs review
+
+    @property
+    def temperature(self) -> float:
+        return self.calibrator.temperature
 
     @property
     def model(self) -> tf_keras.Model:
@@ -173,11 +200,17 @@ def _build_networks(config: TrainingConfig) -> Networks:
     base = vgg16.build_conv_base(config.weights)
     trunk = tf_keras.Model(base.input, base.get_layer(config.feature_layer).output, name="trunk")
     activations = trunk.output
-    pooled = tf_keras.layers.Concatenate(name="pooled", dtype="float32")([
-        tf_keras.layers.GlobalAveragePooling2D(name="average_pool")(activations),
-        tf_keras.layers.GlobalMaxPooling2D(name="max_pool")(activations),
-    ])
-    heads = [_head(config, index) for index in range(config.ensemble_size)]
+    parts = [tf_keras.layers.GlobalAveragePooling2D(name="average_pool")(activations),
+             tf_keras.layers.GlobalMaxPooling2D(name="max_pool")(activations)]
+    if config.grid_pooling > 1:
+        # Canonicalisation deskews and frames every slice on its lungs, so a cell of the grid is the same part of
+        # the chest in every image (left and right lung, front and back): pooled per cell, position counts.
+        cell = (activations.shape[1] // config.grid_pooling, activations.shape[2] // config.grid_pooling)
+        for name, layer in (("grid_average_pool", tf_keras.layers.AveragePooling2D),
+                            ("grid_max_pool", tf_keras.layers.MaxPooling2D)):
+            parts.append(tf_keras.layers.Flatten(name=f"{name}_flat")(layer(cell, name=name)(activations)))
+    pooled = tf_keras.layers.Concatenate(name="pooled", dtype="float32")(parts)
+    heads = [_head(config, index) for index in range(config.head_count)]
     outputs = [head(pooled) for head in heads]
     logits = outputs[0] if len(outputs) == 1 else tf_keras.layers.Average(name="mean_logits")(outputs)
     return Networks(
@@ -201,37 +234,6 @@ def _loss(config: TrainingConfig):
 
 def _one_hot(labels: np.ndarray) -> np.ndarray:
     return np.eye(features.NUM_CLASSES, dtype=np.float32)[labels]
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Temperature scaling (Guo et al. 2017): the T > 0 that minimises validation NLL of softmax(logits/T)."""
-    if len(labels) == 0:
-        return 1.0
-
-    def nll(log_t: float) -> float:
-        scaled = logits / np.exp(log_t)
-        scaled = scaled - scaled.max(axis=1, keepdims=True)
-        log_probs = scaled - np.log(np.exp(scaled).sum(axis=1, keepdims=True))
-        return float(-log_probs[np.arange(len(labels)), labels].mean())
-
-    result = scipy.optimize.minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
-    return float(np.exp(result.x))
-
-
-def choose_uncertain_below(probabilities: np.ndarray, labels: np.ndarray, target: float,
-                           bounds: tuple[float, float] = (0.4, 0.9)) -> float:
-    """The review line from the validation risk-coverage curve: the lowest confidence c such that the images with
-    top probability >= c are right at least ``target`` of the time (clipped to ``bounds``; the upper bound when
-    no line reaches the target)."""
-    if len(labels) == 0:
-        return bounds[1]
-    confidence = probabilities.max(1)
-    correct = probabilities.argmax(1) == labels
-    for line in np.sort(np.unique(confidence)):
-        covered = confidence >= line
-        if correct[covered].mean() >= target:
-            return float(np.clip(line, *bounds))
-    return bounds[1]
 
 
 def pooled_features(extractor: tf_keras.Model, views: Iterable[np.ndarray], batch_size: int = 32,
@@ -284,16 +286,26 @@ def _head_logits(heads: list[tf_keras.Model], pooled: np.ndarray) -> np.ndarray:
     return np.mean([head(pooled, training=False).numpy() for head in heads], axis=0)
 
 
-def cross_fitted_logits(config: TrainingConfig, pooled: np.ndarray, labels: np.ndarray, folds: int = 5) -> np.ndarray:
-    """Out-of-fold ensemble logits [N, C] of the training images as they are: for each of ``folds`` folds (exact
-    duplicates kept together), heads trained on the other folds score it. What the temperature is fitted on,
-    beside the small validation split."""
+def fit_bag(config: TrainingConfig, heads: list[tf_keras.Model], pooled: np.ndarray,
+            labels: np.ndarray) -> np.ndarray:
+    """Trains the bag: ``config.ensemble_size`` of ``heads`` per fold, on the other folds (exact duplicates kept
+    together, so no image is scored by heads that saw its copy). Returns the out-of-fold logits [N, C] of the
+    training images as they are (empty with one fold: every head saw every image)."""
+    size, folds = config.ensemble_size, config.bagging_folds
+    if folds == 1:
+        fit_heads(config, heads, pooled, labels)
+        return np.zeros((0, features.NUM_CLASSES), np.float32)
     logits = np.zeros((len(labels), features.NUM_CLASSES), np.float32)
-    for index, held_out in enumerate(ood.duplicate_aware_folds(pooled[:, 0], folds, config.seed)):
+    split = ood.duplicate_aware_folds(pooled[:, 0], folds, config.seed)
+    if len(split) < 2:
+        raise ValueError(f"bagging_folds={folds} needs at least 2 distinct training images")
+    for index, held_out in enumerate(split):
         kept = np.setdiff1d(np.arange(len(labels)), held_out)
-        heads = [_head(config, member) for member in range(config.ensemble_size)]
-        fit_heads(config, heads, pooled[kept], labels[kept], seed_offset=100_000 * (index + 1))
-        logits[held_out] = _head_logits(heads, pooled[held_out, 0])
+        members = heads[index * size:(index + 1) * size]
+        fit_heads(config, members, pooled[kept], labels[kept], seed_offset=100_000 * index)
+        logits[held_out] = _head_logits(members, pooled[held_out, 0])
+    if len(split) < folds:  # fewer distinct images than folds: the spare heads learn from all of them
+        fit_heads(config, heads[len(split) * size:], pooled, labels, seed_offset=100_000 * folds)
     return logits
 
 
@@ -325,22 +337,20 @@ def train_cpu(config: TrainingConfig, train: tuple, progress=None, shifted_views
     if policy != "float32":
         # Mixed bfloat16 halves the feature pass on CPUs with native bf16; the float32 network is what is
         # calibrated and exported (the heads see float32 features either way).
-        twin = build_networks(dataclasses.replace(config, weights="none", ensemble_size=1), policy)
+        twin = build_networks(dataclasses.replace(config, weights="none", ensemble_size=1, bagging_folds=1), policy)
         twin.trunk.set_weights(nets.trunk.get_weights())
         extractor = twin.features
-    log.info("cpu recipe: %s features under %s, %d head(s)", config.feature_layer, policy, config.ensemble_size)
+    log.info("cpu recipe: %s features under %s, %d head(s) in %d fold(s)", config.feature_layer, policy,
+             config.head_count, config.bagging_folds)
     train_pixels, train_labels = train
     pooled = pooled_features(extractor, _views(train_pixels, shifted_views, config.augmented_views),
                              config.batch_size, progress)
     started = time.time()
-    fit_heads(config, nets.heads, pooled, train_labels)
-    log.info("%d heads trained (%d epochs): %.0fs", config.ensemble_size, config.head_epochs, time.time() - started)
+    out_of_fold = fit_bag(config, nets.heads, pooled, train_labels)
+    log.info("%d heads trained (%d epochs): %.0fs", config.head_count, config.head_epochs, time.time() - started)
     if progress:
-        progress(f"{config.ensemble_size} heads trained")
-    calibration = cross_fitted_logits(config, pooled, train_labels)
-    if progress:
-        progress("cross-fitted logits")
-    return Trained(nets, pooled[:, 0], calibration, train_labels)
+        progress(f"{config.head_count} heads trained")
+    return Trained(nets, pooled[:, 0], out_of_fold, train_labels[:len(out_of_fold)])
 
 
 def train_full(config: TrainingConfig, train: tuple, progress=None, shifted_views=None) -> Trained:
@@ -374,7 +384,7 @@ def train_full(config: TrainingConfig, train: tuple, progress=None, shifted_view
 
 def train(config: TrainingConfig, train_data: tuple, valid_data: tuple, progress=None,
           shifted_views=None) -> Classifier:
-    """Trains with ``config.recipe``, then calibrates the temperature, chooses the review line and fits the
+    """Trains with ``config.recipe``, then calibrates on held-out predictions, chooses the review line and fits the
     out-of-distribution gate. ``shifted_views(v)``: pixels of acquisition-shifted view v of the training images
     (needed when ``augmented_views`` > 1). Seeds Python, NumPy and TensorFlow from ``config.seed``."""
     tf_keras.utils.set_random_seed(config.seed)
@@ -384,18 +394,19 @@ def train(config: TrainingConfig, train_data: tuple, valid_data: tuple, progress
     valid_pixels, valid_labels = valid_data
     valid_pooled = nets.features.predict(valid_pixels, batch_size=config.batch_size, verbose=0)
     valid_logits = nets.logits_from_pooled(valid_pooled)
-    # The temperature: the validation split (72 images on the Kaggle set) and the cross-fitted training logits.
-    temperature = fit_temperature(np.concatenate([trained.calibration_logits, valid_logits]),
-                                  np.concatenate([trained.calibration_labels, valid_labels]).astype(np.int64))
+    # Held-out predictions: the bag's out-of-fold training logits and the validation split (72 images on Kaggle).
+    held_out_logits = np.concatenate([trained.calibration_logits, valid_logits])
+    held_out_labels = np.concatenate([trained.calibration_labels, valid_labels]).astype(np.int64)
+    calibrator = calibration.fit(held_out_logits, held_out_labels)
+    uncertain_below = calibration.choose_uncertain_below(calibrator.probabilities(held_out_logits), held_out_labels,
+                                                         config.review_accuracy)
     if len(valid_labels):
-        log.info("temperature %.3f (valid accuracy %.3f)", temperature,
-                 (valid_logits.argmax(1) == valid_labels).mean())
-    probabilities = scipy.special.softmax(valid_logits / temperature, axis=1)
-    uncertain_below = choose_uncertain_below(probabilities, valid_labels, config.review_accuracy)
-    gate = ood.fit_gate(trained.train_pooled, train_data[1], valid_pooled, features.NUM_CLASSES,
+        log.info("calibration %s (valid accuracy %.3f)", calibrator, (valid_logits.argmax(1) == valid_labels).mean())
+    width = nets.global_width
+    gate = ood.fit_gate(trained.train_pooled[:, :width], train_data[1], valid_pooled[:, :width], features.NUM_CLASSES,
                         quantile=config.ood_quantile, seed=config.seed)
     log.info("out-of-distribution gate: threshold %.2f (%s); uncertain below %.2f", gate.threshold, gate.fitted_on,
              uncertain_below)
     if progress:
         progress("calibrated, gate fitted")
-    return Classifier(nets, temperature, gate, uncertain_below)
+    return Classifier(nets, calibrator, gate, uncertain_below)
