@@ -65,7 +65,7 @@ class Stack:
         self.env = {**os.environ, "RADASSIST_DATABASE_URL": f"sqlite:///{workdir}/portal.db",
                     "RADASSIST_SCAN_STORE": f"{workdir}/scans", "RADASSIST_SECRET_KEY": os.urandom(24).hex(),
                     "RADASSIST_MODEL_SERVER": f"127.0.0.1:{self.grpc}",
-                    "RADASSIST_MODEL_REST_URL": f"http://127.0.0.1:{self.rest}", "TF_CPP_MIN_LOG_LEVEL": "2"}
+                    "TF_CPP_MIN_LOG_LEVEL": "2"}
         self.model_base, self.workdir, self.processes = model_base, workdir, []
         self.report_workers = report_workers
 

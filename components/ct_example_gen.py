@@ -22,12 +22,11 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
 
 from components import features
+from radassist.contract import IMAGE_LIMITS, ImageRejected
 
 log = logging.getLogger(__name__)
 
-# A CT slice is at most a few thousand pixels a side; anything larger is refused as a decompression bomb.
-MAX_PIXELS = 64_000_000
-MAX_FILE_BYTES = 64 * 1024 * 1024
+# Images outside the product's one image policy (radassist.contract) are skipped, as intake and the server refuse them.
 NATIVE_FORMATS = {"PNG", "JPEG"}
 
 
@@ -84,15 +83,17 @@ def read_scan_image(path: str, data_root: str) -> ScanImage:
     size = tf.io.gfile.stat(path).length
     if size == 0:
         raise SkippedFile("empty", f"{path}: empty file")
-    if size > MAX_FILE_BYTES:
-        raise SkippedFile("too_large", f"{path}: {size} bytes > {MAX_FILE_BYTES}")
+    if size > IMAGE_LIMITS.max_bytes:
+        raise SkippedFile("too_large", f"{path}: {size} bytes > {IMAGE_LIMITS.max_bytes}")
     with tf.io.gfile.GFile(path, "rb") as handle:
         raw = handle.read()
     try:
         with Image.open(io.BytesIO(raw)) as image:
             width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise SkippedFile("too_many_pixels", f"{path}: {width}x{height} pixels")
+            try:
+                IMAGE_LIMITS.check_size(width, height)
+            except ImageRejected as error:
+                raise SkippedFile("outside_image_limits", f"{path}: {error}") from error
             image_format = image.format
             image.load()  # decodes fully: truncated or corrupt data fails here
             encoded = raw

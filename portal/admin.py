@@ -1,15 +1,12 @@
 """Admin pages: doctors, the audit log, and the models being served with usage figures."""
 
 import datetime as dt
-import json
-import urllib.error
-import urllib.request
 
 import sqlalchemy as sa
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 
 from portal.accounts import AccountError, create_from_form
-from portal.models import AuditEvent, Job, Report, Role, Scan, User, db, utcnow
+from portal.models import AuditEvent, Job, Report, Role, Scan, ServiceStatus, User, db, utcnow
 from portal.security import WeakPassword, record, role_required
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -42,30 +39,29 @@ def audit():
     return render_template("admin/audit.html", events=events)
 
 
-class ModelServerUnavailable(RuntimeError):
-    pass
+STALE_STATUS = dt.timedelta(minutes=2)
 
 
-def served_versions(rest_url: str, model_name: str, timeout: float = 3.0) -> list[dict]:
-    """The model's versions and states from TF Serving's REST status API (ours or the real server)."""
-    url = f"{rest_url.rstrip('/')}/v1/models/{model_name}"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            body = json.load(response)
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        raise ModelServerUnavailable(f"{url}: {error}") from error
-    return [{"version": int(v["version"]), "state": v["state"],
-             "error": (v.get("status") or {}).get("error_message", "")} for v in body.get("model_version_status", [])]
+def served_versions() -> tuple[list[dict], str | None, ServiceStatus | None]:
+    """The model's versions as the report workers last saw them, a problem to show (or None), and that report."""
+    from portal.worker import MODEL_SERVER_STATUS
+
+    row = db.session.get(ServiceStatus, MODEL_SERVER_STATUS)
+    if row is None:
+        return [], "No report worker has reported on the model server yet.", None
+    status = row.status
+    problem = f"The model server did not answer: {status['error']}" if status.get("error") else None
+    if utcnow() - row.updated_at > STALE_STATUS:
+        problem = (f"No report worker has reported since {row.updated_at:%Y-%m-%d %H:%M} UTC (last: "
+                   f"{row.reported_by}); reports may not be being written.")
+    return status.get("versions", []), problem, row
 
 
 @bp.get("/models")
 @role_required(Role.ADMIN)
 def models():
     config = current_app.config
-    try:
-        versions, server_error = served_versions(config["MODEL_REST_URL"], config["MODEL_NAME"]), None
-    except ModelServerUnavailable as error:
-        versions, server_error = [], str(error)
+    versions, server_error, reported = served_versions()
     week_ago = utcnow() - dt.timedelta(days=7)
     count = lambda query: db.session.scalar(query) or 0  # noqa: E731
     usage = {
@@ -89,4 +85,5 @@ def models():
     record("models_viewed")
     db.session.commit()
     return render_template("admin/models.html", model_name=config["MODEL_NAME"], versions=versions,
-                           server_error=server_error, usage=usage, jobs=jobs, by_model=by_model)
+                           server_error=server_error, reported=reported, usage=usage, jobs=jobs,
+                           by_model=by_model)

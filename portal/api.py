@@ -20,7 +20,7 @@ def batch(batch_id: int):
     progress = batch_progress(found)
     progress["jobs"] = [{
         "job": job.id, "scan": job.scan_id, "name": job.scan.name, "status": job.status,
-        "attempts": job.attempts, "error": job.last_error if job.status == "failed" else None,
+        "attempts": job.attempts, "error": job.last_error if job.status in ("failed", "queued") else None,
         "report_url": url_for("reports.view", report_id=newest[job.scan_id].id)
         if job.scan_id in newest and job.status == "done" else None,
     } for job in found.jobs]

@@ -22,11 +22,21 @@ class Config:
     WTF_CSRF_TIME_LIMIT = 3600
     MAX_CONTENT_LENGTH = 512 * 1024 * 1024
     SCAN_STORE = os.environ.get("RADASSIST_SCAN_STORE", "")  # folder or s3://bucket/prefix; default instance/scans
-    # The model, through TF Serving's gRPC API (RadAssist's server or the real one); REST for the admin page.
+    # The model, through TF Serving's gRPC API (RadAssist's server or the real one). Only the report workers call
+    # it; they also record its status for the admin page.
     MODEL_SERVER = os.environ.get("RADASSIST_MODEL_SERVER", "localhost:8500")
-    MODEL_REST_URL = os.environ.get("RADASSIST_MODEL_REST_URL", "http://localhost:8501")
     MODEL_NAME = os.environ.get("RADASSIST_MODEL_NAME", "radassist")
     MODEL_TIMEOUT = float(os.environ.get("RADASSIST_MODEL_TIMEOUT", 120))
+    # A model server that requires TLS (PEM files; a client certificate and key for mutual TLS) and/or a token.
+    MODEL_SERVER_TLS_CA = os.environ.get("RADASSIST_MODEL_SERVER_TLS_CA")
+    MODEL_SERVER_TLS_CERT = os.environ.get("RADASSIST_MODEL_SERVER_TLS_CERT")
+    MODEL_SERVER_TLS_KEY = os.environ.get("RADASSIST_MODEL_SERVER_TLS_KEY")
+    MODEL_SERVER_TLS_NAME = os.environ.get("RADASSIST_MODEL_SERVER_TLS_NAME")  # name in its certificate, if not
+    MODEL_SERVER_TOKEN_FILE = os.environ.get("RADASSIST_MODEL_SERVER_TOKEN_FILE")  # the address's host
+    # While the model server is down, jobs wait (no attempt is used up); retries back off up to this many seconds.
+    MODEL_OUTAGE_MAX_WAIT = float(os.environ.get("RADASSIST_MODEL_OUTAGE_MAX_WAIT", 60))
+    # How often each report worker records the model server's versions for the admin page (seconds).
+    MODEL_STATUS_SECONDS = float(os.environ.get("RADASSIST_MODEL_STATUS_SECONDS", 30))
     # Background jobs: redis://host:port/db in production; empty = the database itself is the queue.
     JOB_QUEUE_URL = os.environ.get("RADASSIST_QUEUE_URL", "")
     JOB_MAX_ATTEMPTS = int(os.environ.get("RADASSIST_JOB_MAX_ATTEMPTS", 4))

@@ -6,7 +6,7 @@ from portal.accounts import AccountError, create_from_form
 from portal.models import Role, Scan, User, db
 from portal.reports import scan_table
 from portal.security import WeakPassword, record, role_required
-from portal.uploads import save_upload
+from portal.uploads import save_upload, upload_status
 
 bp = Blueprint("doctor", __name__, url_prefix="/doctor")
 
@@ -50,6 +50,6 @@ def patient(patient_id: int):
 @role_required(Role.DOCTOR)
 def upload(patient_id: int):
     found = own_patient(patient_id)
-    scans, rejected, batch = save_upload(found, g.user, self_submitted=False)
-    return render_template("upload_result.html", patient=found, scans=scans, rejected=rejected, batch=batch,
-                           back=url_for("doctor.patient", patient_id=found.id)), 200 if scans else 400
+    result = save_upload(found, g.user, self_submitted=False)
+    return render_template("upload_result.html", patient=found, result=result,
+                           back=url_for("doctor.patient", patient_id=found.id)), upload_status(result)

@@ -8,14 +8,17 @@ ZIP entry names are labels only, never file-system paths.
 import dataclasses
 import hashlib
 import io
+import logging
 import zipfile
 from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
 
-MAX_FILE_BYTES = 50 * 1024 * 1024
-MAX_PIXELS = 40_000_000
+from radassist.contract import IMAGE_LIMITS, ImageRejected
+
+log = logging.getLogger(__name__)
+MAX_FILE_BYTES = IMAGE_LIMITS.max_bytes
 MAX_ZIP_ENTRIES = 500
 MAX_ZIP_TOTAL_BYTES = 1024 * 1024 * 1024
 LUNG_WINDOW = (-600.0, 1500.0)  # centre, width in Hounsfield units
@@ -30,6 +33,9 @@ class AcceptedScan:
     width: int
     height: int
     modality: str | None = None
+    # DICOM: ``original`` is the de-identified file; this is the PatientID it named (kept only long enough to be
+    # hashed and compared with the portal patient's earlier scans, never stored).
+    source_patient_id: str | None = None
 
     @property
     def sha256(self) -> str:
@@ -61,16 +67,14 @@ def _png(gray: np.ndarray) -> bytes:
 
 
 def _from_image(name: str, data: bytes, kind: str) -> AcceptedScan:
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow raises DecompressionBombError well before decoding a bomb
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ValueError(f"{width}x{height} pixels is more than the {MAX_PIXELS} allowed")
-            gray = np.asarray(image.convert("L"))
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+        image = Image.open(io.BytesIO(data))  # reads the header only
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageRejected(f"more than {IMAGE_LIMITS.max_pixels} pixels (possible decompression bomb)") from error
+    with image:
+        width, height = image.size
+        IMAGE_LIMITS.check_size(width, height, getattr(image, "n_frames", 1))
+        gray = np.asarray(image.convert("L"))
     return AcceptedScan(name, kind, data, _png(gray), width, height)
 
 
@@ -81,19 +85,20 @@ def window(hounsfield: np.ndarray, centre: float, width: float) -> np.ndarray:
 
 def _from_dicom(name: str, data: bytes) -> AcceptedScan:
     import pydicom
+    from pydicom.pixels import pixel_array
 
     dataset = pydicom.dcmread(io.BytesIO(data))
-    rows, columns = int(dataset.get("Rows", 0)), int(dataset.get("Columns", 0))
-    if rows * columns > MAX_PIXELS:
-        raise ValueError(f"{columns}x{rows} pixels is more than the {MAX_PIXELS} allowed")
-    try:
-        pixels = dataset.pixel_array
+    rows, columns = int(dataset.get("Rows") or 0), int(dataset.get("Columns") or 0)
+    frames = int(dataset.get("NumberOfFrames") or 1)
+    IMAGE_LIMITS.check_size(columns, rows, frames)  # before any pixel is decoded
+    try:  # one frame only (the middle one of a multi-frame object): a small file cannot make us decode many
+        pixels = pixel_array(dataset, index=frames // 2) if frames > 1 else dataset.pixel_array
     except Exception as error:  # noqa: BLE001 - pydicom raises many types for unsupported encodings
-        raise ValueError(f"its pixel data cannot be decoded ({dataset.file_meta.TransferSyntaxUID.name})") from error
+        raise ImageRejected(f"its pixel data cannot be decoded ({dataset.file_meta.TransferSyntaxUID.name})") from error
     if pixels.ndim == 3 and pixels.shape[-1] == 3:  # colour (secondary capture): to gray
         pixels = pixels.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    elif pixels.ndim == 3:
-        pixels = pixels[pixels.shape[0] // 2]  # multi-frame: the middle frame
+    elif pixels.ndim != 2:
+        raise ImageRejected(f"its pixel data has an unexpected shape {list(pixels.shape)}")
     pixels = pixels.astype(np.float64)
     modality = str(dataset.get("Modality", "")) or None
     if modality == "CT" and "RescaleSlope" in dataset:
@@ -102,7 +107,49 @@ def _from_dicom(name: str, data: bytes) -> AcceptedScan:
     else:
         low, high = np.percentile(pixels, [0.5, 99.5])
         gray = window(pixels, (low + high) / 2, max(high - low, 1.0))
-    return AcceptedScan(name, "dicom", data, _png(gray), gray.shape[1], gray.shape[0], modality)
+    patient_id = str(dataset.get("PatientID", "") or "").strip() or None  # read before de-identification
+    return AcceptedScan(name, "dicom", deidentify(dataset), _png(gray), gray.shape[1], gray.shape[0], modality,
+                        source_patient_id=patient_id)
+
+
+# What a de-identified DICOM keeps (PS3.15 Annex E, Basic Application Level Confidentiality Profile, in spirit:
+# keep-lists are safer than remove-lists): the pixels and how to read them, and the acquisition's technical
+# description, which monitoring and the model's domain need. Names, IDs, dates, institutions, free text, private
+# tags and the original UIDs go; new UIDs are made up so the file stays valid.
+KEPT_DICOM_KEYWORDS = frozenset({
+    "SpecificCharacterSet", "ImageType", "SOPClassUID", "Modality", "Manufacturer", "ManufacturerModelName",
+    "BodyPartExamined", "SliceThickness", "KVP", "SpacingBetweenSlices", "DataCollectionDiameter",
+    "ReconstructionDiameter", "GantryDetectorTilt", "XRayTubeCurrent", "Exposure", "ConvolutionKernel",
+    "PatientPosition", "ImagePositionPatient", "ImageOrientationPatient", "SliceLocation", "SamplesPerPixel",
+    "PhotometricInterpretation", "NumberOfFrames", "Rows", "Columns", "PixelSpacing", "BitsAllocated", "BitsStored",
+    "HighBit", "PixelRepresentation", "PlanarConfiguration", "WindowCenter", "WindowWidth", "RescaleIntercept",
+    "RescaleSlope", "RescaleType", "LossyImageCompression", "LossyImageCompressionRatio",
+    "LossyImageCompressionMethod", "PixelData", "FloatPixelData", "DoubleFloatPixelData", "SmallestImagePixelValue",
+    "LargestImagePixelValue", "RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
+    "BluePaletteColorLookupTableDescriptor", "RedPaletteColorLookupTableData", "GreenPaletteColorLookupTableData",
+    "BluePaletteColorLookupTableData", "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence",
+})
+
+
+def deidentify(dataset) -> bytes:
+    """``dataset`` with only KEPT_DICOM_KEYWORDS (and the file meta), marked as de-identified, as file bytes."""
+    from pydicom.uid import generate_uid
+
+    uids = {keyword: dataset.get(keyword) for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")}
+    for element in list(dataset):
+        if element.keyword not in KEPT_DICOM_KEYWORDS:
+            del dataset[element.tag]
+    # New UIDs derived from the old (one-way): the same upload gives the same file, so a repeat is recognised.
+    pixels = hashlib.sha256(bytes(dataset.get("PixelData") or b"")).hexdigest()
+    for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        setattr(dataset, keyword, generate_uid(entropy_srcs=[str(uids[keyword] or pixels), keyword]))
+    dataset.PatientIdentityRemoved = "YES"
+    dataset.DeidentificationMethod = "RadAssist intake: keep-list of technical attributes, new UIDs"
+    if "MediaStorageSOPInstanceUID" in dataset.file_meta:
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def _single(name: str, data: bytes) -> AcceptedScan | RejectedFile:
@@ -116,10 +163,12 @@ def _single(name: str, data: bytes) -> AcceptedScan | RejectedFile:
             return _from_image(name, data, kind)
         if kind == "dicom":
             return _from_dicom(name, data)
-    except Image.DecompressionBombError:
-        return RejectedFile(name, f"more than {MAX_PIXELS} pixels (possible decompression bomb)")
+    except ImageRejected as error:
+        return RejectedFile(name, str(error))
     except Exception as error:  # noqa: BLE001 - whatever a corrupt file raises, the user gets a reason
-        return RejectedFile(name, f"not a readable {kind.upper()} image: {str(error).splitlines()[0][:200]}")
+        log.info("rejected %s (%s): %s: %s", name, kind, type(error).__name__, error)
+        return RejectedFile(name, f"not a readable {kind.upper()} image (the file is damaged or its encoding is "
+                                  "not supported)")
     return RejectedFile(name, "not a PNG, JPEG, DICOM or ZIP file")
 
 

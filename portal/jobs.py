@@ -107,11 +107,26 @@ def fail(job: Job, reason: str, settings: JobSettings, retryable: bool) -> dt.da
     return None
 
 
-def requeue_expired(settings: JobSettings) -> list[int]:
-    """Running jobs whose lease ran out (their worker died) -> queued again, or failed after the last attempt."""
+def release(job_ids: list[int], reason: str, delay_seconds: float) -> dt.datetime:
+    """Running jobs -> queued again after ``delay_seconds``, the attempt not counted: the model server was down,
+    which says nothing about the scan. Returns when they are due."""
+    not_before = utcnow() + dt.timedelta(seconds=delay_seconds)
+    db.session.execute(
+        sa.update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.RUNNING.value)
+        .values(status=JobStatus.QUEUED.value, attempts=Job.attempts - 1, lease_until=None, not_before=not_before,
+                last_error=reason[:2000])
+        .execution_options(synchronize_session=False))
+    db.session.commit()
+    return not_before
+
+
+def requeue_expired(settings: JobSettings, worker: str | None = None) -> list[int]:
+    """Running jobs whose lease ran out (their worker died), or every running job of ``worker`` (it restarted
+    under the same name) -> queued again, or failed after the last attempt."""
     now = utcnow()
-    expired = list(db.session.scalars(
-        sa.select(Job).where(Job.status == JobStatus.RUNNING.value, Job.lease_until < now)))
+    running = sa.select(Job).where(Job.status == JobStatus.RUNNING.value)
+    expired = list(db.session.scalars(running.where(Job.worker == worker) if worker else
+                                      running.where(Job.lease_until < now)))
     requeued = []
     for job in expired:
         if job.attempts >= settings.max_attempts:

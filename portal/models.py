@@ -45,6 +45,40 @@ class User(db.Model):
     patients: Mapped[list["User"]] = relationship(back_populates="doctor")
 
 
+class UserSession(db.Model):
+    """One login. The cookie carries a random token; this row (keyed by the token's sha256) says whether it is still
+    good: logout revokes it, a password change or a disabled account revokes all of the user's sessions, and it
+    ends after PERMANENT_SESSION_LIFETIME or SESSION_IDLE_SECONDS without a request."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column()
+    remote_addr: Mapped[str | None] = mapped_column(sa.String(64))
+
+    user: Mapped[User] = relationship()
+
+
+class ServiceStatus(db.Model):
+    """What a background process last saw of a service (the model server's versions, reported by the workers, which
+    alone may reach it), for the admin pages."""
+
+    __tablename__ = "service_status"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    status_json: Mapped[str] = mapped_column(sa.Text)
+    reported_by: Mapped[str] = mapped_column(sa.String(128))
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    @property
+    def status(self) -> dict:
+        return json.loads(self.status_json)
+
+
 class AuditEvent(db.Model):
     """Who did what, when, from where. Append-only: the application never updates or deletes a row."""
 
@@ -88,6 +122,10 @@ class Scan(db.Model):
     height: Mapped[int] = mapped_column()
     modality: Mapped[str | None] = mapped_column(sa.String(16))
     self_submitted: Mapped[bool] = mapped_column(default=False)  # uploaded by the patient: not yet reviewed
+    # DICOM only: the original is stored de-identified; this keyed hash of its PatientID is all that is kept of it,
+    # to warn when a later upload for the same portal patient names another patient.
+    dicom_patient_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    deidentified: Mapped[bool | None] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     patient: Mapped[User] = relationship(foreign_keys=[patient_id])

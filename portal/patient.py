@@ -5,7 +5,7 @@ from flask import Blueprint, g, render_template, url_for
 from portal.models import Role, Scan, db
 from portal.reports import scan_table
 from portal.security import role_required
-from portal.uploads import save_upload
+from portal.uploads import save_upload, upload_status
 
 bp = Blueprint("patient", __name__, url_prefix="/me")
 
@@ -20,6 +20,6 @@ def home():
 @bp.post("/scans")
 @role_required(Role.PATIENT)
 def upload():
-    scans, rejected, batch = save_upload(g.user, g.user, self_submitted=True)
-    return render_template("upload_result.html", patient=g.user, scans=scans, rejected=rejected, batch=batch,
-                           back=url_for("patient.home")), 200 if scans else 400
+    result = save_upload(g.user, g.user, self_submitted=True)
+    return render_template("upload_result.html", patient=g.user, result=result, back=url_for("patient.home")), \
+        upload_status(result)

@@ -120,10 +120,13 @@ def amend(report_id: int):
 
 
 @bp.post("/scans/<int:scan_id>/analyse")
-@role_required(Role.DOCTOR)
+@role_required(Role.DOCTOR, Role.PATIENT)
 def analyse_again(scan_id: int):
-    """Queues a new analysis of a scan whose last job failed (for example while the model server was down)."""
+    """Queues a new analysis of a scan whose last job failed for good. The patient may ask for their own
+    submissions; their doctor for any of the patient's scans."""
     scan = visible_scan(scan_id)
+    if g.user.role == Role.PATIENT.value and not scan.self_submitted:
+        abort(404)
     last = latest_jobs([scan.id]).get(scan.id)
     if last is not None and last.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
         flash("This scan is already being analysed.", "info")
@@ -134,6 +137,8 @@ def analyse_again(scan_id: int):
         record("analysis_requeued", scan, detail=f"batch {batch.id}")
         db.session.commit()
         return redirect(url_for("reports.batch", batch_id=batch.id))
+    if g.user.role == Role.PATIENT.value:
+        return redirect(url_for("patient.home"))
     return redirect(url_for("doctor.patient", patient_id=scan.patient_id))
 
 

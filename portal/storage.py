@@ -18,6 +18,13 @@ class BlobStore:
     def get(self, digest: str) -> bytes:
         raise NotImplementedError
 
+    def exists(self, digest: str) -> bool:
+        raise NotImplementedError
+
+    def delete(self, digest: str) -> None:
+        """Removes a blob no row refers to (the caller checks); missing blobs are fine."""
+        raise NotImplementedError
+
 
 def _checked(digest: str) -> str:
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
@@ -36,16 +43,35 @@ class LocalBlobStore(BlobStore):
     def put(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
         path = self._path(digest)
-        if not os.path.exists(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=os.path.dirname(path), delete=False) as handle:
-                handle.write(data)
+        if not os.path.isfile(path):
+            folder = os.path.dirname(path)
+            os.makedirs(folder, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, delete=False) as handle:
+                try:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())  # on disk before any row points at it
+                except BaseException:
+                    os.unlink(handle.name)
+                    raise
             os.replace(handle.name, path)  # atomic: readers never see half a file
+            directory = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(directory)  # the new name survives a crash too
+            finally:
+                os.close(directory)
         return digest
 
     def get(self, digest: str) -> bytes:
         with open(self._path(digest), "rb") as handle:
             return handle.read()
+
+    def exists(self, digest: str) -> bool:
+        return os.path.isfile(self._path(digest))
+
+    def delete(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(digest))
 
 
 class S3BlobStore(BlobStore):
@@ -70,6 +96,23 @@ class S3BlobStore(BlobStore):
     def get(self, digest: str) -> bytes:
         with self._typed_errors():
             return self.s3.get_object(Bucket=self.bucket, Key=self._key(digest))["Body"].read()
+
+    def exists(self, digest: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            with self._typed_errors():
+                self.s3.head_object(Bucket=self.bucket, Key=self._key(digest))
+        except StorageUnavailable as error:
+            if isinstance(error.__cause__, ClientError) and error.__cause__.response.get("Error", {}).get(
+                    "Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def delete(self, digest: str) -> None:
+        with self._typed_errors():
+            self.s3.delete_object(Bucket=self.bucket, Key=self._key(digest))
 
     @contextlib.contextmanager
     def _typed_errors(self):

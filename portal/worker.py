@@ -5,6 +5,7 @@ processes never load TensorFlow. Jobs are taken in small batches and sent to the
 """
 
 import dataclasses
+import json
 import logging
 import os
 import signal
@@ -16,11 +17,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from flask import Flask
 
 from portal import reports
-from portal.jobs import JobQueue, JobSettings, claim, fail, finish, queue_from_url
-from portal.models import Job, db
+from portal.jobs import JobQueue, JobSettings, claim, fail, finish, queue_from_url, release, requeue_expired
+from portal.models import Job, ServiceStatus, db, utcnow
 from portal.storage import store_from_uri
 
 log = logging.getLogger(__name__)
+MODEL_SERVER_STATUS = "model_server"  # ServiceStatus row the workers keep current
 
 
 @dataclasses.dataclass
@@ -50,9 +52,15 @@ class Worker:
         self._recovered = False
         self._in_flight: _InFlight | None = None
         self._model_calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-call")
+        self._outage_until = 0.0        # monotonic time before which no new batch is sent (the model is down)
+        self._outage_backoff = 0.0
+        self._status_seconds = app.config["MODEL_STATUS_SECONDS"]
+        self._status_reporter = threading.Thread(target=self._report_model_status, name="model-status",
+                                                 daemon=True)
 
     def run(self) -> None:
         """Works until ``stop()`` (or SIGTERM in ``main``)."""
+        self._status_reporter.start()
         with self.app.app_context():
             log.info("worker %s started", self.name)
             while not self.stopping.is_set():
@@ -63,6 +71,32 @@ class Worker:
     def stop(self) -> None:
         self.stopping.set()
 
+    def report_model_status(self) -> None:
+        """Records what the model server says about its versions (or why it did not answer) for the admin page:
+        the workers alone may reach the model server."""
+        from serving.client import ServingClientError
+
+        try:
+            status = {"versions": self.client.model_status(), "error": None}
+        except (ServingClientError, OSError) as error:
+            status = {"versions": [], "error": str(error)[:500]}
+        row = db.session.get(ServiceStatus, MODEL_SERVER_STATUS) or ServiceStatus(name=MODEL_SERVER_STATUS)
+        row.status_json, row.reported_by, row.updated_at = json.dumps(status), self.name, utcnow()
+        db.session.add(row)
+        db.session.commit()
+
+    def _report_model_status(self) -> None:
+        while not self.stopping.is_set():
+            with self.app.app_context():
+                try:
+                    self.report_model_status()
+                except Exception:  # noqa: BLE001 - a database hiccup must not end the reporting
+                    db.session.rollback()
+                    log.warning("could not record the model server's status", exc_info=True)
+                finally:
+                    db.session.remove()
+            self.stopping.wait(self._status_seconds)
+
     def step(self, timeout: float = 0.0) -> int:
         """One round: housekeeping when due, send the next batch to the model, write the previous batch's reports.
 
@@ -71,7 +105,9 @@ class Worker:
         worker (same name) held when it died. Returns the number of jobs whose reports were written or failed.
         """
         if not self._recovered:
+            held = requeue_expired(self.settings, worker=self.name)  # what a predecessor of this name ran
             self.queue.recover(self.name)
+            self.queue.offer(held)
             self._recovered = True
         if time.monotonic() - self._last_sweep >= self.sweep_seconds:
             self._last_sweep = time.monotonic()
@@ -80,6 +116,12 @@ class Worker:
             except self.queue.unavailable_errors as error:
                 db.session.rollback()
                 log.warning("queue unavailable during sweep: %s", error)
+        if time.monotonic() < self._outage_until:  # the model server is down: take nothing, wait
+            if self._in_flight:
+                previous, self._in_flight = self._in_flight, None
+                return self._receive(previous)
+            time.sleep(min(timeout, self._outage_until - time.monotonic()) if timeout > 0 else 0)
+            return 0
         try:  # with a batch at the model, only look for more work; do not wait for it
             offered = self.queue.take(self.name, self.batch_size, 0.0 if self._in_flight else timeout)
         except self.queue.unavailable_errors as error:
@@ -114,7 +156,14 @@ class Worker:
         return _InFlight(jobs, offered, images, future, time.perf_counter())
 
     def _receive(self, batch: "_InFlight") -> int:
-        from serving.client import InvalidInput, ServingClientError
+        from serving.client import (
+            DeadlineExceeded,
+            InvalidInput,
+            ModelNotFound,
+            ServerUnavailable,
+            ServingClientError,
+            Unauthenticated,
+        )
 
         try:
             try:
@@ -128,21 +177,53 @@ class Worker:
                     return len(batch.jobs)
                 self._failed(batch.jobs, f"the model rejected this image: {error}", retryable=False)
                 return 1
+            except (ServerUnavailable, DeadlineExceeded, Unauthenticated, ModelNotFound) as error:
+                # An outage or a deployment problem, not the scan's: its reports wait; no attempt is used up.
+                self._wait_for_model(batch.jobs, error)
+                return 0
             except (ServingClientError, OSError) as error:
                 self._failed(batch.jobs, f"model server: {error}", retryable=True)
                 return len(batch.jobs)
+            self._outage_backoff = 0.0
             model_seconds = time.perf_counter() - batch.started
-            uncertain_below = self.app.config["REPORT_UNCERTAIN_BELOW"]
-            for job, image, prediction in zip(batch.jobs, batch.images, predictions, strict=True):
-                reports.create_model_report(job.scan, image, prediction, self.store, uncertain_below)
-                finish(job)
-            db.session.commit()
-            log.info("%d reports: model answered after %.2fs, written in %.2fs", len(batch.jobs), model_seconds,
+            written = self._write_reports(batch, predictions)
+            log.info("%d reports: model answered after %.2fs, written in %.2fs", written, model_seconds,
                      time.perf_counter() - batch.started - model_seconds)
             return len(batch.jobs)
         finally:
             if batch.offered:
                 self.queue.done(self.name, batch.offered)
+
+    def _write_reports(self, batch: "_InFlight", predictions) -> int:
+        """One commit per report: a report that cannot be written (blob store or database error) is retried later
+        and never costs the others theirs, nor this process its life."""
+        uncertain_below = self.app.config["REPORT_UNCERTAIN_BELOW"]
+        written = 0
+        for job, image, prediction in zip(batch.jobs, batch.images, predictions, strict=True):
+            try:
+                reports.create_model_report(job.scan, image, prediction, self.store, uncertain_below)
+                finish(job)
+                db.session.commit()
+                written += 1
+            except Exception as error:  # noqa: BLE001 - whatever fails, the job is retried, the worker lives
+                log.exception("job %d: writing the report failed", job.id)
+                self._failed([job], f"writing the report: {type(error).__name__}", retryable=True)
+        return written
+
+    def _wait_for_model(self, jobs: list[Job], error: Exception) -> None:
+        """Gives the jobs back for later and stops sending for a while (doubling, up to MODEL_OUTAGE_MAX_WAIT)."""
+        most = self.app.config["MODEL_OUTAGE_MAX_WAIT"]
+        self._outage_backoff = min(max(2 * self._outage_backoff, self.settings.retry_seconds), most)
+        self._outage_until = time.monotonic() + self._outage_backoff
+        db.session.rollback()
+        not_before = release([job.id for job in jobs], f"waiting for the model server: {error}",
+                             self._outage_backoff)
+        log.warning("model server unavailable (%s); %d jobs wait, next try in %.0f s", error, len(jobs),
+                    self._outage_backoff)
+        try:
+            self.queue.offer([job.id for job in jobs], not_before=not_before)
+        except self.queue.unavailable_errors as queue_error:  # the sweeper will find them
+            log.warning("could not schedule the jobs again: %s", queue_error)
 
     def _failed(self, jobs: list[Job], reason: str, retryable: bool) -> None:
         db.session.rollback()
@@ -162,13 +243,22 @@ class Worker:
                 log.warning("could not schedule retries: %s", error)
 
 
-def main(app: Flask) -> None:
-    """``radassist worker``: runs one worker for ``app`` until SIGTERM/SIGINT."""
-    from serving.client import ServingClient
+def model_client(config):
+    """The worker's ServingClient, with the TLS files and token the configuration names."""
+    from serving.client import ChannelSecurity, ServingClient
 
-    client = ServingClient(app.config["MODEL_SERVER"], app.config["MODEL_NAME"],
-                           timeout=app.config["MODEL_TIMEOUT"], retries=2)
-    worker = Worker(app, client)
+    security = ChannelSecurity.from_files(
+        root_ca=config["MODEL_SERVER_TLS_CA"], client_certificate=config["MODEL_SERVER_TLS_CERT"],
+        client_key=config["MODEL_SERVER_TLS_KEY"], token_file=config["MODEL_SERVER_TOKEN_FILE"],
+        server_name=config["MODEL_SERVER_TLS_NAME"])
+    return ServingClient(config["MODEL_SERVER"], config["MODEL_NAME"], timeout=config["MODEL_TIMEOUT"], retries=2,
+                         security=security)
+
+
+def main(app: Flask, name: str | None = None) -> None:
+    """``radassist worker``: runs one worker for ``app`` until SIGTERM/SIGINT."""
+    client = model_client(app.config)
+    worker = Worker(app, client, name=name)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: worker.stop())
     try:

@@ -5,7 +5,6 @@ import json
 import logging
 import os
 import sys
-import time
 
 from pipelines import configs
 
@@ -101,9 +100,22 @@ def cmd_pipeline_compile(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from serving.authentication import TlsFiles
     from serving.batching import BatchingOptions
     from serving.model_store import VersionPolicy
     from serving.server import JsonLogFormatter, ServerConfig, serve
+    from serving.validation import RequestLimits
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SystemExit("serve: --tls-cert and --tls-key go together")
+    if args.tls_client_ca and not args.tls_cert:
+        raise SystemExit("serve: --tls-client-ca needs --tls-cert and --tls-key")
+    token = None
+    if args.token_file:
+        with open(args.token_file) as handle:
+            token = handle.read().strip()
+        if len(token) < 16:
+            raise SystemExit(f"serve: the token in {args.token_file} is shorter than 16 characters")
 
     handler = logging.StreamHandler()
     handler.setFormatter(JsonLogFormatter())
@@ -119,6 +131,9 @@ def cmd_serve(args) -> int:
         batching=BatchingOptions(enabled=args.enable_batching, max_batch_size=args.max_batch_size,
                                  batch_timeout_micros=args.batch_timeout_micros),
         poll_seconds=args.file_system_poll_wait_seconds,
+        limits=RequestLimits(max_elements=args.max_request_elements, max_request_bytes=args.max_request_bytes),
+        tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None,
+        token=token,
     )
     serve(config)
     return 0
@@ -191,9 +206,9 @@ def ensure_first_admin(app) -> str | None:
 
 
 def cmd_portal(args) -> int:
-    """Migrates the database, creates the first admin if there is none, then runs gunicorn and a report worker."""
-    import signal
-    import subprocess
+    """Migrates the database, creates the first admin if there is none, then runs gunicorn and the report workers
+    under a supervisor that restarts whichever of them dies (portal/supervisor.py)."""
+    from portal.supervisor import Child, Supervisor, worker_name
 
     app = _portal_app()
     password = ensure_first_admin(app)
@@ -202,32 +217,15 @@ def cmd_portal(args) -> int:
               file=sys.stderr)
     bind = f"{args.host}:{args.port}"
     print(f"RadAssist portal on http://{bind}", file=sys.stderr)
-    children = [subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(args.workers),
-                                  "--threads", "4", "--access-logfile", "-", "portal.wsgi:app"])]
+    children = [Child("gunicorn", [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(args.workers),
+                                   "--threads", "4", "--access-logfile", "-", "portal.wsgi:app"])]
     if args.report_workers:
         print(f"{args.report_workers} report worker(s), model server {app.config['MODEL_SERVER']}, queue "
               f"{app.config['JOB_QUEUE_URL'] or 'in the database'}", file=sys.stderr)
-        children += [subprocess.Popen([sys.executable, "-m", "radassist.cli", "worker"])
-                     for _ in range(args.report_workers)]
-
-    stopping = []
-
-    def stop(*_):
-        stopping.append(True)
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while all(child.poll() is None for child in children):
-        time.sleep(0.5)
-    signalled = bool(stopping)  # stopped by the operator, not by a child that died
-    first_exit = next(child.returncode for child in children if child.returncode is not None)
-    stop()
-    for child in children:
-        child.wait()
-    return 0 if signalled else (first_exit or 1)
+        children += [Child(f"report worker {i}", [sys.executable, "-m", "radassist.cli", "worker", "--name",
+                                                  worker_name(i)]) for i in range(args.report_workers)]
+    logging.getLogger("portal.supervisor").setLevel(logging.INFO)
+    return Supervisor(children).run()
 
 
 def cmd_migrate(args) -> int:
@@ -246,7 +244,7 @@ def cmd_worker(args) -> int:
     from portal import worker
 
     logging.getLogger("portal").setLevel(logging.INFO)
-    worker.main(_portal_app())
+    worker.main(_portal_app(), name=args.name)
     return 0
 
 
@@ -294,7 +292,19 @@ def make_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-name", action="append", help="model to serve (repeatable; default radassist)")
     serve.add_argument("--grpc-port", type=int, default=int(os.environ.get("RADASSIST_GRPC_PORT", 8500)))
     serve.add_argument("--rest-port", type=int, default=int(os.environ.get("RADASSIST_REST_PORT", 8501)))
-    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--host", default=os.environ.get("RADASSIST_SERVE_HOST", "127.0.0.1"),
+                       help="address to bind (0.0.0.0 in a cluster, with --tls-* and a token)")
+    serve.add_argument("--tls-cert", default=os.environ.get("RADASSIST_SERVE_TLS_CERT"),
+                       help="PEM certificate: both APIs over TLS (with --tls-key)")
+    serve.add_argument("--tls-key", default=os.environ.get("RADASSIST_SERVE_TLS_KEY"))
+    serve.add_argument("--tls-client-ca", default=os.environ.get("RADASSIST_SERVE_TLS_CLIENT_CA"),
+                       help="PEM CA: mutual TLS, only clients with a certificate it signed may connect")
+    serve.add_argument("--token-file", default=os.environ.get("RADASSIST_SERVE_TOKEN_FILE"),
+                       help="file holding the bearer token every gRPC and /v1 REST call must carry")
+    serve.add_argument("--max-request-elements", type=int, default=256,
+                       help="images (tensor elements) one request may carry")
+    serve.add_argument("--max-request-bytes", type=int, default=64 * 1024 * 1024,
+                       help="largest gRPC message or REST body")
     serve.add_argument("--latest-versions", type=int, default=1, help="serve the N latest versions")
     serve.add_argument("--pin-version", type=int, action="append", help="serve exactly these versions")
     serve.add_argument("--enable-batching", action=argparse.BooleanOptionalAction, default=True)
@@ -322,8 +332,10 @@ def make_parser() -> argparse.ArgumentParser:
     portal.set_defaults(func=cmd_portal)
     areas.add_parser("migrate", help="bring the portal database to the newest schema").set_defaults(
         func=cmd_migrate)
-    areas.add_parser("worker", help="run a report worker (analysis jobs -> model server -> reports)"
-                     ).set_defaults(func=cmd_worker)
+    worker = areas.add_parser("worker", help="run a report worker (analysis jobs -> model server -> reports)")
+    worker.add_argument("--name", help="stable worker name: a restarted worker takes back the jobs its "
+                                       "predecessor of the same name held (default <host>-<pid>)")
+    worker.set_defaults(func=cmd_worker)
     return parser
 
 

@@ -44,15 +44,25 @@ class BatchScheduler:
         self._thread.start()
 
     def submit(self, inputs: dict[str, np.ndarray], timeout: float | None = None) -> dict[str, np.ndarray]:
+        """Runs ``inputs`` in the next batches; a request larger than ``max_batch_size`` is split into pieces of at
+        most that size (TF Serving's large-batch splitting), so no batch is ever larger."""
         if self._closed:
             raise errors.Unavailable("this model version is being unloaded")
         size = len(next(iter(inputs.values())))
-        task = _Task(inputs, size, concurrent.futures.Future())
-        try:
-            self._queue.put(task, timeout=1.0)
-        except queue.Full as full:
-            raise errors.Unavailable("the batching queue is full; retry later") from full
-        return task.future.result(timeout=timeout)
+        step = self._options.max_batch_size
+        tasks = [_Task({k: v[start:start + step] for k, v in inputs.items()}, min(step, size - start),
+                       concurrent.futures.Future()) for start in range(0, size, step)]
+        for task in tasks:
+            try:
+                self._queue.put(task, timeout=1.0)
+            except queue.Full as full:
+                for queued in tasks:
+                    queued.future.cancel()  # pieces already queued are skipped, never run for nobody
+                raise errors.Unavailable("the batching queue is full; retry later") from full
+        parts = [task.future.result(timeout=timeout) for task in tasks]
+        if len(parts) == 1:
+            return parts[0]
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
     def close(self) -> None:
         self._closed = True
@@ -90,6 +100,9 @@ class BatchScheduler:
             self._execute(self._collect(task))
 
     def _execute(self, batch: list[_Task]) -> None:
+        batch = [task for task in batch if task.future.set_running_or_notify_cancel()]
+        if not batch:
+            return
         self._on_batch(sum(t.size for t in batch))
         if len(batch) == 1:
             self._resolve(batch[0])

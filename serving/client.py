@@ -36,6 +36,10 @@ class InvalidInput(ServingClientError):
     """The server rejected the input (empty, not an image, too large, wrong type)."""
 
 
+class Unauthenticated(ServingClientError):
+    """The server refused the client's credentials (bearer token or TLS client certificate)."""
+
+
 class DeadlineExceeded(ServingClientError):
     """The call did not finish within its deadline."""
 
@@ -71,18 +75,54 @@ def _map_error(error: grpc.RpcError) -> ServingClientError:
         if "signature" in (details or "").lower() and "not found" in (details or "").lower():
             return ModelNotFound(details)
         return InvalidInput(details)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(details or "the model server refused this client's credentials")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(details or "deadline exceeded")
     return ServingClientError(f"{code.name}: {details}")
 
 
+@dataclasses.dataclass(frozen=True)
+class ChannelSecurity:
+    """How the client reaches a server that requires TLS and/or a token: PEM bytes, as the server's options."""
+
+    root_ca: bytes | None = None            # CA that signed the server's certificate (TLS on when set)
+    client_certificate: bytes | None = None  # mutual TLS: this client's certificate chain and key
+    client_key: bytes | None = None
+    token: str | None = None                 # sent as "authorization: Bearer <token>" on every call
+    server_name: str | None = None           # the name in the server's certificate, when not the address's host
+
+    @classmethod
+    def from_files(cls, root_ca: str | None = None, client_certificate: str | None = None,
+                   client_key: str | None = None, token_file: str | None = None,
+                   server_name: str | None = None) -> "ChannelSecurity":
+        def content(path):
+            if not path:
+                return None
+            with open(path, "rb") as handle:
+                return handle.read()
+
+        token = content(token_file)
+        return cls(content(root_ca), content(client_certificate), content(client_key),
+                   token.decode().strip() if token else None, server_name)
+
+
 class ServingClient:
     def __init__(self, address: str, model_name: str = "radassist", timeout: float = 30.0, retries: int = 3,
-                 backoff: float = 0.5, version: int | None = None):
+                 backoff: float = 0.5, version: int | None = None, security: ChannelSecurity | None = None):
         self.address, self.model_name, self.timeout = address, model_name, timeout
         self.retries, self.backoff, self.version = retries, backoff, version
-        self._channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20),
-                                                                ("grpc.max_send_message_length", 64 << 20)])
+        security = security or ChannelSecurity()
+        options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+        if security.server_name:
+            options.append(("grpc.ssl_target_name_override", security.server_name))
+        self._metadata = (("authorization", f"Bearer {security.token}"),) if security.token else None
+        if security.root_ca or security.client_certificate:
+            credentials = grpc.ssl_channel_credentials(security.root_ca, security.client_key,
+                                                       security.client_certificate)
+            self._channel = grpc.secure_channel(address, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(address, options=options)
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
 
@@ -99,7 +139,7 @@ class ServingClient:
         delay = self.backoff
         for attempt in range(self.retries + 1):
             try:
-                return method(request, timeout=self.timeout)
+                return method(request, timeout=self.timeout, metadata=self._metadata)
             except grpc.RpcError as error:
                 if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
                     raise _map_error(error) from error
@@ -153,9 +193,12 @@ class ServingClient:
         response = self._call(self._predict.Predict, self._request(features.EXPLAIN_SIGNATURE, images))
         return self._predictions(response, with_heatmap=True)
 
-    def model_status(self) -> list[tuple[int, int]]:
-        """(version, state) pairs as the server reports them."""
+    def model_status(self) -> list[dict]:
+        """The model's versions as the server reports them: ``version``, ``state`` (TF Serving's name: AVAILABLE,
+        LOADING, END, ...) and ``error`` ("" when none)."""
         request = get_model_status_pb2.GetModelStatusRequest()
         request.model_spec.name = self.model_name
         response = self._call(self._models.GetModelStatus, request)
-        return [(s.version, s.state) for s in response.model_version_status]
+        state_name = get_model_status_pb2.ModelVersionStatus.State.Name
+        return [{"version": int(s.version), "state": state_name(s.state), "error": s.status.error_message}
+                for s in response.model_version_status]

@@ -57,8 +57,9 @@ def class_names(path: str) -> list[str] | None:
 class Inference:
     """Shared by gRPC and REST: look up the version, validate, run, count, time."""
 
-    def __init__(self, manager: ModelManager, metrics: Metrics, max_image_bytes=validation.DEFAULT_MAX_IMAGE_BYTES):
-        self.manager, self.metrics, self.max_image_bytes = manager, metrics, max_image_bytes
+    def __init__(self, manager: ModelManager, metrics: Metrics,
+                 limits: validation.RequestLimits = validation.DEFAULT_LIMITS):
+        self.manager, self.metrics, self.limits = manager, metrics, limits
 
     def predict(self, name: str, version: int | None, label: str | None, signature: str,
                 inputs: dict[str, np.ndarray]) -> tuple[ServedVersion, dict[str, np.ndarray]]:
@@ -70,8 +71,9 @@ class Inference:
             try:
                 served.signature(signature)  # unknown signatures are reported before input checks, as TF Serving
                 for key, value in inputs.items():
+                    validation.check_element_count(key, value, self.limits)
                     if key in validation.IMAGE_INPUT_NAMES and np.asarray(value).dtype.kind in ("S", "O"):
-                        validation.check_images(key, value, self.max_image_bytes)
+                        validation.check_images(key, value, self.limits.image)
                 return served, served.run(signature, inputs)
             finally:
                 served.release()
@@ -96,7 +98,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Predict(self, request, context):  # noqa: N802 - gRPC method names
         try:
+            for key, proto in request.inputs.items():  # declared sizes, before make_ndarray expands them
+                validation.check_tensor_proto(key, proto, self.inference.limits)
             inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        except errors.InvalidInput as error:
+            return _abort(context, error)
         except (TypeError, ValueError) as error:
             return _abort(context, errors.InvalidInput(f"malformed input tensor: {error}"))
         try:
@@ -120,6 +126,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Classify(self, request, context):  # noqa: N802
         """Classification over serialized tf.Examples, for signatures that take examples and give probabilities."""
+        if len(request.input.example_list.examples) > self.inference.limits.max_elements:
+            return _abort(context, errors.InvalidInput(
+                f"at most {self.inference.limits.max_elements} examples are allowed per request"))
         examples = [e.SerializeToString() for e in request.input.example_list.examples]
         if not examples:
             return _abort(context, errors.InvalidInput("Classify needs input.example_list with at least one example"))

@@ -1,21 +1,44 @@
 """TF Serving's REST API (``/v1/models/...``) plus health, readiness and Prometheus metrics endpoints."""
 
 import base64
+import binascii
+import json
 
 import numpy as np
 from flask import Flask, Response, jsonify, request
 from google.protobuf import json_format
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from serving import errors
+from serving import authentication, errors, validation
 from serving.grpc_service import STATE_NAMES, Inference, signature_def_map
 
 HTTP_STATUS = {"NOT_FOUND": 404, "INVALID_ARGUMENT": 400, "UNAVAILABLE": 503, "FAILED_PRECONDITION": 400}
 
 
+def _check_shape(body, limits: validation.RequestLimits) -> None:
+    """Raises InvalidInput for a body nested deeper, or holding more values, than a request may (checked without
+    recursion, before anything is converted)."""
+    pending, values = [(body, 1)], 0
+    while pending:
+        value, depth = pending.pop()
+        if depth > limits.max_json_depth:
+            raise errors.InvalidInput(f"the request body is nested more than {limits.max_json_depth} levels deep")
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        for child in children:
+            values += 1
+            if values > limits.max_elements * 64:  # named inputs, b64 wrappers and small numeric tensors
+                raise errors.InvalidInput("the request body holds more values than a request may")
+            if isinstance(child, dict | list):
+                pending.append((child, depth + 1))
+
+
 def _decode(value):
     """TF Serving's JSON encoding: {"b64": "..."} for bytes, nested lists for tensors."""
     if isinstance(value, dict) and set(value) == {"b64"}:
-        return base64.b64decode(value["b64"])
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except (binascii.Error, TypeError) as error:
+            raise errors.InvalidInput(f"a 'b64' value is not valid base64: {error}") from error
     if isinstance(value, list):
         return [_decode(v) for v in value]
     return value
@@ -64,13 +87,42 @@ def _parse_body(body: dict) -> tuple[str, dict[str, np.ndarray], bool]:
     raise errors.InvalidInput("the request needs 'instances' (row format) or 'inputs' (columnar format)")
 
 
-def create_app(inference: Inference) -> Flask:
+def _read_json_body(limits: validation.RequestLimits) -> dict:
+    try:
+        body = json.loads(request.get_data(cache=False))
+    except RecursionError as error:
+        raise errors.InvalidInput(f"the request body is nested more than {limits.max_json_depth} levels "
+                                  "deep") from error
+    except (ValueError, UnicodeDecodeError) as error:
+        raise errors.InvalidInput(f"the request body is not valid JSON: {error}") from error
+    if not isinstance(body, dict):
+        raise errors.InvalidInput("the request body must be a JSON object")
+    _check_shape(body, limits)
+    return body
+
+
+def create_app(inference: Inference, token: str | None = None) -> Flask:
+    """The REST app; with ``token``, every /v1 call needs ``Authorization: Bearer <token>`` (health, readiness
+    and metrics stay open for the cluster's probes)."""
     app = Flask("radassist-serving")
+    app.config["MAX_CONTENT_LENGTH"] = inference.limits.max_request_bytes
     manager = inference.manager
 
     @app.errorhandler(errors.ServingError)
     def _serving_error(error: errors.ServingError):
         return jsonify({"error": error.message}), HTTP_STATUS.get(error.code.name, 500)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(_error):
+        return jsonify({"error": f"the request body is larger than the {inference.limits.max_request_bytes} "
+                                 "bytes allowed"}), 413
+
+    @app.before_request
+    def _authenticate():
+        if token and request.path.startswith("/v1/") and not authentication.token_matches(
+                request.headers.get("Authorization", ""), token):
+            return jsonify({"error": "missing or wrong bearer token"}), 401
+        return None
 
     @app.get("/healthz")
     def health():
@@ -109,9 +161,7 @@ def create_app(inference: Inference) -> Flask:
                         "metadata": {"signature_def": json_format.MessageToDict(signature_map)}})
 
     def _predict(name, version=None, label=None):
-        body = request.get_json(force=True, silent=True)
-        if not isinstance(body, dict):
-            raise errors.InvalidInput("the request body must be a JSON object")
+        body = _read_json_body(inference.limits)
         signature, inputs, row_format = _parse_body(body)
         if "__single__" in inputs:
             served = manager.acquire(name, version, label)

@@ -73,8 +73,8 @@ def _reset_postgres() -> None:
     engine = sa.create_engine(POSTGRES_URL)
     try:
         with engine.begin() as connection:
-            connection.execute(sa.text("DROP TABLE IF EXISTS reports, jobs, batches, scans, audit_events, users, "
-                                       "alembic_version CASCADE"))
+            connection.execute(sa.text("DROP SCHEMA public CASCADE"))  # tables, triggers and functions
+            connection.execute(sa.text("CREATE SCHEMA public"))
     finally:
         engine.dispose()
 

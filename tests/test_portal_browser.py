@@ -58,7 +58,7 @@ def stack(first_pipeline_run, tmp_path_factory):
     port = free_port()
     env = {**os.environ, "RADASSIST_DATABASE_URL": f"sqlite:///{root / 'portal.db'}",
            "RADASSIST_SCAN_STORE": str(root / "scans"), "RADASSIST_SECRET_KEY": os.urandom(24).hex(),
-           "RADASSIST_MODEL_SERVER": server.address, "RADASSIST_MODEL_REST_URL": server.rest}
+           "RADASSIST_MODEL_SERVER": server.address}
     users = [("doctor", "doctor@example.org", "Dr. Browser", None),
              ("patient", "patient@example.org", "Pat Browser", "doctor@example.org"),
              ("patient", "patient2@example.org", "Pam Other", "doctor@example.org")]

@@ -5,6 +5,7 @@ process against it. Queues are the database (embedded default) and the real Redi
 """
 
 import base64
+import datetime as dt
 import glob
 import io
 import json
@@ -23,7 +24,7 @@ from PIL import Image
 from components import features
 from portal import fhir
 from portal.jobs import DatabaseQueue, RedisQueue, enqueue_scans
-from portal.models import AuditEvent, Batch, ImmutableReport, Job, Report, User, db
+from portal.models import AuditEvent, Batch, ImmutableReport, Job, Report, ServiceStatus, User, db
 from portal.worker import Worker
 from serving.client import ServingClient
 
@@ -41,8 +42,7 @@ def model_server(first_pipeline_run, tmp_path_factory):
 
 @pytest.fixture()
 def reporting_app(app, model_server):
-    app.config.update(MODEL_SERVER=model_server.address, MODEL_REST_URL=model_server.rest,
-                      JOB_RETRY_SECONDS=0.05, JOB_MAX_ATTEMPTS=2)
+    app.config.update(MODEL_SERVER=model_server.address, JOB_RETRY_SECONDS=0.05, JOB_MAX_ATTEMPTS=2)
     return app
 
 
@@ -335,22 +335,67 @@ def test_out_of_domain_scan_is_not_analysed_everywhere_the_report_goes(reporting
     assert "reports out of domain</th><td>2" in admin
 
 
-def test_model_server_down_retries_then_fails_with_the_reason(reporting_app, auth, client, model_server):
+def test_a_model_server_outage_delays_reports_and_never_fails_them(reporting_app, auth, client, model_server):
     app = reporting_app
+    app.config["MODEL_OUTAGE_MAX_WAIT"] = 0.2
     _, batch_id = doctor_uploads(app, auth, client, 2)
     dead = make_worker(app, "127.0.0.1:1", retries=0)  # nothing listens on port 1
-    drain(app, dead, timeout=60)
-    progress = client.get(f"/api/batches/{batch_id}").get_json()
-    assert progress["complete"] and progress["counts"]["failed"] == 2
-    for job in progress["jobs"]:
-        assert job["attempts"] == app.config["JOB_MAX_ATTEMPTS"] and job["error"].startswith("model server:")
-    page = client.get(f"/batches/{batch_id}").get_data(as_text=True)
-    assert "failed: model server:" in page
     with app.app_context():
-        assert db.session.scalar(db.select(db.func.count()).select_from(Report)) == 0
-        scan_id = db.session.scalar(db.select(Job.scan_id).where(Job.batch_id == batch_id).limit(1))
+        deadline = time.time() + 4  # many outage rounds: far more than JOB_MAX_ATTEMPTS retries would allow
+        while time.time() < deadline:
+            dead.step(timeout=0.05)
+            db.session.rollback()
+    progress = client.get(f"/api/batches/{batch_id}").get_json()
+    assert not progress["complete"] and progress["counts"]["queued"] == 2
+    for job in progress["jobs"]:
+        assert job["attempts"] == 0 and job["error"].startswith("waiting for the model server")
+    assert "waiting for the model server" in client.get(f"/batches/{batch_id}").get_data(as_text=True)
 
-    # the server is back: the doctor asks for the analysis again and gets the report
+    # the server is back: the same jobs finish without anyone asking again
+    drain(app, make_worker(app, model_server.address))
+    progress = client.get(f"/api/batches/{batch_id}").get_json()
+    assert progress["complete"] and progress["counts"]["done"] == 2
+    assert all(job["attempts"] == 1 for job in progress["jobs"])
+
+
+def test_a_report_that_cannot_be_written_is_retried_and_the_worker_lives(reporting_app, auth, client,
+                                                                         model_server, tmp_path):
+    app = reporting_app
+    app.config["JOB_MAX_ATTEMPTS"] = 3
+    patient_id, batch_id = doctor_uploads(app, auth, client, 1)
+    # A blob store that can read the scan but write nothing new: every other folder name is taken by a file.
+    broken_root = tmp_path / "broken-store"
+    shutil.copytree(app.config["SCAN_STORE"], broken_root)
+    for prefix in range(256):
+        folder = broken_root / f"{prefix:02x}"
+        if not folder.exists():
+            folder.write_bytes(b"")
+    worker = make_worker(app, model_server.address)
+    healthy_store, worker.store = worker.store, type(worker.store)(str(broken_root))
+    with app.app_context():
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            worker.step(timeout=0.05)
+            db.session.rollback()
+            job = db.session.scalar(db.select(Job).where(Job.batch_id == batch_id))
+            if job.attempts >= 1 and job.status == "queued":
+                break
+        assert job.status == "queued" and job.last_error.startswith("writing the report")
+        assert db.session.scalar(db.select(db.func.count()).select_from(Report)) == 0
+    worker.store = healthy_store  # the store is back: the same worker writes the report on the retry
+    drain(app, worker)
+    progress = client.get(f"/api/batches/{batch_id}").get_json()
+    assert progress["counts"]["done"] == 1 and progress["jobs"][0]["attempts"] == 2
+    assert "Draft" in client.get(f"/doctor/patients/{patient_id}").get_data(as_text=True)
+
+
+def test_a_failed_analysis_can_be_asked_for_again(reporting_app, auth, client, model_server):
+    app = reporting_app
+    _, batch_id = doctor_uploads(app, auth, client, 1)
+    with app.app_context():
+        job = db.session.scalar(db.select(Job).where(Job.batch_id == batch_id))
+        job.status, job.last_error, scan_id = "failed", "the model rejected this image: test", job.scan_id
+        db.session.commit()
     patient_page = f"/doctor/patients/{user_id(app, 'patient@example.org')}"
     assert "Analyse again" in client.get(patient_page).get_data(as_text=True)
     again = client.post(f"/scans/{scan_id}/analyse", data={"csrf_token": csrf_token(client, patient_page)})
@@ -469,15 +514,25 @@ def test_report_overlay_lines_up_with_the_padded_square_the_model_saw():
 def test_admin_models_page_lists_served_versions_and_usage(reporting_app, auth, client, model_server):
     app = reporting_app
     doctor_uploads(app, auth, client, 1)
-    drain(app, make_worker(app, model_server.address))
+    worker = make_worker(app, model_server.address)
+    drain(app, worker)
     auth.logout()
     auth.login("admin@example.org")
+    assert "No report worker has reported" in client.get("/admin/models").get_data(as_text=True)
+    with app.app_context():
+        worker.report_model_status()  # what every worker's status thread does every MODEL_STATUS_SECONDS
     page = client.get("/admin/models").get_data(as_text=True)
-    assert "AVAILABLE" in page and "jobs done</th><td>1" in page
+    assert "AVAILABLE" in page and "jobs done</th><td>1" in page and "As reported by test-worker" in page
     assert re.search(r"<td>radassist</td><td>\d+</td><td>AVAILABLE</td>", page)
-    app.config["MODEL_REST_URL"] = "http://127.0.0.1:1"
+    with app.app_context():
+        make_worker(app, "127.0.0.1:1", retries=0).report_model_status()
     down = client.get("/admin/models")
     assert down.status_code == 200 and "The model server did not answer" in down.get_data(as_text=True)
+    with app.app_context():
+        row = db.session.get(ServiceStatus, "model_server")
+        row.updated_at -= dt.timedelta(minutes=10)
+        db.session.commit()
+    assert "No report worker has reported since" in client.get("/admin/models").get_data(as_text=True)
     auth.logout()
     auth.login("doctor@example.org")
     assert client.get("/admin/models").status_code == 403

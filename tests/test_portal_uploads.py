@@ -1,19 +1,22 @@
 """Scan uploads: real PNG slices, real DICOM (pydicom's test files), ZIPs, and every kind of bad input."""
 
 import glob
+import hashlib
 import io
 import os
 import re
+import tracemalloc
 import zipfile
 
 import numpy as np
 import pydicom.data
+import pydicom.pixels
 import pytest
 from conftest import SAMPLE_DIR, upload_files, user_id
 from PIL import Image
 
 from portal import intake
-from portal.models import Scan, db
+from portal.models import AuditEvent, Job, Scan, db
 
 
 def _dicom(name: str) -> bytes:
@@ -77,6 +80,56 @@ def test_corrupt_empty_and_bomb_images_are_rejected_with_reasons():
     assert "pixels" in reasons["bomb.png"]
 
 
+def _png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_images_of_odd_shape_or_size_are_refused_from_the_header_before_decoding():
+    tracemalloc.start()
+    _, rejected = intake.intake([("strip.png", _png(100, 40000)), ("wide.png", _png(4000, 900)),
+                                 ("tall.png", _png(9000, 2500))])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    reasons = {r.name: r.reason for r in rejected}
+    assert "longer side is more than the 8192" in reasons["strip.png"]
+    assert "more than 4 times the other" in reasons["wide.png"]
+    assert "longer side" in reasons["tall.png"]
+    assert peak < 16 * 1024 * 1024  # 14 KB files declaring up to 22 MP: nothing was decoded
+
+
+def _dicom_declaring(frames: int, side: int) -> bytes:
+    """CT_small.dcm with its header claiming ``frames`` frames of side x side pixels (the data stays 32 KB)."""
+    dataset = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm", download=False))
+    dataset.NumberOfFrames, dataset.Rows, dataset.Columns = frames, side, side
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    return buffer.getvalue()
+
+
+def test_multi_frame_dicom_bombs_are_refused_without_decoding_their_frames():
+    tracemalloc.start()
+    _, rejected = intake.intake([("frames.dcm", _dicom_declaring(150, 2048)),
+                                 ("many.dcm", _dicom_declaring(5000, 512))])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    reasons = {r.name: r.reason for r in rejected}
+    assert "cannot be decoded" in reasons["frames.dcm"]  # only its middle frame was tried
+    assert "5000 frames is more than the 1024 allowed" in reasons["many.dcm"]
+    assert peak < 64 * 1024 * 1024  # 150 frames of 2048 x 2048 would be 1.2 GB
+
+
+def test_a_real_multi_frame_dicom_gives_its_middle_frame():
+    accepted, rejected = intake.intake([("two.dcm", _dicom("SC_rgb_rle_2frame.dcm"))])
+    assert not rejected and (accepted[0].width, accepted[0].height) == (100, 100)
+    expected = pydicom.pixels.pixel_array(pydicom.dcmread(pydicom.data.get_testdata_file(
+        "SC_rgb_rle_2frame.dcm", download=False)), index=1).astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    low, high = np.percentile(expected, [0.5, 99.5])
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(accepted[0].png))),
+                                  intake.window(expected, (low + high) / 2, max(high - low, 1.0)))
+
+
 def test_zip_entries_are_labels_never_paths_and_bad_entries_do_not_sink_good_ones(tmp_path):
     name, png = _slice()
     archive = _zip({"../../etc/evil.png": png, "scans/a.dcm": _dicom("CT_small.dcm"), "notes.txt": b"hello",
@@ -109,17 +162,17 @@ def test_doctor_bulk_upload_keeps_good_files_lists_rejects_and_stores_by_content
                         ("batch.zip", _zip({"b.png": png}))])
     body = response.get_data(as_text=True)
     assert response.status_code == 200
-    assert "3 accepted, 1 rejected" in body and "report.txt" in body
+    assert "2 accepted, 2 rejected" in body and "report.txt" in body and "twice in this upload" in body
     with app.app_context():
         scans = db.session.scalars(db.select(Scan).where(Scan.patient_id == patient_id)).all()
-        assert len(scans) == 3 and not any(s.self_submitted for s in scans)
+        assert len(scans) == 2 and not any(s.self_submitted for s in scans)
         store = app.config["SCAN_STORE"]
         for scan in scans:  # content addressed: the file name is the sha256 of its bytes
             assert os.path.exists(os.path.join(store, scan.original_sha256[:2], scan.original_sha256))
-        # the same slice twice (alone and in the ZIP) is stored once
-        assert len({s.original_sha256 for s in scans if s.kind == "png"}) == 1
     image_ids = re.findall(r"/scans/(\d+)/image.png", client.get(page).get_data(as_text=True))
-    assert len(image_ids) == 3
+    assert len(image_ids) == 2
+    again = upload_files(client, page, f"{page}/scans", [(name, png)])  # a retry of an upload that got through
+    assert again.status_code == 400 and "already uploaded for this patient (scan " in again.get_data(as_text=True)
     shown = client.get(f"/scans/{image_ids[0]}/image.png")
     assert shown.status_code == 200 and shown.data.startswith(b"\x89PNG")
 
@@ -172,3 +225,72 @@ def test_scan_storage_down_is_a_503_and_stores_nothing(app, auth, client, monkey
     assert response.status_code == 503 and "Scan storage is not reachable" in response.get_data(as_text=True)
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count()).select_from(Scan)) == 0
+
+
+def test_dicom_is_stored_de_identified_and_a_different_patient_id_is_flagged(app, auth, client):
+    patient_id = user_id(app, "patient@example.org")
+    auth.login("doctor@example.org")
+    page = f"/doctor/patients/{patient_id}"
+    original = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm", download=False))
+    assert original.PatientName and original.PatientID and original.InstitutionName
+    assert upload_files(client, page, f"{page}/scans", [("ct.dcm", _dicom("CT_small.dcm"))]).status_code == 200
+    with app.app_context():
+        scan = db.session.scalar(db.select(Scan).where(Scan.kind == "dicom"))
+        with open(os.path.join(app.config["SCAN_STORE"], scan.original_sha256[:2], scan.original_sha256), "rb") as f:
+            stored = f.read()
+        assert scan.deidentified and len(scan.dicom_patient_hash) == 64
+        assert str(original.PatientID) not in scan.dicom_patient_hash
+    kept = pydicom.dcmread(io.BytesIO(stored))
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName", "StudyDate",
+                    "ReferringPhysicianName", "AccessionNumber"):
+        assert keyword not in kept, keyword
+    assert str(original.PatientName).encode() not in stored and str(original.PatientID).encode() not in stored
+    assert kept.PatientIdentityRemoved == "YES" and kept.SOPInstanceUID != original.SOPInstanceUID
+    np.testing.assert_array_equal(kept.pixel_array, original.pixel_array)  # the image itself is untouched
+    assert kept.RescaleSlope == original.RescaleSlope and kept.PixelSpacing == original.PixelSpacing
+
+    # Another patient's DICOM uploaded for this patient: saved, but the doctor is warned and it is audited.
+    other = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm", download=False))
+    other.PatientID, other.PixelData = "SOMEONE-ELSE-42", bytes(reversed(other.PixelData))
+    buffer = io.BytesIO()
+    other.save_as(buffer)
+    response = upload_files(client, page, f"{page}/scans", [("other.dcm", buffer.getvalue())])
+    body = response.get_data(as_text=True)
+    assert response.status_code == 200 and "its DICOM patient ID differs from earlier scans" in body
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(AuditEvent).where(
+            AuditEvent.action == "dicom_patient_mismatch")) == 1
+
+
+def test_an_upload_that_fails_part_way_says_what_was_saved_and_leaves_no_orphans(app, auth, client):
+    """Storage fails on the last of 9 files: the 8 saved (and queued) are reported as saved, the 9th leaves no blob,
+    the audit log has the upload, and uploading all 9 again only adds the missing one."""
+    patient_id = user_id(app, "patient@example.org")
+    files = [(os.path.basename(p), open(p, "rb").read()) for p in sorted(glob.glob(
+        os.path.join(SAMPLE_DIR, "*", "*", "*.png")))[:9]]
+    accepted, _ = intake.intake(files)
+    first_eight = {digest[:2] for item in accepted[:8] for digest in (item.sha256, hashlib.sha256(
+        item.png).hexdigest())}
+    last = accepted[8]
+    blocked = hashlib.sha256(last.png).hexdigest()[:2]  # its original is written first, then its PNG fails
+    assert blocked not in first_eight | {last.sha256[:2]}, "choose other sample files: their blobs share a folder"
+    store = app.config["SCAN_STORE"]
+    os.makedirs(store, exist_ok=True)
+    with open(os.path.join(store, blocked), "wb"):  # a file where the 9th blob's folder would go: writes fail
+        pass
+    auth.login("doctor@example.org")
+    page = f"/doctor/patients/{patient_id}"
+    response = upload_files(client, page, f"{page}/scans", files)
+    body = response.get_data(as_text=True)
+    assert response.status_code == 207 and "8 accepted" in body
+    assert "scan storage stopped answering after 8 of the accepted files were saved" in body
+    with app.app_context():
+        scans = db.session.scalars(db.select(Scan).where(Scan.patient_id == patient_id)).all()
+        assert len(scans) == 8 and {s.original_sha256 for s in scans} == {a.sha256 for a in accepted[:8]}
+        assert db.session.scalar(db.select(db.func.count()).select_from(Job)) == 8
+        event = db.session.scalar(db.select(AuditEvent).where(AuditEvent.action == "scans_uploaded"))
+        assert event.detail == "8 accepted, 0 rejected (interrupted)"
+    assert not os.path.exists(os.path.join(store, last.sha256[:2], last.sha256))  # the 9th's original was removed
+    os.unlink(os.path.join(store, blocked))  # storage is back
+    retry = upload_files(client, page, f"{page}/scans", files)
+    assert retry.status_code == 200 and "1 accepted, 8 rejected" in retry.get_data(as_text=True)
