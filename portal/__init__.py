@@ -1,8 +1,10 @@
 """RadAssist portal: doctors and patients log in, upload CT slices and read decision-support reports."""
 
 import os
+import secrets
 
-from flask import Flask, g, jsonify, render_template
+from flask import Flask, g, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
@@ -33,6 +35,13 @@ def create_app(test_config: dict | None = None, environment: str | None = None) 
         app.config["SCAN_STORE"] = os.path.join(app.instance_path, "scans")
     if not app.config.get("SECRET_KEY") and environment == "development":
         app.config["SECRET_KEY"] = _development_secret(app.instance_path)
+    if not app.config.get("SECRET_KEY") and environment == "testing":
+        app.config["SECRET_KEY"] = os.urandom(32).hex()
+    if app.config["TRUSTED_PROXIES"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     db.init_app(app)
     csrf.init_app(app)
@@ -46,10 +55,44 @@ def create_app(test_config: dict | None = None, environment: str | None = None) 
     for blueprint in (auth.bp, admin.bp, doctor.bp, patient.bp, scans.bp, report_pages.bp, api.bp):
         app.register_blueprint(blueprint)
 
+    @app.before_request
+    def _csp_nonce():
+        g.csp_nonce = secrets.token_urlsafe(16)
+
+    @app.after_request
+    def _security_headers(response):
+        """What a browser must not do with our pages: frame them (clickjacking the sign-off), guess types, load
+        other sites' scripts, keep PHI in its cache or history, or reach us over plain HTTP once it knows better."""
+        nonce = g.get("csp_nonce", "")
+        response.headers["Content-Security-Policy"] = (
+            f"default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"
+        response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        response.headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
+        if app.config["SESSION_COOKIE_SECURE"] or request.is_secure:
+            response.headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
+        if g.get("user") is not None or response.mimetype == "text/html":
+            response.headers["Cache-Control"] = "no-store"  # scans, reports and names: never on a shared disk
+        return response
+
+    @app.errorhandler(CSRFError)
+    def handle_csrf_error(error: CSRFError):
+        """An expired or missing form token. What was typed into a report is shown back, so it is not lost."""
+        return render_template("error.html", error=error, kept_text=request.form.get("findings")), 400
+
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException):
-        from portal.security import wants_json
+        from portal.security import record, wants_json
 
+        if error.code == 404 and g.get("user") is not None:  # probing for other people's objects is audited
+            try:
+                record("not_found", detail=f"{request.method} {request.path[:200]}")
+                db.session.commit()
+            except sa_exc.SQLAlchemyError:
+                db.session.rollback()
         if wants_json():
             return jsonify({"error": error.name, "message": error.description}), error.code
         return render_template("error.html", error=error), error.code
@@ -71,7 +114,7 @@ def create_app(test_config: dict | None = None, environment: str | None = None) 
 
     @app.context_processor
     def inject_user():
-        return {"current_user": g.get("user"), "batch_progress": batch_progress}
+        return {"current_user": g.get("user"), "batch_progress": batch_progress, "csp_nonce": g.get("csp_nonce", "")}
 
     return app
 

@@ -3,13 +3,15 @@
 import datetime as dt
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 
+from portal import sessions
 from portal.accounts import AccountError, create_from_form
 from portal.models import AuditEvent, Job, Report, Role, Scan, ServiceStatus, User, db, utcnow
-from portal.security import WeakPassword, record, role_required
+from portal.security import WeakPassword, record, role_required, unlock
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+AUDIT_PAGE = 200
 
 
 @bp.route("/doctors", methods=["GET", "POST"])
@@ -27,16 +29,50 @@ def doctors():
             flash(f"Doctor {doctor.email} created.", "info")
             return redirect(url_for("admin.doctors"))
     listed = db.session.scalars(db.select(User).where(User.role == Role.DOCTOR.value).order_by(User.name)).all()
-    return render_template("admin/doctors.html", doctors=listed, new_user_title="Add a doctor")
+    locked = db.session.scalars(db.select(User).where(User.locked_until > utcnow()).order_by(User.email)).all()
+    return render_template("admin/doctors.html", doctors=listed, locked=locked, new_user_title="Add a doctor")
+
+
+@bp.post("/users/<int:user_id>/<any(unlock, disable, enable):action>")
+@role_required(Role.ADMIN)
+def account(user_id: int, action: str):
+    """Unlocks an account locked by failed logins, or disables (every session ended) / enables it."""
+    user = db.session.get(User, user_id)
+    if user is None:
+        abort(404)
+    if action == "unlock":
+        unlock(user)
+    elif user.id == g.user.id:
+        flash("You cannot disable your own account.", "error")
+        return redirect(url_for("admin.doctors"))
+    else:
+        user.active = action == "enable"
+        if not user.active:
+            sessions.revoke_all(user)
+    done = {"unlock": "unlocked", "disable": "disabled", "enable": "enabled"}[action]
+    record(f"account_{done}", user)
+    db.session.commit()
+    flash(f"{user.email}: {done}.", "info")
+    return redirect(url_for("admin.doctors"))
 
 
 @bp.get("/audit")
 @role_required(Role.ADMIN)
 def audit():
-    events = db.session.scalars(db.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(500)).all()
-    record("audit_viewed")
+    """The audit log, newest first, AUDIT_PAGE events a page (``before``: older than that event id), filtered by
+    ``action`` when given."""
+    query = db.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(AUDIT_PAGE)
+    before = request.args.get("before", type=int)
+    action = request.args.get("action", "").strip()
+    if before:
+        query = query.where(AuditEvent.id < before)
+    if action:
+        query = query.where(AuditEvent.action == action)
+    events = db.session.scalars(query).all()
+    record("audit_viewed", detail=f"before={before} action={action}" if before or action else None)
     db.session.commit()
-    return render_template("admin/audit.html", events=events)
+    older = events[-1].id if len(events) == AUDIT_PAGE else None
+    return render_template("admin/audit.html", events=events, older=older, action=action)
 
 
 STALE_STATUS = dt.timedelta(minutes=2)

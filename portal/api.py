@@ -1,6 +1,6 @@
 """JSON API: bulk-job progress (the live progress bar) and FHIR R4 export. Same ownership rules as the pages."""
 
-from flask import Blueprint, jsonify, url_for
+from flask import Blueprint, g, jsonify, url_for
 
 from portal import fhir, reports
 from portal.jobs import batch_progress
@@ -16,7 +16,7 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 @login_required
 def batch(batch_id: int):
     found = visible_batch(batch_id)
-    newest = reports.latest_reports([job.scan_id for job in found.jobs])
+    newest = reports.latest_reports([job.scan_id for job in found.jobs], g.user)  # only what this user may open
     progress = batch_progress(found)
     progress["jobs"] = [{
         "job": job.id, "scan": job.scan_id, "name": job.scan.name, "status": job.status,

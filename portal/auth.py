@@ -1,10 +1,19 @@
 """Login, logout and password change for every role."""
 
-from flask import Blueprint, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 
-from portal.extensions import limiter, login_limit
+from portal import sessions
+from portal.extensions import limiter, login_limit, password_limit, user_key
 from portal.models import Role, db
-from portal.security import WeakPassword, authenticate, hash_password, login_required, record, verify_password
+from portal.security import (
+    WeakPassword,
+    authenticate,
+    hash_password,
+    login_required,
+    record,
+    safe_next,
+    verify_password,
+)
 
 bp = Blueprint("auth", __name__)
 HOME = {Role.ADMIN.value: "admin.doctors", Role.DOCTOR.value: "doctor.patients", Role.PATIENT.value: "patient.home"}
@@ -25,14 +34,11 @@ def login():
     if request.method == "POST":
         user, error = authenticate(request.form.get("email", ""), request.form.get("password", ""))
         if user is not None:
-            session.clear()
-            session["user_id"] = user.id
+            sessions.start(user)
             g.user = user
             record("login", user)
             db.session.commit()
-            target = request.args.get("next", "")
-            # Only local paths: never redirect to another site.
-            return redirect(target if target.startswith("/") and not target.startswith("//") else home_url())
+            return redirect(safe_next(request.args.get("next")) or home_url())  # never to another site
         flash(error, "error")
         return render_template("auth/login.html"), 401
     return render_template("auth/login.html")
@@ -42,16 +48,19 @@ def login():
 @login_required
 def logout():
     record("logout", g.user)
+    sessions.end()
     db.session.commit()
-    session.clear()
     return redirect(url_for("auth.login"))
 
 
 @bp.route("/password", methods=["GET", "POST"])
 @login_required
+@limiter.limit(password_limit, methods=["POST"], key_func=user_key)
 def change_password():
     if request.method == "POST":
         if not verify_password(g.user, request.form.get("current", "")):
+            record("password_change_failed", g.user)
+            db.session.commit()
             flash("Your current password is not correct.", "error")
             return render_template("auth/password.html"), 400
         if request.form.get("new") != request.form.get("confirm"):
@@ -62,8 +71,9 @@ def change_password():
         except WeakPassword as weak:
             flash(str(weak), "error")
             return render_template("auth/password.html"), 400
-        record("password_changed", g.user)
+        ended = sessions.revoke_all(g.user, keep_current=True)
+        record("password_changed", g.user, detail=f"{ended} other sessions ended")
         db.session.commit()
-        flash("Password changed.", "info")
+        flash("Password changed. Any other sessions of yours were logged out.", "info")
         return redirect(home_url())
     return render_template("auth/password.html")

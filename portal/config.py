@@ -14,12 +14,22 @@ class Config:
     DATABASE_CONNECT_TIMEOUT = int(os.environ.get("RADASSIST_DATABASE_CONNECT_TIMEOUT", 5))  # seconds, PostgreSQL
     RATELIMIT_STORAGE_URI = os.environ.get("RADASSIST_RATELIMIT_STORAGE_URI", "memory://")
     LOGIN_RATE_LIMIT = "10 per minute"
+    PASSWORD_CHANGE_RATE_LIMIT = "5 per 15 minutes"  # per account
     LOGIN_FAILURES_BEFORE_LOCK = 5
     LOGIN_LOCK_SECONDS = 30  # doubles with every further failure
+    LOGIN_LOCK_MAX_SECONDS = 900  # a stranger who knows an email can lock it for this long at most; admins unlock
+    # Proxies in front of the portal (an ingress: 1) whose X-Forwarded-For/-Proto are trusted for the client
+    # address (rate limits, the audit log) and the scheme. 0: none, the socket's peer is the client.
+    TRUSTED_PROXIES = int(os.environ.get("RADASSIST_TRUSTED_PROXIES", 0))
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = False
-    WTF_CSRF_TIME_LIMIT = 3600
+    PERMANENT_SESSION_LIFETIME = int(os.environ.get("RADASSIST_SESSION_HOURS", 12)) * 3600  # from login
+    SESSION_IDLE_SECONDS = int(os.environ.get("RADASSIST_SESSION_IDLE_MINUTES", 60)) * 60   # without a request
+    # CSRF tokens last as long as the session they belong to: a report edited for an hour is not lost on save.
+    WTF_CSRF_TIME_LIMIT = None
+    # Key of the hash kept of each DICOM's PatientID (patient-mismatch warnings); default: SECRET_KEY.
+    PHI_HASH_KEY = os.environ.get("RADASSIST_PHI_HASH_KEY")
     MAX_CONTENT_LENGTH = 512 * 1024 * 1024
     SCAN_STORE = os.environ.get("RADASSIST_SCAN_STORE", "")  # folder or s3://bucket/prefix; default instance/scans
     # The model, through TF Serving's gRPC API (RadAssist's server or the real one). Only the report workers call
@@ -62,7 +72,7 @@ class DevelopmentConfig(Config):
 
 class TestingConfig(Config):
     TESTING = True
-    SECRET_KEY = "testing-only-secret"
+    SECRET_KEY = None  # a random one per app (create_app): no fixed secret exists that a deployment could run with
     RATELIMIT_STORAGE_URI = "memory://"
 
 
@@ -81,6 +91,9 @@ class ProductionConfig(Config):
             problems.append("session cookies must be Secure (HTTPS)")
         if not config.get("SQLALCHEMY_DATABASE_URI"):
             problems.append("RADASSIST_DATABASE_URL must name the production database")
+        if str(config.get("RATELIMIT_STORAGE_URI", "")).startswith("memory://"):
+            problems.append("RADASSIST_RATELIMIT_STORAGE_URI must name shared storage (redis://...): per-process "
+                            "counters let every worker process allow its own share of login attempts")
         if problems:
             raise UnsafeConfiguration("refusing to start in production: " + "; ".join(problems))
 

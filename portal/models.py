@@ -246,11 +246,13 @@ class Report(db.Model):
 
     def visible_to(self, user: User) -> bool:
         """Whether ``user``'s role may see this version of a report they may otherwise access: patients see
-        final reports, and the model's draft only for scans they submitted themselves and only when the model's
-        output stands on its own (not out of domain, not uncertain): otherwise they are awaiting their doctor."""
+        final reports, and the model's own draft only for scans they submitted themselves, only while no doctor has
+        written in it (a doctor's unsigned words are not released) and only when the model's output stands on its
+        own (not out of domain, not uncertain): otherwise they are awaiting their doctor."""
         if user.role != Role.PATIENT.value or self.is_final:
             return True
-        return self.scan.self_submitted and not self.needs_review
+        untouched = self.version == 1 and self.author_id is None and not self.findings
+        return self.scan.self_submitted and untouched and not self.needs_review
 
 
 class ImmutableReport(RuntimeError):

@@ -31,7 +31,10 @@ def visible_batch(batch_id: int) -> Batch:
     batch = db.session.get(Batch, batch_id)
     if batch is None:
         abort(404)
-    if batch.created_by_id != g.user.id and not sees_patient(batch.patient):
+    if g.user.role == Role.PATIENT.value:
+        if batch.created_by_id != g.user.id:  # their own uploads only, not the analyses their doctor runs
+            abort(404)
+    elif batch.created_by_id != g.user.id and not sees_patient(batch.patient):
         abort(404)
     return batch
 
@@ -54,9 +57,9 @@ def view(report_id: int):
 @login_required
 def overlay(report_id: int):
     report = visible_report(report_id)
-    response = Response(blob_store().get(report.overlay_sha256), mimetype="image/jpeg")
-    response.headers["Cache-Control"] = "private, max-age=3600"
-    return response
+    record("overlay_viewed", report)
+    db.session.commit()
+    return Response(blob_store().get(report.overlay_sha256), mimetype="image/jpeg")
 
 
 @bp.get("/reports/<int:report_id>/report.pdf")
@@ -146,6 +149,8 @@ def analyse_again(scan_id: int):
 @login_required
 def batch(batch_id: int):
     found = visible_batch(batch_id)
-    newest = reports.latest_reports([job.scan_id for job in found.jobs])
+    newest = reports.latest_reports([job.scan_id for job in found.jobs], g.user)
+    record("batch_viewed", found)
+    db.session.commit()
     return render_template("reports/batch.html", batch=found, progress=batch_progress(found), newest=newest,
                            titles=reports.CLASS_TITLES)

@@ -29,6 +29,4 @@ def image(scan_id: int):
     scan = visible_scan(scan_id)
     record("scan_viewed", scan)
     db.session.commit()
-    response = Response(blob_store().get(scan.image_sha256), mimetype="image/png")
-    response.headers["Cache-Control"] = "private, max-age=3600"
-    return response
+    return Response(blob_store().get(scan.image_sha256), mimetype="image/png")

@@ -2,7 +2,9 @@
 
 import datetime as dt
 import functools
+from urllib.parse import urlsplit
 
+import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import abort, current_app, g, redirect, request, session, url_for
@@ -33,25 +35,61 @@ def verify_password(user: User, password: str) -> bool:
     return True
 
 
+LOGIN_FAILED = ("Wrong email or password. After repeated failures an account is locked for a few minutes; your "
+                "administrator can unlock it.")
+_DUMMY_HASH = _hasher.hash("radassist: an unknown account still costs one Argon2 verification")
+
+
 def authenticate(email: str, password: str) -> tuple[User | None, str | None]:
-    """(user, None) on success; (None, message) otherwise. Repeated failures lock the account with backoff."""
+    """(user, None) on success; (None, message) otherwise, the same message and the same work (one Argon2
+    verification) whether the account exists, is locked or the password is wrong. Repeated failures lock the account
+    with a doubling backoff up to LOGIN_LOCK_MAX_SECONDS; the counter is one atomic UPDATE, so parallel guesses all
+    count."""
     user = db.session.scalar(db.select(User).where(User.email == email.strip().lower()))
     now = utcnow()
     if user is None or not user.active:
-        return None, "Wrong email or password."
-    if user.locked_until and user.locked_until > now:
-        return None, "Too many failed attempts. Try again later."
-    if not verify_password(user, password):
-        user.failed_logins += 1
-        threshold = current_app.config["LOGIN_FAILURES_BEFORE_LOCK"]
-        if user.failed_logins >= threshold:
-            seconds = current_app.config["LOGIN_LOCK_SECONDS"] * 2 ** (user.failed_logins - threshold)
-            user.locked_until = now + dt.timedelta(seconds=min(seconds, 24 * 3600))
-        record("login_failed", user)
+        _hasher_verify_dummy(password)
+        record("login_failed", detail=f"unknown or disabled account {email.strip().lower()[:254]!r}")
         db.session.commit()
-        return None, "Wrong email or password."
+        return None, LOGIN_FAILED
+    locked = user.locked_until is not None and user.locked_until > now
+    if not verify_password(user, password) or locked:
+        failures = db.session.execute(sa.update(User).where(User.id == user.id)
+                                      .values(failed_logins=User.failed_logins + 1)
+                                      .returning(User.failed_logins)).scalar_one()
+        threshold = current_app.config["LOGIN_FAILURES_BEFORE_LOCK"]
+        if failures >= threshold:
+            seconds = current_app.config["LOGIN_LOCK_SECONDS"] * 2 ** min(failures - threshold, 20)
+            until = now + dt.timedelta(seconds=min(seconds, current_app.config["LOGIN_LOCK_MAX_SECONDS"]))
+            db.session.execute(sa.update(User).where(User.id == user.id).values(locked_until=until))
+        record("login_failed", user, detail="account locked" if locked else None)
+        db.session.commit()
+        db.session.refresh(user)
+        return None, LOGIN_FAILED
     user.failed_logins, user.locked_until = 0, None
     return user, None
+
+
+def _hasher_verify_dummy(password: str) -> None:
+    try:
+        _hasher.verify(_DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        pass
+
+
+def unlock(user: User) -> None:
+    user.failed_logins, user.locked_until = 0, None
+
+
+def safe_next(target: str | None) -> str | None:
+    """``target`` if it is a path on this site, else None: no scheme, no host, no ``//`` or ``\\`` prefix, no
+    control characters or whitespace (browsers drop tabs and newlines, turning ``/\t/evil`` into ``//evil``)."""
+    if not target or any(ord(c) < 33 or ord(c) == 127 or c == "\\" for c in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    return target
 
 
 def record(action: str, obj=None, detail: str | None = None, actor: User | None = None) -> None:
@@ -65,11 +103,13 @@ def record(action: str, obj=None, detail: str | None = None, actor: User | None 
 
 
 def load_current_user() -> None:
-    user_id = session.get("user_id")
-    g.user = db.session.get(User, user_id) if user_id else None
-    if g.user is not None and not g.user.active:
-        session.clear()
-        g.user = None
+    """g.user from the request's server-side session (portal/sessions.py); None when it was revoked or ran out."""
+    from portal import sessions
+
+    current = sessions.current()
+    g.user = current.user if current is not None and current.user.active else None
+    if g.user is None and sessions.TOKEN_KEY in session:
+        session.clear()  # a revoked or expired login: nothing of it stays in the cookie
 
 
 def wants_json() -> bool:

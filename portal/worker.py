@@ -19,6 +19,7 @@ from flask import Flask
 from portal import reports
 from portal.jobs import JobQueue, JobSettings, claim, fail, finish, queue_from_url, release, requeue_expired
 from portal.models import Job, ServiceStatus, db, utcnow
+from portal.security import record
 from portal.storage import store_from_uri
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,9 @@ class Worker:
         written = 0
         for job, image, prediction in zip(batch.jobs, batch.images, predictions, strict=True):
             try:
-                reports.create_model_report(job.scan, image, prediction, self.store, uncertain_below)
+                report = reports.create_model_report(job.scan, image, prediction, self.store, uncertain_below)
+                record("report_drafted_by_model", report,
+                       detail=f"{prediction.model_name} v{prediction.model_version}, worker {self.name}")
                 finish(job)
                 db.session.commit()
                 written += 1

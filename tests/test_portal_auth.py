@@ -47,7 +47,7 @@ def test_repeated_failures_lock_the_account_with_backoff(app, auth):
     for _ in range(app.config["LOGIN_FAILURES_BEFORE_LOCK"]):
         auth.login("doctor@example.org", "wrong password!")
     response = auth.login("doctor@example.org")  # even the right password waits for the lock to expire
-    assert response.status_code == 401 and "Too many failed attempts" in response.get_data(as_text=True)
+    assert response.status_code == 401 and "Wrong email or password" in response.get_data(as_text=True)
     with app.app_context():
         user = db.session.get(User, _user_id(app, "doctor@example.org"))
         assert user.locked_until is not None
@@ -148,7 +148,8 @@ def test_session_cookie_is_httponly_and_samesite(auth):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [({}, "RADASSIST_SECRET_KEY"), ({"SECRET_KEY": "x" * 40, "DEBUG": True}, "DEBUG"),
-     ({"SECRET_KEY": "x" * 40, "SQLALCHEMY_DATABASE_URI": ""}, "RADASSIST_DATABASE_URL")],
+     ({"SECRET_KEY": "x" * 40, "SQLALCHEMY_DATABASE_URI": ""}, "RADASSIST_DATABASE_URL"),
+     ({"SECRET_KEY": "x" * 40, "RATELIMIT_STORAGE_URI": "memory://"}, "RADASSIST_RATELIMIT_STORAGE_URI")],
 )
 def test_production_refuses_unsafe_configuration(monkeypatch, overrides, message):
     monkeypatch.delenv("RADASSIST_SECRET_KEY", raising=False)
@@ -158,7 +159,8 @@ def test_production_refuses_unsafe_configuration(monkeypatch, overrides, message
 
 
 def test_production_starts_with_safe_configuration():
-    app = create_app({"SECRET_KEY": "s" * 48, "SQLALCHEMY_DATABASE_URI": "sqlite://"}, environment="production")
+    app = create_app({"SECRET_KEY": "s" * 48, "SQLALCHEMY_DATABASE_URI": "sqlite://",
+                      "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/1"}, environment="production")
     assert app.config["SESSION_COOKIE_SECURE"] and not app.debug
 
 

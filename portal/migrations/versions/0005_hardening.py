@@ -16,24 +16,31 @@ branch_labels = None
 depends_on = None
 
 _PROTECT = """
-CREATE OR REPLACE FUNCTION radassist_refuse_change() RETURNS trigger AS $$
+CREATE OR REPLACE FUNCTION radassist_refuse_audit_change() RETURNS trigger AS $$
 BEGIN
-  IF TG_TABLE_NAME = 'reports' AND TG_OP = 'UPDATE' AND OLD.status <> 'final' THEN
-    RETURN NEW;
+  RAISE EXCEPTION '% of the audit log is not allowed: it is append-only', TG_OP
+    USING ERRCODE = 'insufficient_privilege';
+END;
+$$ LANGUAGE plpgsql;
+CREATE OR REPLACE FUNCTION radassist_refuse_final_report_change() RETURNS trigger AS $$
+BEGIN
+  IF TG_OP = 'UPDATE' THEN
+    IF OLD.status <> 'final' THEN
+      RETURN NEW;
+    END IF;
   END IF;
-  RAISE EXCEPTION '% of % is not allowed: % is append-only', TG_OP, TG_TABLE_NAME,
-    CASE WHEN TG_TABLE_NAME = 'reports' THEN 'a final report' ELSE 'the audit log' END
+  RAISE EXCEPTION '% of a final report (or of reports) is not allowed: amend it instead', TG_OP
     USING ERRCODE = 'insufficient_privilege';
 END;
 $$ LANGUAGE plpgsql;
 CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events
-  FOR EACH ROW EXECUTE FUNCTION radassist_refuse_change();
+  FOR EACH ROW EXECUTE FUNCTION radassist_refuse_audit_change();
 CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events
-  FOR EACH STATEMENT EXECUTE FUNCTION radassist_refuse_change();
+  FOR EACH STATEMENT EXECUTE FUNCTION radassist_refuse_audit_change();
 CREATE TRIGGER reports_final_unchanged BEFORE UPDATE OR DELETE ON reports
-  FOR EACH ROW EXECUTE FUNCTION radassist_refuse_change();
+  FOR EACH ROW EXECUTE FUNCTION radassist_refuse_final_report_change();
 CREATE TRIGGER reports_no_truncate BEFORE TRUNCATE ON reports
-  FOR EACH STATEMENT EXECUTE FUNCTION radassist_refuse_change();
+  FOR EACH STATEMENT EXECUTE FUNCTION radassist_refuse_final_report_change();
 """
 
 
@@ -69,7 +76,8 @@ def downgrade() -> None:
                                                                                "audit_events"),
                                ("reports_final_unchanged", "reports"), ("reports_no_truncate", "reports")):
             op.execute(f"DROP TRIGGER IF EXISTS {trigger} ON {table}")
-        op.execute("DROP FUNCTION IF EXISTS radassist_refuse_change()")
+        op.execute("DROP FUNCTION IF EXISTS radassist_refuse_audit_change()")
+        op.execute("DROP FUNCTION IF EXISTS radassist_refuse_final_report_change()")
     with op.batch_alter_table("scans") as table:
         table.drop_column("deidentified")
         table.drop_column("dicom_patient_hash")
