@@ -57,22 +57,36 @@ def model_seconds(model_base: str, images: list[bytes], batch_size: int) -> dict
 
 
 class Stack:
-    """`radassist serve` + `radassist portal` (gunicorn + one report worker) on fresh ports and a fresh database."""
+    """`radassist serve` + `radassist portal` (gunicorn + report workers) on fresh ports and a fresh database.
 
-    def __init__(self, model_base: str, workdir: str, report_workers: int = 1):
+    ``server_args`` / ``portal_args`` are extra flags; ``env`` extra environment (both processes); ``scheme`` is the
+    model server's REST scheme (https when it is given TLS files)."""
+
+    def __init__(self, model_base: str, workdir: str, report_workers: int = 1, server_args: tuple = (),
+                 portal_args: tuple = (), env: dict | None = None, scheme: str = "http"):
         self.grpc, self.rest, self.port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "RADASSIST_DATABASE_URL": f"sqlite:///{workdir}/portal.db",
                     "RADASSIST_SCAN_STORE": f"{workdir}/scans", "RADASSIST_SECRET_KEY": os.urandom(24).hex(),
                     "RADASSIST_MODEL_SERVER": f"127.0.0.1:{self.grpc}",
-                    "TF_CPP_MIN_LOG_LEVEL": "2"}
+                    "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
         self.model_base, self.workdir, self.processes = model_base, workdir, []
         self.report_workers = report_workers
+        self.server_args, self.portal_args, self.scheme = tuple(server_args), tuple(portal_args), scheme
+        self.names: dict[str, subprocess.Popen] = {}
 
     def _spawn(self, name: str, *args: str) -> None:
-        log = open(os.path.join(self.workdir, f"{name}.log"), "wb")  # noqa: SIM115
-        self.processes.append(subprocess.Popen([sys.executable, "-m", "radassist.cli", *args], env=self.env,
-                                               stdout=log, stderr=subprocess.STDOUT))
+        log = open(os.path.join(self.workdir, f"{name}.log"), "ab")  # noqa: SIM115
+        process = subprocess.Popen([sys.executable, "-m", "radassist.cli", *args], env=self.env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        self.names[name] = process
+
+    def start_server(self) -> None:
+        """Starts (or restarts) the model server and waits until it is ready."""
+        self._spawn("serve", "serve", "--model-base-path", self.model_base, "--host", "127.0.0.1", "--grpc-port",
+                    str(self.grpc), "--rest-port", str(self.rest), *self.server_args)
+        self._wait(f"{self.scheme}://127.0.0.1:{self.rest}/readyz")
 
     def start(self) -> "Stack":
         subprocess.run([sys.executable, "-m", "radassist.cli", "users", "create", "--role", "doctor", "--email",
@@ -82,21 +96,20 @@ class Stack:
                         "patient@bench.local", "--name", "Pat Bench", "--doctor", "doctor@bench.local",
                         "--password-stdin"], input=PASSWORD + "\n", text=True, env=self.env, check=True,
                        capture_output=True)
-        self._spawn("serve", "serve", "--model-base-path", self.model_base, "--host", "127.0.0.1", "--grpc-port",
-                    str(self.grpc), "--rest-port", str(self.rest))
+        self.start_server()
         self._spawn("portal", "portal", "--host", "127.0.0.1", "--port", str(self.port), "--report-workers",
-                    str(self.report_workers))
-        self._wait(f"http://127.0.0.1:{self.rest}/readyz")
+                    str(self.report_workers), *self.portal_args)
         self._wait(f"{self.url}/login")
         return self
 
     def _wait(self, url: str, timeout: float = 180) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if any(p.poll() is not None for p in self.processes):
+            if any(p.poll() is not None for p in self.names.values()):
                 raise RuntimeError(f"a process exited; see the logs in {self.workdir}")
             try:
-                if requests.get(url, timeout=2).status_code == 200:
+                if requests.get(url, timeout=2, verify=self.env.get("RADASSIST_MODEL_SERVER_TLS_CA", True)
+                                ).status_code == 200:
                     return
             except requests.ConnectionError:
                 pass
@@ -105,7 +118,8 @@ class Stack:
 
     def stop(self) -> None:
         for process in self.processes:
-            process.terminate()
+            if process.poll() is None:
+                process.terminate()
         for process in self.processes:
             process.wait(timeout=60)
 

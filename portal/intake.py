@@ -11,6 +11,7 @@ import io
 import logging
 import zipfile
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -172,9 +173,9 @@ def _single(name: str, data: bytes) -> AcceptedScan | RejectedFile:
     return RejectedFile(name, "not a PNG, JPEG, DICOM or ZIP file")
 
 
-def _unzip(name: str, data: bytes) -> Iterator[AcceptedScan | RejectedFile]:
+def _unzip(name: str, data: bytes | BinaryIO) -> Iterator[AcceptedScan | RejectedFile]:
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
         entries = [e for e in archive.infolist() if not e.is_dir()]
     except zipfile.BadZipFile as error:
         yield RejectedFile(name, f"not a readable ZIP: {error}")
@@ -208,13 +209,24 @@ def _unzip(name: str, data: bytes) -> Iterator[AcceptedScan | RejectedFile]:
         yield _single(label, content)
 
 
-def intake_stream(files: list[tuple[str, bytes]]) -> Iterator[AcceptedScan | RejectedFile]:
-    """Each uploaded (name, bytes) pair (or ZIP entry) as an accepted scan or a rejected file, one at a time."""
+def intake_stream(files: list[tuple[str, bytes | BinaryIO]]) -> Iterator[AcceptedScan | RejectedFile]:
+    """Each uploaded (name, bytes or binary file) pair (or ZIP entry) as an accepted scan or a rejected file, one at a
+    time. Files are read from their start: a ZIP is unpacked entry by entry from the file, anything else is read
+    only when it is within the size limit, so no upload is ever held in memory whole."""
     for name, data in files:
-        if sniff(data) == "zip":
-            yield from _unzip(name, data)
+        if isinstance(data, bytes):
+            kind, size = sniff(data), len(data)
         else:
-            yield _single(name, data)
+            size = data.seek(0, io.SEEK_END)
+            data.seek(0)
+            kind = sniff(data.read(140))
+            data.seek(0)
+        if kind == "zip":
+            yield from _unzip(name, data)
+        elif size > MAX_FILE_BYTES:
+            yield RejectedFile(name, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MB")
+        else:
+            yield _single(name, data if isinstance(data, bytes) else data.read())
 
 
 def intake(files: list[tuple[str, bytes]]) -> tuple[list[AcceptedScan], list[RejectedFile]]:

@@ -71,7 +71,7 @@ def save_upload(patient: User, uploader: User, self_submitted: bool) -> UploadRe
     removed; the result says how many were saved, so nobody uploads those again. A file this patient already has
     is refused as a repeat.
     """
-    files = [(f.filename or "unnamed", f.read()) for f in request.files.getlist("scans")]
+    files = [(f.filename or "unnamed", f.stream) for f in request.files.getlist("scans")]  # spooled, not read
     if not files:
         return UploadResult([], [RejectedFile("(no file)", "choose at least one file")])
     store, queue = blob_store(), job_queue()

@@ -5,19 +5,13 @@ encoded images and answers their byte lengths, so these tests need no training r
 """
 
 import base64
-import datetime as dt
 import io
-import ipaddress
 import json
 
 import grpc
 import pytest
 import requests
 import tensorflow as tf
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from PIL import Image
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
@@ -25,6 +19,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from serving import client as serving_client
 from serving.authentication import TlsFiles
 from serving.batching import BatchingOptions
+from serving.certificates import write_development_pki
 from serving.server import ModelServer, ServerConfig
 from serving.validation import RequestLimits
 
@@ -131,38 +126,17 @@ def test_rest_refuses_large_deep_and_malformed_bodies_with_clear_errors(server):
     assert good.status_code == 200 and good.json()["predictions"] == [len(_png())]
 
 
-def _certificate(tmp_path, name: str, issuer=None):
-    """A key and certificate for ``name`` (self-signed, or signed by ``issuer`` = (key, certificate))."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    signing_key, issuer_name = (issuer[0], issuer[1].subject) if issuer else (key, subject)
-    now = dt.datetime.now(dt.UTC)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name).public_key(key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
-               .not_valid_after(now + dt.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True))
-    if issuer:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-    certificate = builder.sign(signing_key, hashes.SHA256())
-    key_path, certificate_path = tmp_path / f"{name}.key", tmp_path / f"{name}.pem"
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return key, certificate, str(key_path), str(certificate_path)
-
-
 def test_mutual_tls_and_a_bearer_token_keep_out_everyone_else(model_base, tmp_path):
-    authority = _certificate(tmp_path, "radassist-test-ca")
-    _, _, server_key, server_certificate = _certificate(tmp_path, "model-server", authority[:2])
-    _, _, worker_key, worker_certificate = _certificate(tmp_path, "report-worker", authority[:2])
+    pki = write_development_pki(str(tmp_path / "pki"), server_names=("model-server",))
+    ca = pki["ca"].certificate
+    worker_certificate, worker_key = pki["report-worker"].certificate, pki["report-worker"].key
     config = ServerConfig(model_base, [MODEL], grpc_port=0, rest_port=0, poll_seconds=30, token=TOKEN,
-                          tls=TlsFiles(server_certificate, server_key, client_ca=authority[3]))
+                          tls=TlsFiles(pki["server"].certificate, pki["server"].key, client_ca=ca))
     secured = ModelServer(config).start()
     address = f"127.0.0.1:{secured.grpc_port}"
     try:
         def security(**changes):
-            values = {"root_ca": authority[3], "client_certificate": worker_certificate, "client_key": worker_key,
+            values = {"root_ca": ca, "client_certificate": worker_certificate, "client_key": worker_key,
                       "server_name": "model-server", **changes}
             token_file = tmp_path / "token"
             token_file.write_text(changes.pop("token", TOKEN))
@@ -183,15 +157,15 @@ def test_mutual_tls_and_a_bearer_token_keep_out_everyone_else(model_base, tmp_pa
                 clear_text.model_status()
 
         rest = f"https://127.0.0.1:{secured.rest_port}"
-        trusted_tls = {"cert": (worker_certificate, worker_key), "verify": authority[3], "timeout": 10}
+        trusted_tls = {"cert": (worker_certificate, worker_key), "verify": ca, "timeout": 10}
         assert requests.get(f"{rest}/healthz", **trusted_tls).status_code == 200  # the cluster's probes
         assert requests.get(f"{rest}/v1/models/{MODEL}", **trusted_tls).status_code == 401
         allowed = requests.get(f"{rest}/v1/models/{MODEL}", headers={"Authorization": f"Bearer {TOKEN}"},
                                **trusted_tls)
         assert allowed.status_code == 200 and json.loads(allowed.text)["model_version_status"][0]["version"] == "1"
         # Without a client certificate (the cluster's probes): health answers, the API still needs the token.
-        assert requests.get(f"{rest}/readyz", verify=authority[3], timeout=10).status_code == 200
-        assert requests.get(f"{rest}/v1/models/{MODEL}", verify=authority[3], timeout=10).status_code == 401
+        assert requests.get(f"{rest}/readyz", verify=ca, timeout=10).status_code == 200
+        assert requests.get(f"{rest}/v1/models/{MODEL}", verify=ca, timeout=10).status_code == 401
         with pytest.raises(requests.exceptions.SSLError):
             requests.get(f"{rest}/healthz", timeout=10)  # a client that does not trust the server's CA
     finally:
