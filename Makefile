@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env browser run train test test-full lint benchmark-accuracy benchmark-robustness compile-kfp clean
+.PHONY: env browser run train test test-full lint benchmark-accuracy benchmark-robustness benchmark-abuse compile-kfp clean
 
 env:  ## build .venv (patched interpreter on glibc < 2.39), idempotent
 	@bash scripts/bootstrap_env.sh
@@ -30,6 +30,9 @@ benchmark-accuracy: env  ## default recipe on the full data, 5 seeds -> benchmar
 
 benchmark-robustness: env  ## shift suite, calibration and OOD gate, 3 seeds -> benchmarks/results/robustness.json
 	$(PY) -m benchmarks.robustness --data $${RADASSIST_FULL_DATA_DIR:-../shared/data/chest-ct} --seeds 0 1 2
+
+benchmark-abuse: env  ## attacks a real stack (model in $$RADASSIST_MODEL_BASE or outputs/models) -> abuse.json
+	$(PY) -m benchmarks.abuse --model-base $${RADASSIST_MODEL_BASE:-outputs/models} --data $${RADASSIST_FULL_DATA_DIR:-../shared/data/chest-ct}
 
 compile-kfp: env  ## write the Kubeflow Pipelines spec
 	$(PY) -m radassist.cli pipeline compile --output build/radassist_pipeline.json $(ARGS)

@@ -17,7 +17,8 @@ def create_user(email: str, name: str, role: Role, password: str, doctor: User |
     if role == Role.PATIENT and (doctor is None or doctor.role != Role.DOCTOR.value):
         raise AccountError("a patient belongs to a doctor")
     if db.session.scalar(db.select(User.id).where(User.email == email)) is not None:
-        raise AccountError(f"{email} already has an account")
+        raise AccountError(f"{email} cannot be used for a new account; if this person already has one, ask your "
+                           "administrator")
     user = User(email=email, name=name.strip(), role=role.value, password_hash=hash_password(password),
                 doctor_id=doctor.id if doctor else None)
     db.session.add(user)

@@ -15,6 +15,7 @@ class Config:
     RATELIMIT_STORAGE_URI = os.environ.get("RADASSIST_RATELIMIT_STORAGE_URI", "memory://")
     LOGIN_RATE_LIMIT = "10 per minute"
     PASSWORD_CHANGE_RATE_LIMIT = "5 per 15 minutes"  # per account
+    NEW_ACCOUNT_RATE_LIMIT = "30 per hour"  # accounts a doctor may try to create (the form tells taken emails)
     LOGIN_FAILURES_BEFORE_LOCK = 5
     LOGIN_LOCK_SECONDS = 30  # doubles with every further failure
     LOGIN_LOCK_MAX_SECONDS = 900  # a stranger who knows an email can lock it for this long at most; admins unlock

@@ -3,6 +3,7 @@
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 
 from portal.accounts import AccountError, create_from_form
+from portal.extensions import limiter, new_account_limit, user_key
 from portal.models import Role, Scan, User, db
 from portal.reports import scan_table
 from portal.security import WeakPassword, record, role_required
@@ -21,12 +22,17 @@ def own_patient(patient_id: int) -> User:
 
 @bp.route("/patients", methods=["GET", "POST"])
 @role_required(Role.DOCTOR)
+@limiter.limit(new_account_limit, methods=["POST"], key_func=user_key)
 def patients():
+    """The doctor's patients; POST adds one. Creating accounts is rate-limited per doctor and every refusal is
+    audited: the form cannot be used to sweep for which emails have accounts."""
     if request.method == "POST":
         try:
             patient = create_from_form(request.form, Role.PATIENT, doctor=g.user)
         except (AccountError, WeakPassword) as error:
             db.session.rollback()
+            record("account_creation_refused", detail=f"{request.form.get('email', '')[:254]!r}: {error}")
+            db.session.commit()
             flash(str(error), "error")
         else:
             record("patient_created", patient)

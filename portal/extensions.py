@@ -20,6 +20,10 @@ def password_limit() -> str:
     return current_app.config["PASSWORD_CHANGE_RATE_LIMIT"]
 
 
+def new_account_limit() -> str:
+    return current_app.config["NEW_ACCOUNT_RATE_LIMIT"]
+
+
 def user_key() -> str:
     """Rate-limit bucket per logged-in account (guesses of the current password from anywhere count together)."""
     return f"user:{g.user.id}" if g.get("user") is not None else get_remote_address()

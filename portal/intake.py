@@ -61,9 +61,14 @@ def sniff(data: bytes) -> str:
     return "unknown"
 
 
-def _png(gray: np.ndarray) -> bytes:
+def _png(gray: np.ndarray | Image.Image) -> bytes:
+    """The 8-bit grayscale PNG the model and the reports use, at most IMAGE_LIMITS.max_stored_side a side."""
+    image = Image.fromarray(gray) if isinstance(gray, np.ndarray) else gray  # a PIL image is downscaled in place
+    side = IMAGE_LIMITS.max_stored_side
+    if max(image.size) > side:
+        image.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=2.0)
     buffer = io.BytesIO()
-    Image.fromarray(gray).save(buffer, format="PNG", compress_level=1)  # lossless; level 6 is 5x slower
+    image.save(buffer, format="PNG", compress_level=1)  # lossless; level 6 is 5x slower
     return buffer.getvalue()
 
 
@@ -75,8 +80,8 @@ def _from_image(name: str, data: bytes, kind: str) -> AcceptedScan:
     with image:
         width, height = image.size
         IMAGE_LIMITS.check_size(width, height, getattr(image, "n_frames", 1))
-        gray = np.asarray(image.convert("L"))
-    return AcceptedScan(name, kind, data, _png(gray), width, height)
+        png = _png(image.convert("L"))  # decodes (a damaged file fails here); no extra copy of the pixels
+    return AcceptedScan(name, kind, data, png, width, height)
 
 
 def window(hounsfield: np.ndarray, centre: float, width: float) -> np.ndarray:

@@ -104,7 +104,7 @@ def test_weak_and_duplicate_accounts_are_refused_with_a_message(auth, client):
     assert "at least 12 characters" in weak
     duplicate = client.post("/admin/doctors", data={"email": "doctor@example.org", "name": "D",
                                                     "password": PASSWORD, "csrf_token": token})
-    assert "already has an account" in duplicate.get_data(as_text=True)
+    assert "cannot be used for a new account" in duplicate.get_data(as_text=True)
 
 
 def test_password_change_requires_the_current_password(auth, client):

@@ -241,3 +241,18 @@ def test_on_postgresql_the_audit_log_and_final_reports_refuse_any_sql_change(app
                 db.session.execute(sa.text(statement))
             db.session.rollback()
         assert db.session.scalar(sa.select(Report.findings).where(Report.id == report_id)) == "changed while draft"
+
+
+def test_the_add_patient_form_cannot_sweep_for_taken_emails(app, auth, client):
+    app.config["NEW_ACCOUNT_RATE_LIMIT"] = "3 per hour"
+    auth.login("doctor@example.org")
+    statuses = []
+    for index in range(4):
+        token = csrf_token(client, "/doctor/patients")
+        statuses.append(client.post("/doctor/patients", data={"email": "patient2@example.org" if index else
+                                                              "new@example.org", "name": "X", "password": PASSWORD,
+                                                              "csrf_token": token}).status_code)
+    assert statuses[-1] == 429
+    with app.app_context():
+        refused = db.session.scalar(sa.select(AuditEvent).where(AuditEvent.action == "account_creation_refused"))
+        assert "patient2@example.org" in refused.detail

@@ -386,7 +386,7 @@ def test_a_report_that_cannot_be_written_is_retried_and_the_worker_lives(reporti
     drain(app, worker)
     progress = client.get(f"/api/batches/{batch_id}").get_json()
     assert progress["counts"]["done"] == 1 and progress["jobs"][0]["attempts"] == 2
-    assert "Draft" in client.get(f"/doctor/patients/{patient_id}").get_data(as_text=True)
+    assert "v1 draft" in client.get(f"/doctor/patients/{patient_id}").get_data(as_text=True)
 
 
 def test_a_failed_analysis_can_be_asked_for_again(reporting_app, auth, client, model_server):
