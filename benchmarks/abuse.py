@@ -239,9 +239,9 @@ def tall_strip_png(t: Target) -> Outcome:
     return _rejected(t.upload(t.patient, [("strip.png", _png(100, 40000))], as_patient=True), "longer side")
 
 
-@attack("upload", "a 3000x700 PNG (aspect 4.3)")
+@attack("upload", "a 2000x450 PNG (aspect 4.4)")
 def odd_aspect_png(t: Target) -> Outcome:
-    return _rejected(t.upload(t.patient, [("wide.png", _png(3000, 700))], as_patient=True), "times the other")
+    return _rejected(t.upload(t.patient, [("wide.png", _png(2000, 450))], as_patient=True), "times the other")
 
 
 @attack("upload", "a 9000x9000 PNG of zeros (81 MP in a few hundred KB)")
@@ -249,12 +249,12 @@ def png_pixel_bomb(t: Target) -> Outcome:
     return _rejected(t.upload(t.patient, [("bomb.png", _png(9000, 9000))], as_patient=True), "pixels")
 
 
-@attack("upload", "the largest image the policy allows: 3072x3072 RGB noise, by a patient, and to the model server")
+@attack("upload", "the largest image the policy allows: 2048x2048 RGB noise, by a patient, and to the model server")
 def largest_allowed_image(t: Target) -> Outcome:
     import tensorflow as tf
 
     buffer = io.BytesIO()
-    pixels = np.random.default_rng(0).integers(0, 256, (3072, 3072, 3), np.uint8)
+    pixels = np.random.default_rng(0).integers(0, 256, (2048, 2048, 3), np.uint8)
     Image.fromarray(pixels).save(buffer, format="PNG")
     response = t.upload(t.patient, [("large.png", buffer.getvalue())], as_patient=True)
     code, _, seconds = _grpc_predict(t, tf.make_tensor_proto([buffer.getvalue()], dtype=tf.string), "explain")

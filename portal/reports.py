@@ -58,6 +58,9 @@ def _heat_lut() -> tuple[np.ndarray, np.ndarray]:
 _COLOURS, _ALPHA = _heat_lut()
 
 
+OVERLAY_SIDE = 1024  # the overlay picture's longer side at most (pixels)
+
+
 def overlay_image(scan_png: bytes, heatmap: np.ndarray, crop_box: tuple[float, ...] | None = None,
                   crop_angle: float | None = None) -> bytes:
     """The scan with the Grad-CAM map blended on top, as a JPEG (a picture for people; the PDF embeds it as is).
@@ -65,19 +68,27 @@ def overlay_image(scan_png: bytes, heatmap: np.ndarray, crop_box: tuple[float, .
     The map covers the square the model saw: ``crop_box`` (y0, x0, y1, x1 in the scan's pixels, the model's output; it
     may reach beyond the scan), turned by ``crop_angle`` degrees about its centre (clockwise on screen: the model
     deskews tilted slices). Models without these outputs saw the scan padded to a centred, upright square."""
-    gray = np.asarray(Image.open(io.BytesIO(scan_png)).convert("L"), dtype=np.float32)
-    height, width = gray.shape
+    image = Image.open(io.BytesIO(scan_png)).convert("L")
     if crop_box is None:
-        side = max(height, width)
-        crop_box = ((height - side) / 2, (width - side) / 2, (height + side) / 2, (width + side) / 2)
+        side = max(image.height, image.width)
+        crop_box = ((image.height - side) / 2, (image.width - side) / 2, (image.height + side) / 2,
+                    (image.width + side) / 2)
+    if max(image.size) > OVERLAY_SIDE:  # drawn at a picture's size: memory and time stay small for any scan
+        original_width, original_height = image.size
+        image.thumbnail((OVERLAY_SIDE, OVERLAY_SIDE), Image.Resampling.LANCZOS)
+        sy, sx = image.height / original_height, image.width / original_width
+        crop_box = (crop_box[0] * sy, crop_box[1] * sx, crop_box[2] * sy, crop_box[3] * sx)
+    gray = np.asarray(image, dtype=np.float32)
+    height, width = gray.shape
     y0, x0, y1, x1 = (float(v) for v in crop_box)
     angle = np.deg2rad(float(crop_angle or 0.0))
     heat8 = (np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0) * 255).round().astype(np.uint8)
     # Each scan pixel's centre in the square's own frame (turned back by the angle), then as fractional map indices.
-    dy = (np.arange(height) + 0.5 - (y0 + y1) / 2)[:, None]
-    dx = (np.arange(width) + 0.5 - (x0 + x1) / 2)[None, :]
-    along = dx * np.cos(angle) + dy * np.sin(angle) + (x1 - x0) / 2
-    across = -dx * np.sin(angle) + dy * np.cos(angle) + (y1 - y0) / 2
+    dy = (np.arange(height, dtype=np.float32) + 0.5 - np.float32((y0 + y1) / 2))[:, None]
+    dx = (np.arange(width, dtype=np.float32) + 0.5 - np.float32((x0 + x1) / 2))[None, :]
+    cos, sin = np.float32(np.cos(angle)), np.float32(np.sin(angle))
+    along = dx * cos + dy * sin + np.float32((x1 - x0) / 2)
+    across = -dx * sin + dy * cos + np.float32((y1 - y0) / 2)
     rows = across / max(y1 - y0, 1e-6) * heat8.shape[0] - 0.5
     cols = along / max(x1 - x0, 1e-6) * heat8.shape[1] - 0.5
     inside = (rows >= -0.5) & (rows <= heat8.shape[0] - 0.5) & (cols >= -0.5) & (cols <= heat8.shape[1] - 0.5)

@@ -16,10 +16,10 @@ class ImageRejected(ValueError):
 @dataclasses.dataclass(frozen=True)
 class ImageLimits:
     max_bytes: int = 50 * 1024 * 1024   # encoded file (a ZIP entry, a request element)
-    max_pixels: int = 3072 * 3072       # width x height of the decoded image (one frame); CT is 512-2048 a side
-    max_side: int = 3072                # the longer side, in pixels
+    max_pixels: int = 2048 * 2048       # width x height of the decoded image (one frame); CT is 512-1024 a side
+    max_side: int = 2048                # the longer side, in pixels
     max_stored_side: int = 2048         # the portal keeps and analyses larger images downscaled to this (the
-                                        # model sees a 224-pixel square; reports draw the overlay at this size)
+                                        # model sees a 224-pixel square): equal to max_side while that is 2048
     max_aspect: float = 4.0             # longer side / shorter side (CT slices are roughly square)
     max_frames: int = 1024              # frames a multi-frame DICOM may declare (only one is decoded)
 

@@ -536,3 +536,18 @@ def test_admin_models_page_lists_served_versions_and_usage(reporting_app, auth, 
     auth.logout()
     auth.login("doctor@example.org")
     assert client.get("/admin/models").status_code == 403
+
+
+def test_a_large_scans_overlay_is_drawn_at_picture_size_and_still_lines_up():
+    from portal.reports import OVERLAY_SIDE, overlay_image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((1000, 2000), 60, np.uint8)).save(buffer, format="PNG")
+    hot_left = np.zeros((28, 28), dtype=np.float32)
+    hot_left[:, :14] = 1.0
+    overlay = np.asarray(Image.open(io.BytesIO(overlay_image(buffer.getvalue(), hot_left,
+                                                             (100.0, 400.0, 900.0, 1200.0)))))
+    assert overlay.shape[:2] == (OVERLAY_SIDE // 2, OVERLAY_SIDE)
+    scale = OVERLAY_SIDE / 2000  # the box, scaled with the picture: x 400-800 is the hot half
+    assert overlay[int(200 * scale):int(800 * scale), int(450 * scale):int(750 * scale), 0].mean() > 50
+    assert overlay[:, int(1250 * scale):].mean() < 70 and overlay[:, :int(350 * scale)].mean() < 70

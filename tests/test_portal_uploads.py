@@ -1,5 +1,6 @@
 """Scan uploads: real PNG slices, real DICOM (pydicom's test files), ZIPs, and every kind of bad input."""
 
+import dataclasses
 import glob
 import hashlib
 import io
@@ -88,12 +89,12 @@ def _png(width: int, height: int) -> bytes:
 
 def test_images_of_odd_shape_or_size_are_refused_from_the_header_before_decoding():
     tracemalloc.start()
-    _, rejected = intake.intake([("strip.png", _png(100, 40000)), ("wide.png", _png(3000, 700)),
-                                 ("tall.png", _png(3500, 1750))])
+    _, rejected = intake.intake([("strip.png", _png(100, 40000)), ("wide.png", _png(2000, 450)),
+                                 ("tall.png", _png(2500, 1250))])
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     reasons = {r.name: r.reason for r in rejected}
-    assert "longer side is more than the 3072" in reasons["strip.png"]
+    assert "longer side is more than the 2048" in reasons["strip.png"]
     assert "more than 4 times the other" in reasons["wide.png"]
     assert "longer side" in reasons["tall.png"]
     assert peak < 16 * 1024 * 1024  # small files declaring up to 6 MP: nothing was decoded
@@ -296,11 +297,12 @@ def test_an_upload_that_fails_part_way_says_what_was_saved_and_leaves_no_orphans
     assert retry.status_code == 200 and "1 accepted, 8 rejected" in retry.get_data(as_text=True)
 
 
-def test_large_images_are_kept_and_analysed_downscaled():
-    pixels = np.random.default_rng(1).integers(0, 256, (2000, 3000, 3), np.uint8)
+def test_large_images_are_kept_and_analysed_downscaled(monkeypatch):
+    monkeypatch.setattr(intake, "IMAGE_LIMITS", dataclasses.replace(intake.IMAGE_LIMITS, max_stored_side=1024))
+    pixels = np.random.default_rng(1).integers(0, 256, (1000, 1500, 3), np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     (scan,), rejected = intake.intake([("large.png", buffer.getvalue())])
     stored = Image.open(io.BytesIO(scan.png))
-    assert not rejected and (scan.width, scan.height) == (3000, 2000)  # the scan's own size, for the record
-    assert stored.size == (2048, 1365) and stored.mode == "L" and scan.original == buffer.getvalue()
+    assert not rejected and (scan.width, scan.height) == (1500, 1000)  # the scan's own size, for the record
+    assert stored.size == (1024, 683) and stored.mode == "L" and scan.original == buffer.getvalue()
