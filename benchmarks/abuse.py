@@ -334,6 +334,27 @@ def xss_file_name(t: Target) -> Outcome:
     return Outcome(not raw, f"HTTP {response.status_code}; unescaped in a page: {raw}")
 
 
+@attack("xss", "findings containing <script> and an <img onerror>, written by a doctor and shown on the report page")
+def xss_in_findings(t: Target) -> Outcome:
+    payload = '<script>alert("findings")</script><img src=x onerror=alert(1)>'
+    page = f"{t.url}/reports/{t.draft_id}"
+    t.doctor.post(f"{page}/findings", data={"findings": payload, "csrf_token": _token(t.doctor, page)}, timeout=60)
+    html = t.doctor.get(page, timeout=30).text
+    raw = payload in html or "<img src=x onerror" in html
+    escaped = "&lt;script&gt;alert(" in html
+    return Outcome(escaped and not raw, f"escaped on the page: {escaped}; raw markup: {raw}")
+
+
+@attack("xss", "a patient named <img src=x onerror=alert(document.domain)> created by a doctor")
+def xss_in_patient_name(t: Target) -> Outcome:
+    name = "<img src=x onerror=alert(document.domain)>"
+    t.doctor.post(f"{t.url}/doctor/patients", data={"email": "xss@abuse.local", "name": name, "password": PASSWORD,
+                                                     "csrf_token": _token(t.doctor, f"{t.url}/doctor/patients")},
+                  timeout=60)
+    html = t.doctor.get(f"{t.url}/doctor/patients", timeout=30).text
+    return Outcome(name not in html and "&lt;img src=x" in html, f"raw markup in the list: {name in html}")
+
+
 @attack("upload", "a CT DICOM carrying the patient's name, ID, birth date and institution")
 def dicom_phi_is_removed(t: Target) -> Outcome:
     import pydicom
@@ -401,6 +422,11 @@ def other_doctor_reads(t: Target) -> Outcome:
 @attack("ownership", "another patient opens the same URLs")
 def other_patient_reads(t: Target) -> Outcome:
     return _idor(t, t.intruder_patient, t.private_paths)
+
+
+@attack("ownership", "an admin opens clinical content (patient page, scan, report, PDF, FHIR, overlay, batch)")
+def admin_reads_clinical_content(t: Target) -> Outcome:
+    return _idor(t, t.admin, t.private_paths)
 
 
 @attack("ownership", "the patient opens their doctor's unsigned draft (report, PDF, FHIR, overlay)")

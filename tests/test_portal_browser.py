@@ -4,11 +4,15 @@ does in production (model server process, gunicorn, a report worker process).
 Screenshots of every page land in test-artifacts/browser/.
 """
 
+import functools
 import glob
+import hashlib
+import http.server
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -22,15 +26,21 @@ PASSWORD = "correct horse battery"
 
 
 def _ten_real_slices() -> list[str]:
-    """Ten test-split slices, from ../shared/data when present (else the bundled sample), across all classes."""
+    """Ten different test-split slices (the Kaggle set repeats some files; the portal refuses a repeat for the same
+    patient), from ../shared/data when present (else the bundled sample), across all classes."""
     root = next((c for c in FULL_DATA_CANDIDATES if c and os.path.isdir(os.path.join(c, "test"))), SAMPLE_DIR)
     by_class = [sorted(glob.glob(os.path.join(folder, "*.png")))
                 for folder in sorted(glob.glob(os.path.join(root, "test", "*")))]
-    picked = []
-    while len(picked) < 10:
+    picked, seen = [], set()
+    while len(picked) < 10 and any(by_class):
         for paths in by_class:
             if paths and len(picked) < 10:
-                picked.append(paths.pop(0))
+                path = paths.pop(0)
+                with open(path, "rb") as handle:
+                    digest = hashlib.sha256(handle.read()).hexdigest()
+                if digest not in seen:
+                    seen.add(digest)
+                    picked.append(path)
     return picked
 
 
@@ -201,3 +211,30 @@ def test_a_scan_outside_the_models_domain_is_reported_as_not_analysed(browser, s
     page.click("text=Pam Other")
     assert page.locator("text=Not analysed (outside the model's domain)").count() == 1
     page.close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_another_site_cannot_frame_the_portal(browser, stack, tmp_path):
+    """Clickjacking: a page of another origin puts the portal in an iframe; the browser refuses to show it."""
+    (tmp_path / "evil.html").write_text(f'<h1>Win a prize</h1><iframe id="victim" src="{stack["url"]}/login" '
+                                        'width="800" height="600"></iframe>')
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler,
+                                                                                directory=str(tmp_path)))
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{evil.server_address[1]}/evil.html")  # another port: another origin
+        page.wait_for_timeout(2000)
+        assert page.frame_locator("#victim").locator("input[name=password]").count() == 0
+        _shot(page, "clickjacking-refused")
+        direct = browser.new_page()
+        direct.goto(f"{stack['url']}/login")
+        assert direct.locator("input[name=password]").count() == 1  # the page itself is fine
+        page.close()
+        direct.close()
+    finally:
+        evil.shutdown()

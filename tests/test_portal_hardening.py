@@ -225,9 +225,8 @@ def test_patients_do_not_see_their_doctors_batches(app, auth, client):
     assert client.get(f"/api/batches/{doctors_batch}").get_json()["jobs"][0]["report_url"]
 
 
-def test_on_postgresql_the_audit_log_and_final_reports_refuse_any_sql_change(app, request):
-    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-        pytest.skip("database triggers are PostgreSQL's (SQLite keeps the ORM guard)")
+@pytest.mark.parametrize("app", ["postgresql"], indirect=True)  # the triggers are PostgreSQL's; SQLite has the ORM
+def test_on_postgresql_the_audit_log_and_final_reports_refuse_any_sql_change(app):
     report_id, _ = _report(app, self_submitted=False, uploader="doctor@example.org")
     with app.app_context():
         db.session.add(AuditEvent(action="test_event"))
