@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import re
 import statistics
 import threading
 import time
@@ -255,3 +256,39 @@ def test_the_add_patient_form_cannot_sweep_for_taken_emails(app, auth, client):
     with app.app_context():
         refused = db.session.scalar(sa.select(AuditEvent).where(AuditEvent.action == "account_creation_refused"))
         assert "patient2@example.org" in refused.detail
+
+
+def test_a_restarted_worker_takes_back_its_predecessors_jobs_at_once(app, tmp_path):
+    """The supervisor restarts a worker under the same name: what the dead one was running is queued again on the
+    new one's first step, not after the 5-minute lease."""
+    from portal.jobs import DatabaseQueue, JobSettings, claim
+    from portal.worker import Worker
+    from serving.client import ServingClient
+
+    _report(app, self_submitted=False, uploader="doctor@example.org")
+    with app.app_context():
+        job = db.session.scalar(sa.select(Job))
+        job.status, job.attempts = "queued", 0
+        db.session.commit()
+        (held,) = claim([job.id], "host-worker-0", JobSettings(lease_seconds=300))
+        assert held.status == "running"
+    with ServingClient("127.0.0.1:1", timeout=1, retries=0) as dead_model:
+        restarted = Worker(app, dead_model, queue=DatabaseQueue(poll_seconds=0.01), name="host-worker-0")
+        with app.app_context():
+            restarted.step(timeout=0)
+            job = db.session.scalar(sa.select(Job))
+            # Given back and claimed again in the same step (its attempt 2; without the recovery it would still be
+            # "running" on attempt 1 for five minutes).
+            assert job.attempts == 2 and job.worker == "host-worker-0" and job.status != "running"
+
+
+def test_the_audit_log_pages_through_every_event_and_filters_by_action(app, auth, client):
+    with app.app_context():
+        db.session.add_all([AuditEvent(action="bulk_event", detail=str(i)) for i in range(250)])
+        db.session.commit()
+    auth.login("admin@example.org")
+    first = client.get("/admin/audit?action=bulk_event").get_data(as_text=True)
+    assert first.count("<td>bulk_event</td>") == 200 and 'id="older"' in first
+    older = re.search(r'id="older" href="([^"]+)"', first).group(1).replace("&amp;", "&")
+    second = client.get(older).get_data(as_text=True)
+    assert second.count("<td>bulk_event</td>") == 50 and 'id="older"' not in second
