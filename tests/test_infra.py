@@ -72,3 +72,21 @@ def test_radassist_commands_in_manifests_and_dockerfiles_parse():
     assert len(commands) >= 4
     for command in commands:
         parser.parse_args(command)  # exits (fails the test) on an unknown command or flag
+
+
+def test_only_the_report_workers_may_reach_the_model_server():
+    """The model server's NetworkPolicy admits pods labelled as model clients; the workers carry the label, the
+    portal's web pods (which face the internet) do not."""
+    (policy,) = _documents(os.path.join(INFRA, "serving", "base", "networkpolicy.yaml"))
+    assert policy["kind"] == "NetworkPolicy" and policy["spec"]["podSelector"]["matchLabels"] == {"app": "model-server"}
+    client_label = {"radassist.io/model-client": "true"}
+    sources = [source for rule in policy["spec"]["ingress"] for source in rule["from"]]
+    assert all(source.get("podSelector", {}).get("matchLabels") == client_label or
+               set(source) == {"namespaceSelector"} for source in sources)
+    labels = {document["metadata"]["name"]: document["spec"]["template"]["metadata"]["labels"]
+              for path in ("worker.yaml", "web.yaml") for document in _documents(os.path.join(INFRA, "portal", path))
+              if document["kind"] == "Deployment"}
+    assert labels["portal-worker"].items() >= client_label.items()
+    assert not any(key in client_label for key in labels["portal-web"])
+    for name in ("networkpolicy.yaml",):
+        assert name in _documents(os.path.join(INFRA, "serving", "base", "kustomization.yaml"))[0]["resources"]
