@@ -217,6 +217,9 @@ def cmd_portal(args) -> int:
               file=sys.stderr)
     bind = f"{args.host}:{args.port}"
     print(f"RadAssist portal on http://{bind}", file=sys.stderr)
+    if args.workers > 1 and str(app.config["RATELIMIT_STORAGE_URI"]).startswith("memory://"):
+        print(f"note: login rate limits are counted per web process ({args.workers} of them); set "
+              "RADASSIST_RATELIMIT_STORAGE_URI=redis://... to share them", file=sys.stderr)
     children = [Child("gunicorn", [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(args.workers),
                                    "--threads", "4", "--access-logfile", "-", "portal.wsgi:app"])]
     if args.report_workers:
