@@ -110,6 +110,15 @@ def _login(page, url: str, email: str) -> None:
     page.wait_for_load_state()
 
 
+def _wait_until_loaded(image, timeout: float = 30) -> None:
+    """Waits for an <img> to be decoded (polling from outside: the portal's CSP forbids string evaluation, which
+    wait_for_function uses)."""
+    deadline = time.time() + timeout
+    while not image.evaluate("img => img.complete && img.naturalWidth > 0"):
+        assert time.time() < deadline, "the image did not load"
+        time.sleep(0.1)
+
+
 def _shot(page, name: str) -> None:
     page.screenshot(path=os.path.join(ARTIFACTS, f"{name}.png"), full_page=True)
 
@@ -142,7 +151,7 @@ def test_doctor_bulk_uploads_watches_progress_opens_report_and_downloads_pdf(bro
     assert "Draft" in text and "Decision support, not a diagnosis" in text and "radassist version" in text
     if page.locator("#raw-output").count():  # the demo model withheld this slice: its output is one click away
         page.click("#raw-output summary")
-    page.wait_for_function("document.querySelector(\"img[alt='Grad-CAM overlay']\").naturalWidth > 0")
+    _wait_until_loaded(page.locator("img[alt='Grad-CAM overlay']"))
     _shot(page, "doctor-report-draft")
     with page.expect_download() as download:
         page.click("#download-pdf")
