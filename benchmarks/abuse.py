@@ -9,7 +9,7 @@ under 1.5x its baseline peak). Reliability attacks (kill -9 of the report worker
 come last.
 
 Usage: python -m benchmarks.abuse --model-base outputs/models --data ../shared/data/chest-ct
-Writes benchmarks/results/abuse.json: ``attacks``, ``held``, ``failed`` and one entry per attack.
+Writes benchmarks/results/abuse.json: ``attacks``, ``held``, ``failed`` and one entry per attack (keyed by its name).
 """
 
 import argparse
@@ -37,7 +37,7 @@ import requests
 from PIL import Image
 
 from benchmarks import write_result
-from benchmarks.portal import PASSWORD, Stack, real_slices
+from benchmarks.portal import PASSWORD, Stack, csrf_token, login, real_slices
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "abuse.json")
 MEMORY_FACTOR = 1.5
@@ -117,10 +117,6 @@ def attack(category: str, sent: str):
     return register
 
 
-def _token(session: requests.Session, url: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', session.get(url, timeout=30).text).group(1)
-
-
 _ADDRESSES = iter(f"198.18.{i // 250}.{i % 250 + 1}" for i in range(60000))
 
 
@@ -132,14 +128,8 @@ def client(address: str | None = None) -> requests.Session:
     return session
 
 
-def _login(url: str, email: str, password: str = PASSWORD) -> requests.Session:
-    session = client()
-    token = _token(session, f"{url}/login")
-    response = session.post(f"{url}/login", data={"email": email, "password": password, "csrf_token": token},
-                            allow_redirects=False, timeout=30)
-    if response.status_code != 302:
-        raise RuntimeError(f"login of {email} failed: {response.status_code}")
-    return session
+def _login(url: str, email: str) -> requests.Session:
+    return login(url, email, session=client())
 
 
 def _png(width: int, height: int, value: int = 0) -> bytes:
@@ -193,7 +183,7 @@ class Target:
     def upload(self, session: requests.Session, files: list[tuple[str, bytes]], as_patient: bool = False):
         page = f"{self.url}/me/" if as_patient else self.patient_page
         action = f"{self.url}/me/scans" if as_patient else f"{self.patient_page}/scans"
-        return session.post(action, data={"csrf_token": _token(session, page)},
+        return session.post(action, data={"csrf_token": csrf_token(session, page)},
                             files=[("scans", (name, data)) for name, data in files], timeout=300)
 
     def wait_for(self, session: requests.Session, batch_path: str, timeout: float = 900) -> dict:
@@ -338,7 +328,7 @@ def xss_file_name(t: Target) -> Outcome:
 def xss_in_findings(t: Target) -> Outcome:
     payload = '<script>alert("findings")</script><img src=x onerror=alert(1)>'
     page = f"{t.url}/reports/{t.draft_id}"
-    t.doctor.post(f"{page}/findings", data={"findings": payload, "csrf_token": _token(t.doctor, page)}, timeout=60)
+    t.doctor.post(f"{page}/findings", data={"findings": payload, "csrf_token": csrf_token(t.doctor, page)}, timeout=60)
     html = t.doctor.get(page, timeout=30).text
     raw = payload in html or "<img src=x onerror" in html
     escaped = "&lt;script&gt;alert(" in html
@@ -349,7 +339,7 @@ def xss_in_findings(t: Target) -> Outcome:
 def xss_in_patient_name(t: Target) -> Outcome:
     name = "<img src=x onerror=alert(document.domain)>"
     t.doctor.post(f"{t.url}/doctor/patients", data={"email": "xss@abuse.local", "name": name, "password": PASSWORD,
-                                                     "csrf_token": _token(t.doctor, f"{t.url}/doctor/patients")},
+                                                     "csrf_token": csrf_token(t.doctor, f"{t.url}/doctor/patients")},
                   timeout=60)
     html = t.doctor.get(f"{t.url}/doctor/patients", timeout=30).text
     return Outcome(name not in html and "&lt;img src=x" in html, f"raw markup in the list: {name in html}")
@@ -444,7 +434,7 @@ def foreign_sign_off(t: Target) -> Outcome:
     codes = {}
     for who, session, page in (("patient", t.patient, f"{t.url}/me/"),
                                ("other doctor", t.intruder_doctor, f"{t.url}/doctor/patients")):
-        token = _token(session, page)
+        token = csrf_token(session, page)
         for action in ("sign", "amend"):
             codes[f"{who} {action}"] = _status(session, f"{t.url}/reports/{t.draft_id}/{action}", "post",
                                                data={"csrf_token": token, "reason": "x"})
@@ -470,7 +460,7 @@ def anonymous(t: Target) -> Outcome:
 @attack("ownership", "a second doctor uploads for the first doctor's patient")
 def foreign_upload(t: Target) -> Outcome:
     action = f"{t.patient_page}/scans"
-    code = _status(t.intruder_doctor, action, "post", data={"csrf_token": _token(t.intruder_doctor,
+    code = _status(t.intruder_doctor, action, "post", data={"csrf_token": csrf_token(t.intruder_doctor,
                                                                                  f"{t.url}/doctor/patients")},
                    files=[("scans", ("a.png", t.slices[0][1]))])
     return Outcome(code in (403, 404), f"HTTP {code}")
@@ -478,7 +468,7 @@ def foreign_upload(t: Target) -> Outcome:
 
 # CSRF -------------------------------------------------------------------------------------------------------
 @attack("csrf", "an upload, a sign-off, a logout and a login without a CSRF token")
-def missing_csrf_token(t: Target) -> Outcome:
+def missing_csrfcsrf_token(t: Target) -> Outcome:
     codes = {"upload": _status(t.doctor, f"{t.patient_page}/scans", "post", files=[("scans", ("a.png", b"x"))]),
              "sign": _status(t.doctor, f"{t.url}/reports/{t.draft_id}/sign", "post", data={}),
              "logout": _status(t.doctor, f"{t.url}/logout", "post", data={}),
@@ -488,8 +478,8 @@ def missing_csrf_token(t: Target) -> Outcome:
 
 
 @attack("csrf", "a sign-off carrying another user's valid CSRF token")
-def foreign_csrf_token(t: Target) -> Outcome:
-    stolen = _token(t.intruder_doctor, f"{t.url}/doctor/patients")
+def foreign_csrfcsrf_token(t: Target) -> Outcome:
+    stolen = csrf_token(t.intruder_doctor, f"{t.url}/doctor/patients")
     code = _status(t.doctor, f"{t.url}/reports/{t.draft_id}/sign", "post", data={"csrf_token": stolen})
     return Outcome(code == 400, f"HTTP {code}")
 
@@ -506,7 +496,7 @@ def cross_site_post(t: Target) -> Outcome:
 def logged_out_cookie_replay(t: Target) -> Outcome:
     session = _login(t.url, "doctor@abuse.local")
     cookie = session.cookies.get("session")
-    session.post(f"{t.url}/logout", data={"csrf_token": _token(session, f"{t.url}/doctor/patients")}, timeout=30)
+    session.post(f"{t.url}/logout", data={"csrf_token": csrf_token(session, f"{t.url}/doctor/patients")}, timeout=30)
     replay = client()
     replay.cookies.set("session", cookie)
     code = _status(replay, f"{t.url}/doctor/patients")
@@ -519,10 +509,10 @@ def session_after_password_change(t: Target) -> Outcome:
     current = _login(t.url, "patient2@abuse.local")
     new = PASSWORD + " changed"
     current.post(f"{t.url}/password", data={"current": PASSWORD, "new": new, "confirm": new,
-                                            "csrf_token": _token(current, f"{t.url}/password")}, timeout=30)
+                                            "csrf_token": csrf_token(current, f"{t.url}/password")}, timeout=30)
     code = _status(old, f"{t.url}/me/")
     current.post(f"{t.url}/password", data={"current": new, "new": PASSWORD, "confirm": PASSWORD,
-                                            "csrf_token": _token(current, f"{t.url}/password")}, timeout=30)
+                                            "csrf_token": csrf_token(current, f"{t.url}/password")}, timeout=30)
     t.intruder_patient = _login(t.url, "patient2@abuse.local")
     return Outcome(code == 302, f"HTTP {code}")
 
@@ -533,7 +523,7 @@ def open_redirect(t: Target) -> Outcome:
     for target in ("/%09/evil.example/", "//evil.example/", "/%5Cevil.example", "https://evil.example/",
                    "/%0d%0a/evil.example"):
         session = client()
-        token = _token(session, f"{t.url}/login")
+        token = csrf_token(session, f"{t.url}/login")
         response = session.post(f"{t.url}/login?next={target}", data={"email": "doctor2@abuse.local",
                                                                         "password": PASSWORD, "csrf_token": token},
                                 allow_redirects=False, timeout=30)
@@ -547,7 +537,7 @@ def open_redirect(t: Target) -> Outcome:
 def parallel_lockout(t: Target) -> Outcome:
     email = "lockme@abuse.local"
     sessions = [client() for _ in range(8)]
-    tokens = [_token(s, f"{t.url}/login") for s in sessions]
+    tokens = [csrf_token(s, f"{t.url}/login") for s in sessions]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: sessions[i].post(f"{t.url}/login", data={"email": email, "password": f"wrong {i}",
                                                                           "csrf_token": tokens[i]}, timeout=60),
@@ -559,7 +549,7 @@ def parallel_lockout(t: Target) -> Outcome:
 @attack("login", "30 parallel login attempts from one address across both web workers")
 def shared_rate_limit(t: Target) -> Outcome:
     sessions = [client("203.0.113.30") for _ in range(30)]  # one address
-    tokens = [_token(s, f"{t.url}/login") for s in sessions]
+    tokens = [csrf_token(s, f"{t.url}/login") for s in sessions]
     with concurrent.futures.ThreadPoolExecutor(30) as pool:
         codes = list(pool.map(lambda i: sessions[i].post(
             f"{t.url}/login", data={"email": f"nobody{i}@abuse.local", "password": "x" * 12,
@@ -574,7 +564,7 @@ def user_enumeration(t: Target) -> Outcome:
     for index in range(5):
         for kind, email in (("unknown", f"ghost{index}@abuse.local"), ("known", "known@abuse.local")):
             session = client()
-            token = _token(session, f"{t.url}/login")
+            token = csrf_token(session, f"{t.url}/login")
             started = time.perf_counter()
             response = session.post(f"{t.url}/login", data={"email": email, "password": "wrong password!",
                                                              "csrf_token": token}, timeout=60)
@@ -588,10 +578,10 @@ def user_enumeration(t: Target) -> Outcome:
 def lock_message_enumeration(t: Target) -> Outcome:
     session = client()
     response = session.post(f"{t.url}/login", data={"email": "lockme@abuse.local", "password": PASSWORD,
-                                                     "csrf_token": _token(session, f"{t.url}/login")}, timeout=60)
+                                                     "csrf_token": csrf_token(session, f"{t.url}/login")}, timeout=60)
     other = client()
     wrong = other.post(f"{t.url}/login", data={"email": "known@abuse.local", "password": "wrong password!",
-                                               "csrf_token": _token(other, f"{t.url}/login")}, timeout=60)
+                                               "csrf_token": csrf_token(other, f"{t.url}/login")}, timeout=60)
 
     def message(r):
         return re.search(r'role="alert"[^>]*>([^<]*)<', r.text).group(1)
@@ -606,7 +596,7 @@ def password_change_guessing(t: Target) -> Outcome:
     for _ in range(7):
         codes.append(session.post(f"{t.url}/password", data={
             "current": "a wrong guess!", "new": "x" * 14, "confirm": "x" * 14,
-            "csrf_token": _token(session, f"{t.url}/password")}, timeout=60).status_code)
+            "csrf_token": csrf_token(session, f"{t.url}/password")}, timeout=60).status_code)
     t.intruder_doctor = session
     return Outcome(codes[-1] == 429, f"codes {codes}")
 
@@ -897,7 +887,7 @@ def main() -> int:
     create_users(stack)
     stack.start()
     memory = Memory(stack)
-    entries = []
+    entries: dict[str, dict] = {}  # attack name -> what was sent, what came back, peak memory
     try:
         target = Target(stack, pki, slices)
         print(f"baseline: a normal bulk analysis of {args.scans} scans ...", flush=True)
@@ -908,6 +898,8 @@ def main() -> int:
         baseline = memory.peaks()
         baseline_seconds = time.perf_counter() - started
         print(f"  {baseline_seconds:.0f} s, {baseline_progress['counts']}; peak MB {baseline}", flush=True)
+        bulk = {"scans": args.scans, "seconds": round(baseline_seconds, 1), "counts": baseline_progress["counts"],
+                "peak_memory_mb": baseline, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
         setup_objects(target)
         for name, category, sent, function in ATTACKS:
             if args.only and name not in args.only:
@@ -919,15 +911,15 @@ def main() -> int:
             except Exception as error:  # noqa: BLE001 - an attack that crashes the harness is a failed attack
                 outcome = Outcome(False, f"{type(error).__name__}: {error}")
             peaks = memory.peaks()
-            entry = {"attack": name, "category": category, "sent": sent, "got": outcome.got,
+            entry = {"category": category, "sent": sent, "got": outcome.got,
                      "seconds": round(time.perf_counter() - started, 2), "peak_memory_mb": peaks}
             if category in ("upload", "inference"):
                 over = {role: round(peaks[role] / baseline[role], 2) for role in peaks
                         if role in baseline and peaks[role] > MEMORY_FACTOR * baseline[role]}
-                entry["memory_over_baseline"] = over
+                entry.update(memory_over_baseline=over, memory_factor_max=MEMORY_FACTOR, baseline_bulk=bulk)
                 outcome.held = outcome.held and not over
             entry["held"] = outcome.held
-            entries.append(entry)
+            entries[name] = entry
             print(f"{'held' if outcome.held else 'FAILED':<7}{name:<38}{outcome.got[:110]}", flush=True)
     finally:
         memory.close()
@@ -936,12 +928,10 @@ def main() -> int:
             print(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    held = sum(entry["held"] for entry in entries)
-    result = {"attacks": len(entries), "held": held, "failed": len(entries) - held,
-              "baseline": {"scans": args.scans, "seconds": round(baseline_seconds, 1),
-                           "counts": baseline_progress["counts"], "peak_memory_mb": baseline},
-              "memory_factor_max": MEMORY_FACTOR, "entries": entries,
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
+    held = sum(entry["held"] for entry in entries.values())
+    # The issue's top-level keys: the three counts, then one entry per attack (the baseline bulk analysis rides in
+    # every entry whose memory is checked against it).
+    result = {"attacks": len(entries), "held": held, "failed": len(entries) - held, **entries}
     print(f"\n{'attacks':<12}{len(entries):>6}\n{'held':<12}{held:>6}\n{'failed':<12}{len(entries) - held:>6}")
     if not args.only:
         write_result(result, args.out)
