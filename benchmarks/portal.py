@@ -124,11 +124,17 @@ class Stack:
             process.wait(timeout=60)
 
 
-def login(url: str) -> requests.Session:
-    session = requests.Session()
-    token = re.search(r'name="csrf_token" value="([^"]+)"', session.get(f"{url}/login").text).group(1)
-    response = session.post(f"{url}/login", data={"email": "doctor@bench.local", "password": PASSWORD,
-                                                  "csrf_token": token})
+def csrf_token(session: requests.Session, url: str) -> str:
+    """The CSRF token of the form on the page at ``url``."""
+    return re.search(r'name="csrf_token" value="([^"]+)"', session.get(url, timeout=30).text).group(1)
+
+
+def login(url: str, email: str = "doctor@bench.local", password: str = PASSWORD,
+          session: requests.Session | None = None) -> requests.Session:
+    """``session`` (a new one by default) logged in as ``email``; raises when the portal refuses."""
+    session = session or requests.Session()
+    response = session.post(f"{url}/login", data={"email": email, "password": password,
+                                                  "csrf_token": csrf_token(session, f"{url}/login")}, timeout=30)
     response.raise_for_status()
     return session
 
@@ -136,7 +142,7 @@ def login(url: str) -> requests.Session:
 def bulk(stack: Stack, session: requests.Session, slices: list[tuple[str, bytes]]) -> dict:
     patients = session.get(f"{stack.url}/doctor/patients").text
     patient_url = re.search(r'href="(/doctor/patients/\d+)"', patients).group(1)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', session.get(stack.url + patient_url).text).group(1)
+    token = csrf_token(session, stack.url + patient_url)
     started = time.perf_counter()
     response = session.post(f"{stack.url}{patient_url}/scans", data={"csrf_token": token},
                             files=[("scans", (name, data)) for name, data in slices])

@@ -88,12 +88,8 @@ def read_scan_image(path: str, data_root: str) -> ScanImage:
     with tf.io.gfile.GFile(path, "rb") as handle:
         raw = handle.read()
     try:
-        with Image.open(io.BytesIO(raw)) as image:
+        with IMAGE_LIMITS.open_image(raw) as image:
             width, height = image.size
-            try:
-                IMAGE_LIMITS.check_size(width, height)
-            except ImageRejected as error:
-                raise SkippedFile("outside_image_limits", f"{path}: {error}") from error
             image_format = image.format
             image.load()  # decodes fully: truncated or corrupt data fails here
             encoded = raw
@@ -101,8 +97,8 @@ def read_scan_image(path: str, data_root: str) -> ScanImage:
                 buffer = io.BytesIO()
                 image.save(buffer, format="PNG")
                 encoded = buffer.getvalue()
-    except SkippedFile:
-        raise
+    except ImageRejected as error:
+        raise SkippedFile("outside_image_limits", f"{path}: {error}") from error
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise SkippedFile("not_an_image", f"{path}: {error}") from error
     relative = os.path.relpath(path, data_root).replace(os.sep, "/")

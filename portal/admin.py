@@ -80,9 +80,7 @@ STALE_STATUS = dt.timedelta(minutes=2)
 
 def served_versions() -> tuple[list[dict], str | None, ServiceStatus | None]:
     """The model's versions as the report workers last saw them, a problem to show (or None), and that report."""
-    from portal.worker import MODEL_SERVER_STATUS
-
-    row = db.session.get(ServiceStatus, MODEL_SERVER_STATUS)
+    row = db.session.get(ServiceStatus, ServiceStatus.MODEL_SERVER)
     if row is None:
         return [], "No report worker has reported on the model server yet.", None
     status = row.status

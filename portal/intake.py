@@ -73,13 +73,8 @@ def _png(gray: np.ndarray | Image.Image) -> bytes:
 
 
 def _from_image(name: str, data: bytes, kind: str) -> AcceptedScan:
-    try:
-        image = Image.open(io.BytesIO(data))  # reads the header only
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageRejected(f"more than {IMAGE_LIMITS.max_pixels} pixels (possible decompression bomb)") from error
-    with image:
+    with IMAGE_LIMITS.open_image(data, count_frames=True) as image:
         width, height = image.size
-        IMAGE_LIMITS.check_size(width, height, getattr(image, "n_frames", 1))
         png = _png(image.convert("L"))  # decodes (a damaged file fails here); no extra copy of the pixels
     return AcceptedScan(name, kind, data, png, width, height)
 

@@ -68,6 +68,7 @@ class ServiceStatus(db.Model):
     alone may reach it), for the admin pages."""
 
     __tablename__ = "service_status"
+    MODEL_SERVER = "model_server"  # the row the report workers keep current
 
     name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     status_json: Mapped[str] = mapped_column(sa.Text)

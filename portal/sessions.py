@@ -21,6 +21,11 @@ def _row_id(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()  # a leaked table does not hand out live cookies
 
 
+def _request_token() -> str | None:
+    token = session.get(TOKEN_KEY)
+    return token if isinstance(token, str) and token else None
+
+
 def start(user: User) -> None:
     """A new session for ``user`` (after a successful login): a fresh cookie, whatever the old one held."""
     session.clear()
@@ -35,8 +40,8 @@ def start(user: User) -> None:
 
 def current() -> UserSession | None:
     """The request's session if it is still good (touching it), else None."""
-    token = session.get(TOKEN_KEY)
-    if not token or not isinstance(token, str):
+    token = _request_token()
+    if token is None:
         return None
     row = db.session.get(UserSession, _row_id(token))
     now = utcnow()
@@ -51,8 +56,8 @@ def current() -> UserSession | None:
 
 def end() -> None:
     """Logout: this session is revoked and the cookie emptied."""
-    token = session.get(TOKEN_KEY)
-    if isinstance(token, str):
+    token = _request_token()
+    if token is not None:
         db.session.execute(sa.update(UserSession).where(UserSession.id == _row_id(token),
                                                         UserSession.revoked_at.is_(None))
                            .values(revoked_at=utcnow()))
@@ -62,7 +67,7 @@ def end() -> None:
 def revoke_all(user: User, keep_current: bool = False) -> int:
     """Revokes every live session of ``user`` (but the request's own when ``keep_current``); returns how many."""
     query = sa.update(UserSession).where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None))
-    token = session.get(TOKEN_KEY)
-    if keep_current and isinstance(token, str):
+    token = _request_token()
+    if keep_current and token is not None:
         query = query.where(UserSession.id != _row_id(token))
     return db.session.execute(query.values(revoked_at=utcnow())).rowcount

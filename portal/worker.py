@@ -23,7 +23,6 @@ from portal.security import record
 from portal.storage import store_from_uri
 
 log = logging.getLogger(__name__)
-MODEL_SERVER_STATUS = "model_server"  # ServiceStatus row the workers keep current
 
 
 @dataclasses.dataclass
@@ -81,7 +80,8 @@ class Worker:
             status = {"versions": self.client.model_status(), "error": None}
         except (ServingClientError, OSError) as error:
             status = {"versions": [], "error": str(error)[:500]}
-        row = db.session.get(ServiceStatus, MODEL_SERVER_STATUS) or ServiceStatus(name=MODEL_SERVER_STATUS)
+        name = ServiceStatus.MODEL_SERVER
+        row = db.session.get(ServiceStatus, name) or ServiceStatus(name=name)
         row.status_json, row.reported_by, row.updated_at = json.dumps(status), self.name, utcnow()
         db.session.add(row)
         db.session.commit()

@@ -100,7 +100,7 @@ def cmd_pipeline_compile(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from serving.authentication import TlsFiles
+    from serving.authentication import TlsFiles, read_file
     from serving.batching import BatchingOptions
     from serving.model_store import VersionPolicy
     from serving.server import JsonLogFormatter, ServerConfig, serve
@@ -112,8 +112,7 @@ def cmd_serve(args) -> int:
         raise SystemExit("serve: --tls-client-ca needs --tls-cert and --tls-key")
     token = None
     if args.token_file:
-        with open(args.token_file) as handle:
-            token = handle.read().strip()
+        token = read_file(args.token_file).decode().strip()
         if len(token) < 16:
             raise SystemExit(f"serve: the token in {args.token_file} is shorter than 16 characters")
 

@@ -41,5 +41,24 @@ class ImageLimits:
         if frames > self.max_frames:
             raise ImageRejected(f"{frames} frames is more than the {self.max_frames} allowed")
 
+    def open_image(self, data: bytes, count_frames: bool = False):
+        """``data`` opened with Pillow (its header read, no pixel decoded) once its dimensions (and, with
+        ``count_frames``, its frame count) pass; ImageRejected otherwise, Pillow's own bomb check included. Pillow
+        raises OSError for data it cannot read. Pillow is imported here, so this module stays dependency-free."""
+        import io
+
+        from PIL import Image
+
+        try:
+            image = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ImageRejected(f"more than {self.max_pixels} pixels (possible decompression bomb)") from error
+        try:
+            self.check_size(*image.size, getattr(image, "n_frames", 1) if count_frames else 1)
+        except ImageRejected:
+            image.close()
+            raise
+        return image
+
 
 IMAGE_LIMITS = ImageLimits()

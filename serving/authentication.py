@@ -12,6 +12,14 @@ import grpc
 BEARER = "bearer "
 
 
+def read_file(path: str | None) -> bytes | None:
+    """A PEM or token file's bytes (None for no path)."""
+    if not path:
+        return None
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
 def token_matches(header: str, token: str) -> bool:
     """Whether an ``Authorization`` header carries ``token`` (constant-time comparison)."""
     if not header.lower().startswith(BEARER):
@@ -28,11 +36,7 @@ class TlsFiles:
     client_ca: str | None = None
 
     def read(self) -> tuple[bytes, bytes, bytes | None]:
-        def content(path):
-            with open(path, "rb") as handle:
-                return handle.read()
-
-        return content(self.certificate), content(self.key), content(self.client_ca) if self.client_ca else None
+        return read_file(self.certificate), read_file(self.key), read_file(self.client_ca)
 
     def grpc_credentials(self) -> grpc.ServerCredentials:
         certificate, key, client_ca = self.read()

@@ -18,6 +18,7 @@ from tensorflow_serving.apis import (
 )
 
 from components import features
+from serving.authentication import read_file
 
 
 class ServingClientError(Exception):
@@ -96,14 +97,8 @@ class ChannelSecurity:
     def from_files(cls, root_ca: str | None = None, client_certificate: str | None = None,
                    client_key: str | None = None, token_file: str | None = None,
                    server_name: str | None = None) -> "ChannelSecurity":
-        def content(path):
-            if not path:
-                return None
-            with open(path, "rb") as handle:
-                return handle.read()
-
-        token = content(token_file)
-        return cls(content(root_ca), content(client_certificate), content(client_key),
+        token = read_file(token_file)
+        return cls(read_file(root_ca), read_file(client_certificate), read_file(client_key),
                    token.decode().strip() if token else None, server_name)
 
 

@@ -126,9 +126,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Classify(self, request, context):  # noqa: N802
         """Classification over serialized tf.Examples, for signatures that take examples and give probabilities."""
-        if len(request.input.example_list.examples) > self.inference.limits.max_elements:
-            return _abort(context, errors.InvalidInput(
-                f"at most {self.inference.limits.max_elements} examples are allowed per request"))
         examples = [e.SerializeToString() for e in request.input.example_list.examples]
         if not examples:
             return _abort(context, errors.InvalidInput("Classify needs input.example_list with at least one example"))
