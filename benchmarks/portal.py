@@ -44,11 +44,11 @@ def model_seconds(model_base: str, images: list[bytes], batch_size: int) -> dict
     """Pure model time: ``explain`` in-process on the same images, at the worker's batch size, after warm-up."""
     import tensorflow as tf
 
-    from components import features
+    from radassist.contract import Signature
 
     name = os.listdir(model_base)[0]
     version = max(os.listdir(os.path.join(model_base, name)), key=int)
-    explain = tf.saved_model.load(os.path.join(model_base, name, version)).signatures[features.EXPLAIN_SIGNATURE]
+    explain = tf.saved_model.load(os.path.join(model_base, name, version)).signatures[Signature.EXPLAIN]
     explain(images=tf.constant(images[:batch_size]))
     started = time.perf_counter()
     for i in range(0, len(images), batch_size):

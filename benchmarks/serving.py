@@ -24,7 +24,7 @@ import requests
 import tensorflow as tf
 
 from benchmarks import write_result
-from components import features
+from radassist.contract import Signature
 from serving.client import ServingClient
 
 VGG16_GMAC = 15.5
@@ -52,7 +52,7 @@ def percentiles(samples: list[float]) -> dict:
 
 def in_process(model_dir: str, image: bytes, seconds: float) -> dict:
     model = tf.saved_model.load(model_dir)
-    predict = model.signatures[features.PREDICT_IMAGE_SIGNATURE]
+    predict = model.signatures[Signature.PREDICT_IMAGE]
     single = tf.constant([image])
     for _ in range(3):
         predict(images=single)

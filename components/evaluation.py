@@ -13,6 +13,7 @@ import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.proto import config_pb2
 
 from components import features
+from radassist.contract import Output, Signature
 
 ACCURACY = "sparse_categorical_accuracy"
 
@@ -22,9 +23,9 @@ def eval_config(accuracy_floor: float, regression_tolerance: float = 0.0) -> con
     return config_pb2.EvalConfig(
         model_specs=[
             config_pb2.ModelSpec(
-                signature_name=features.SERVING_DEFAULT_SIGNATURE,
+                signature_name=Signature.SERVING_DEFAULT,
                 label_key=features.LABEL_KEY,
-                prediction_key="probabilities",
+                prediction_key=Output.PROBABILITIES,
             )
         ],
         slicing_specs=[

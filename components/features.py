@@ -1,4 +1,7 @@
-"""Class names, image geometry and feature keys: the one place they are defined."""
+"""Class names, image geometry and feature keys of training: the one place they are defined.
+
+The signature, input and output names the served model shares with its consumers are radassist/contract.py's.
+"""
 
 # Model output order. Index i of every probability vector is CLASS_NAMES[i].
 CLASS_NAMES = ("adenocarcinoma", "large.cell.carcinoma", "squamous.cell.carcinoma", "normal")
@@ -27,11 +30,6 @@ LEAKED_KEY = "leaked"
 PIXELS_KEY = "pixels"
 CROP_BOX_KEY = "crop_box"
 CROP_ANGLE_KEY = "crop_angle"
-
-# Signature names of every exported SavedModel (see docs/architecture.md).
-SERVING_DEFAULT_SIGNATURE = "serving_default"
-PREDICT_IMAGE_SIGNATURE = "predict_image"
-EXPLAIN_SIGNATURE = "explain"
 
 SPLITS = ("train", "valid", "test")
 

@@ -26,7 +26,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter  # noq
 
 from components import evaluation, features  # noqa: E402
 from components.leakage_audit import REPORT_FILE, LeakageReport  # noqa: E402
-from components.trainer.export import MODEL_INFO_FILE  # noqa: E402
+from radassist.contract import MODEL_INFO_PATH  # noqa: E402
 
 log = logging.getLogger(__name__)
 MLFLOW_TIMEOUT_SECONDS = "30"
@@ -69,7 +69,7 @@ def plot_roc(roc: dict, aucs: dict, path: str) -> None:
 
 def read_model_info(model_uri: str) -> dict:
     """The trained model's info file (components/trainer/export.py) under a Trainer's model artifact; {} if none."""
-    pattern = os.path.join(model_uri, "*", "assets.extra", MODEL_INFO_FILE)
+    pattern = os.path.join(model_uri, "*", MODEL_INFO_PATH)
     for path in sorted(tf.io.gfile.glob(pattern)):
         with tf.io.gfile.GFile(path) as handle:
             return json.load(handle)
@@ -79,7 +79,8 @@ def read_model_info(model_uri: str) -> dict:
 def model_info_params(info: dict) -> dict:
     """The model info's calibration and out-of-distribution gate figures as flat MLflow parameters."""
     gate = info.get("ood_gate", {})
-    params = {f"model.{key}": info.get(key) for key in ("temperature", "uncertain_below")}
+    params = {"model.temperature": info.get("calibration", {}).get("temperature"),
+              "model.uncertain_below": info.get("uncertain_below")}
     params.update({f"model.ood_gate.{key}": gate.get(key)
                    for key in ("threshold", "quantile", "train_examples", "held_out_distances", "cross_fit_folds",
                                "ledoit_wolf_shrinkage", "feature_dimensions")})
@@ -127,7 +128,7 @@ def log_pipeline_run(
                 plot_roc(results["roc"], aucs, path)
                 mlflow.log_artifact(path, "plots")
             if model_info:
-                path = os.path.join(tmp, MODEL_INFO_FILE)
+                path = os.path.join(tmp, os.path.basename(MODEL_INFO_PATH))
                 with open(path, "w") as handle:
                     json.dump(model_info, handle, indent=2)
                 mlflow.log_artifact(path)

@@ -7,9 +7,8 @@ RadAssist's own identifier space; the PDF rides along as ``presentedForm``.
 import base64
 import datetime as dt
 
-from components import features
 from portal.models import Report
-from portal.reports import CLASS_TITLES, NOT_ANALYSED, NOTICE, ood_explanation
+from portal.reports import NOT_ANALYSED, NOTICE, ood_explanation
 from portal.storage import BlobStore
 
 CLASS_SYSTEM = "https://radassist.org/fhir/CodeSystem/chest-ct-class"
@@ -37,13 +36,13 @@ def diagnostic_report(report: Report, store: BlobStore | None = None) -> dict:
         "resourceType": "Observation",
         "id": f"probability-{index}",
         "status": observation_status,
-        "code": {"coding": [{"system": CLASS_SYSTEM, "code": name, "display": CLASS_TITLES[name]}],
-                 "text": f"Model probability of {CLASS_TITLES[name].lower()}"},
+        "code": {"coding": [{"system": CLASS_SYSTEM, "code": name, "display": report.class_title(name)}],
+                 "text": f"Model probability of {report.class_title(name).lower()}"},
         "subject": subject,
         "device": {"reference": "#model"},
         "valueQuantity": {"value": round(report.probabilities[name], 6), "unit": "probability",
                           "system": "http://unitsofmeasure.org", "code": "1"},
-    } for index, name in enumerate(features.CLASS_NAMES)]
+    } for index, name in enumerate(report.probabilities)]
     if report.out_of_domain:
         # The probabilities are raw output, not a result: HL7's "indeterminate" interpretation on each.
         indeterminate = [{"coding": [{"system": INTERPRETATION_SYSTEM, "code": "IND", "display": "Indeterminate"}],
@@ -69,9 +68,9 @@ def diagnostic_report(report: Report, store: BlobStore | None = None) -> dict:
         conclusion = [f"{NOT_ANALYSED}: {ood_explanation(report.ood_reason)}. No model classification."]
         conclusion_code = [{"coding": [{"system": FLAG_SYSTEM, "code": "out-of-domain", "display": NOT_ANALYSED}]}]
     else:
-        conclusion = [f"Model prediction: {CLASS_TITLES[report.predicted_class]} ({report.confidence:.0%})."]
+        conclusion = [f"Model prediction: {report.class_title(report.predicted_class)} ({report.confidence:.0%})."]
         conclusion_code = [{"coding": [{"system": CLASS_SYSTEM, "code": report.predicted_class,
-                                        "display": CLASS_TITLES[report.predicted_class]}]}]
+                                        "display": report.class_title(report.predicted_class)}]}]
     if report.uncertain and not report.out_of_domain:
         conclusion.append("Uncertain: low model confidence, needs review.")
         conclusion_code.append({"coding": [{"system": FLAG_SYSTEM, "code": "uncertain",

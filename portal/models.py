@@ -200,7 +200,11 @@ class Report(db.Model):
     supersedes_id: Mapped[int | None] = mapped_column(sa.ForeignKey("reports.id"))
     status: Mapped[str] = mapped_column(sa.String(16), default=ReportStatus.DRAFT.value)
     predicted_class: Mapped[str] = mapped_column(sa.String(64))
-    probabilities_json: Mapped[str] = mapped_column(sa.Text)     # {"adenocarcinoma": 0.61, ...}, calibrated
+    probabilities_json: Mapped[str] = mapped_column(sa.Text)     # {"adenocarcinoma": 0.61, ...}, calibrated,
+                                                                 # in the model's class order
+    # {"adenocarcinoma": "Adenocarcinoma", ...}: display names from the model's info (None: reports written before
+    # models described themselves; class_title derives a name)
+    class_titles_json: Mapped[str | None] = mapped_column(sa.Text)
     uncertain: Mapped[bool] = mapped_column(default=False)
     # The model's out-of-distribution gate: False when the scan is unlike the images the model was validated on
     # (the report then says "not analysed"); None for reports of models without a gate.
@@ -230,6 +234,11 @@ class Report(db.Model):
     @property
     def confidence(self) -> float:
         return self.probabilities[self.predicted_class]
+
+    def class_title(self, class_name: str) -> str:
+        """The display name the model gave ``class_name`` ("large.cell.carcinoma" -> "Large cell carcinoma")."""
+        titles = json.loads(self.class_titles_json) if self.class_titles_json else {}
+        return titles.get(class_name) or class_name.replace(".", " ").replace("_", " ").capitalize()
 
     @property
     def out_of_domain(self) -> bool:

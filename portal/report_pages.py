@@ -48,7 +48,7 @@ def view(report_id: int):
     history = [r for r in reports.versions(report.scan_id) if r.visible_to(g.user)]
     newest = history[-1] if history else report
     return render_template("reports/view.html", report=report, scan=report.scan, history=history,
-                           newest=newest, titles=reports.CLASS_TITLES, notice=reports.NOTICE,
+                           newest=newest, notice=reports.NOTICE,
                            not_analysed=reports.NOT_ANALYSED,
                            ood_explanation=reports.ood_explanation(report.ood_reason))
 
@@ -152,5 +152,4 @@ def batch(batch_id: int):
     newest = reports.latest_reports([job.scan_id for job in found.jobs], g.user)
     record("batch_viewed", found)
     db.session.commit()
-    return render_template("reports/batch.html", batch=found, progress=batch_progress(found), newest=newest,
-                           titles=reports.CLASS_TITLES)
+    return render_template("reports/batch.html", batch=found, progress=batch_progress(found), newest=newest)

@@ -13,13 +13,11 @@ import os
 import numpy as np
 from PIL import Image
 
-from components import features
 from portal.models import Report, ReportStatus, Scan, User, db, utcnow
 from portal.storage import BlobStore
 
 NOTICE = ("Decision support, not a diagnosis. The classification and the highlighted region come from a machine "
           "learning model and must be reviewed by a qualified radiologist before any clinical use.")
-CLASS_TITLES = dict(zip(features.CLASS_NAMES, features.CLASS_DISPLAY_NAMES, strict=True))
 DEFAULT_UNCERTAIN_BELOW = 0.6  # for models exported without their own review line
 NOT_ANALYSED = "Not analysed: outside the images this model was validated on"
 # The model's machine-readable out-of-distribution reasons (components/trainer/ood.py), for people.
@@ -42,10 +40,6 @@ def ood_explanation(reason: str | None) -> str:
 
 class ReportError(ValueError):
     """A report action that is not allowed in the report's state (shown to the user)."""
-
-
-def class_title(class_name: str) -> str:
-    return CLASS_TITLES.get(class_name, class_name.replace("_", " ").capitalize())
 
 
 def _heat_lut() -> tuple[np.ndarray, np.ndarray]:
@@ -139,8 +133,8 @@ def create_model_report(scan: Scan, scan_png: bytes, prediction, store: BlobStor
     overlay = overlay_image(scan_png, prediction.heatmap, prediction.crop_box, prediction.crop_angle)
     report = Report(
         scan=scan, version=1, status=ReportStatus.DRAFT.value, predicted_class=prediction.class_name,
-        probabilities_json=json.dumps({name: round(float(prediction.probabilities[name]), 6)
-                                       for name in features.CLASS_NAMES}),
+        probabilities_json=json.dumps({name: round(float(p), 6) for name, p in prediction.probabilities.items()}),
+        class_titles_json=json.dumps(prediction.display_names),
         uncertain=is_uncertain(prediction, uncertain_below), in_domain=prediction.in_domain,
         ood_score=None if prediction.ood_score is None else round(float(prediction.ood_score), 4),
         ood_reason=prediction.ood_reason or None, overlay_sha256=store.put(overlay),
@@ -182,7 +176,8 @@ def amend(report: Report, doctor: User, reason: str, store: BlobStore) -> Report
     amendment = Report(
         scan_id=report.scan_id, version=report.version + 1, supersedes_id=report.id,
         status=ReportStatus.DRAFT.value, predicted_class=report.predicted_class,
-        probabilities_json=report.probabilities_json, uncertain=report.uncertain, in_domain=report.in_domain,
+        probabilities_json=report.probabilities_json, class_titles_json=report.class_titles_json,
+        uncertain=report.uncertain, in_domain=report.in_domain,
         ood_score=report.ood_score, ood_reason=report.ood_reason, overlay_sha256=report.overlay_sha256,
         model_name=report.model_name, model_version=report.model_version,
         findings=report.findings, amendment_reason=reason.strip()[:2000], author_id=doctor.id, created_at=utcnow())
@@ -217,7 +212,7 @@ def scan_table(scans: list[Scan], viewer: User) -> dict:
     from portal.jobs import latest_jobs
 
     ids = [scan.id for scan in scans]
-    return {"scans": scans, "reports": latest_reports(ids, viewer), "jobs": latest_jobs(ids), "titles": CLASS_TITLES}
+    return {"scans": scans, "reports": latest_reports(ids, viewer), "jobs": latest_jobs(ids)}
 
 
 def _latin1(text: str) -> bool:
@@ -280,11 +275,12 @@ def render_pdf(report: Report, store: BlobStore, scan_png: bytes | None = None, 
              f"{report.ood_score if report.ood_score is not None else 'n/a'}; 1.0 is the model's limit).", size=10)
         line("The model's raw output below is not validated for this image and is not a result:", size=9)
     else:
-        line(f"Predicted class: {class_title(report.predicted_class)} ({report.confidence:.0%})", size=13, height=7)
+        line(f"Predicted class: {report.class_title(report.predicted_class)} ({report.confidence:.0%})", size=13,
+             height=7)
         if report.uncertain:
             line("UNCERTAIN: the model's confidence is low. This scan needs review.", size=11)
     for name, probability in sorted(report.probabilities.items(), key=lambda item: -item[1]):
-        line(f"    {class_title(name)}: {probability:.1%}")
+        line(f"    {report.class_title(name)}: {probability:.1%}")
     pdf.ln(2)
     image_top = pdf.get_y()
     width = 85

@@ -160,6 +160,7 @@ class Worker:
         from serving.client import (
             DeadlineExceeded,
             InvalidInput,
+            ModelContractError,
             ModelNotFound,
             ServerUnavailable,
             ServingClientError,
@@ -178,7 +179,7 @@ class Worker:
                     return len(batch.jobs)
                 self._failed(batch.jobs, f"the model rejected this image: {error}", retryable=False)
                 return 1
-            except (ServerUnavailable, DeadlineExceeded, Unauthenticated, ModelNotFound) as error:
+            except (ServerUnavailable, DeadlineExceeded, Unauthenticated, ModelNotFound, ModelContractError) as error:
                 # An outage or a deployment problem, not the scan's: its reports wait; no attempt is used up.
                 self._wait_for_model(batch.jobs, error)
                 return 0

@@ -1,10 +1,13 @@
 """ServingClient: typed predictions from TF Serving's gRPC API (RadAssist's server or the real one).
 
-Uses only the official stubs. Every call has a deadline; only UNAVAILABLE is retried, with backoff.
+Uses only the official stubs. Every call has a deadline; only UNAVAILABLE is retried, with backoff. The client knows
+the contract's names (radassist/contract.py) and nothing of training: each model version's class order and display
+names come from the version itself (its ``model_info`` signature), and every answer is checked against them.
 """
 
 import dataclasses
 import random
+import threading
 import time
 
 import grpc
@@ -17,7 +20,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from components import features
+from radassist.contract import MODEL_NAME, ContractError, Input, ModelInfo, Output, Signature
 from serving.authentication import read_file
 
 
@@ -45,6 +48,11 @@ class DeadlineExceeded(ServingClientError):
     """The call did not finish within its deadline."""
 
 
+class ModelContractError(ServingClientError):
+    """The served model does not follow RadAssist's model contract (no ``model_info``, or answers that disagree
+    with it): a deployment error, not bad input."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Prediction:
     class_name: str
@@ -52,6 +60,7 @@ class Prediction:
     probabilities: dict[str, float]
     model_name: str
     model_version: int
+    display_names: dict[str, str] = dataclasses.field(default_factory=dict)  # class name -> name for people
     heatmap: np.ndarray | None = None  # [H, W] (28 x 28 by default) in 0..1 over ``crop_box`` (explain only)
     # The out-of-distribution gate and the review line (None from models exported without them).
     in_domain: bool | None = None      # False: outside the images the model was validated on; do not use the class
@@ -64,6 +73,10 @@ class Prediction:
     @property
     def confidence(self) -> float:
         return self.probabilities[self.class_name]
+
+    @property
+    def display_name(self) -> str:
+        return self.display_names.get(self.class_name, self.class_name)
 
 
 def _map_error(error: grpc.RpcError) -> ServingClientError:
@@ -103,7 +116,7 @@ class ChannelSecurity:
 
 
 class ServingClient:
-    def __init__(self, address: str, model_name: str = "radassist", timeout: float = 30.0, retries: int = 3,
+    def __init__(self, address: str, model_name: str = MODEL_NAME, timeout: float = 30.0, retries: int = 3,
                  backoff: float = 0.5, version: int | None = None, security: ChannelSecurity | None = None):
         self.address, self.model_name, self.timeout = address, model_name, timeout
         self.retries, self.backoff, self.version = retries, backoff, version
@@ -120,6 +133,8 @@ class ServingClient:
             self._channel = grpc.insecure_channel(address, options=options)
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self._infos: dict[int, ModelInfo] = {}  # per model version: a version never changes
+        self._infos_lock = threading.Lock()
 
     def close(self) -> None:
         self._channel.close()
@@ -142,39 +157,80 @@ class ServingClient:
             delay *= 2
         raise ServerUnavailable("unreachable")  # pragma: no cover - the loop always returns or raises
 
-    def _request(self, signature: str, images: list[bytes]) -> predict_pb2.PredictRequest:
+    def _request(self, signature: str, values: list[bytes], input_name: str = Input.IMAGES,
+                 version: int | None = None) -> predict_pb2.PredictRequest:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model_name
         request.model_spec.signature_name = signature
-        if self.version is not None:
-            request.model_spec.version.value = self.version
-        request.inputs["images"].CopyFrom(tf.make_tensor_proto(images, dtype=tf.string, shape=[len(images)]))
+        version = self.version if version is None else version
+        if version is not None:
+            request.model_spec.version.value = version
+        request.inputs[input_name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string, shape=[len(values)]))
         return request
 
+    def model_info(self, version: int | None = None) -> tuple[int, ModelInfo]:
+        """(version, ModelInfo) of ``version`` (default: the client's pinned version, else the newest served)."""
+        version = self.version if version is None else version
+        if version is not None and version in self._infos:
+            return version, self._infos[version]
+        try:
+            response = self._call(self._predict.Predict, self._request(Signature.MODEL_INFO, [b""], Input.REQUEST,
+                                                                       version))
+        except ModelNotFound as error:
+            if "signature" not in str(error).lower():
+                raise
+            raise ModelContractError(f"model {self.model_name!r} has no {Signature.MODEL_INFO!r} signature: it was "
+                                     "exported without RadAssist's model contract") from error
+        served_version = int(response.model_spec.version.value)
+        try:
+            info = ModelInfo.from_json(tf.make_ndarray(response.outputs[Output.MODEL_INFO])[0])
+        except (KeyError, IndexError, ContractError) as error:
+            raise ModelContractError(f"model {self.model_name!r} version {served_version}: unreadable model "
+                                     f"info ({error})") from error
+        with self._infos_lock:
+            self._infos[served_version] = info
+        return served_version, info
+
     def _predictions(self, response, with_heatmap: bool) -> list[Prediction]:
+        version = int(response.model_spec.version.value)
+        _, info = self.model_info(version)  # of the version that answered (hot reload may have changed it)
         outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
-        results = []
+        missing = {Output.PROBABILITIES, Output.CLASS_ID, Output.CLASS_NAME} - set(outputs)
+        if with_heatmap and Output.HEATMAP not in outputs:
+            missing.add(Output.HEATMAP)
+        if missing:
+            raise ModelContractError(f"model {response.model_spec.name!r} version {version} gave no "
+                                     f"{sorted(missing)}")
+        names = info.class_names
+
         def optional(key, i, convert):
             return convert(outputs[key][i]) if key in outputs else None
 
-        for i, probs in enumerate(outputs["probabilities"]):
-            class_id = int(outputs["class_id"][i])
+        results = []
+        for i, probs in enumerate(outputs[Output.PROBABILITIES]):
+            class_id = int(outputs[Output.CLASS_ID][i])
+            stated = outputs[Output.CLASS_NAME][i].decode()
+            if len(probs) != len(names) or not 0 <= class_id < len(names) or names[class_id] != stated:
+                raise ModelContractError(
+                    f"model {response.model_spec.name!r} version {version} disagrees with its model info: class "
+                    f"{class_id} ({stated!r}) of {len(probs)} probabilities, info lists {list(names)}")
             results.append(Prediction(
-                class_name=features.CLASS_NAMES[class_id], class_id=class_id,
-                probabilities={n: float(p) for n, p in zip(features.CLASS_NAMES, probs, strict=True)},
-                model_name=response.model_spec.name, model_version=int(response.model_spec.version.value),
-                heatmap=outputs["heatmap"][i] if with_heatmap else None,
-                in_domain=optional("in_domain", i, bool), ood_score=optional("ood_score", i, float),
-                ood_reason=optional("ood_reason", i, bytes.decode), needs_review=optional("needs_review", i, bool),
-                crop_box=optional(features.CROP_BOX_KEY, i, lambda box: tuple(float(v) for v in box)),
-                crop_angle=optional(features.CROP_ANGLE_KEY, i, float)))
+                class_name=stated, class_id=class_id,
+                probabilities={n: float(p) for n, p in zip(names, probs, strict=True)},
+                model_name=response.model_spec.name, model_version=version, display_names=info.display_names,
+                heatmap=outputs[Output.HEATMAP][i] if with_heatmap else None,
+                in_domain=optional(Output.IN_DOMAIN, i, bool), ood_score=optional(Output.OOD_SCORE, i, float),
+                ood_reason=optional(Output.OOD_REASON, i, bytes.decode),
+                needs_review=optional(Output.NEEDS_REVIEW, i, bool),
+                crop_box=optional(Output.CROP_BOX, i, lambda box: tuple(float(v) for v in box)),
+                crop_angle=optional(Output.CROP_ANGLE, i, float)))
         return results
 
     def predict(self, images: list[bytes]) -> list[Prediction]:
         """Class and calibrated probabilities for each encoded image (one call, one batch)."""
         if not images:
             return []
-        response = self._call(self._predict.Predict, self._request(features.PREDICT_IMAGE_SIGNATURE, images))
+        response = self._call(self._predict.Predict, self._request(Signature.PREDICT_IMAGE, images))
         return self._predictions(response, with_heatmap=False)
 
     def explain(self, image: bytes) -> Prediction:
@@ -185,7 +241,7 @@ class ServingClient:
         """Predictions with Grad-CAM heat maps for several encoded images (one call, one batch)."""
         if not images:
             return []
-        response = self._call(self._predict.Predict, self._request(features.EXPLAIN_SIGNATURE, images))
+        response = self._call(self._predict.Predict, self._request(Signature.EXPLAIN, images))
         return self._predictions(response, with_heatmap=True)
 
     def model_status(self) -> list[dict]:

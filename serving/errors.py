@@ -25,3 +25,9 @@ class InvalidInput(ServingError):
 
 class Unavailable(ServingError):
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class FailedPrecondition(ServingError):
+    """The model cannot answer this kind of request (e.g. its info file breaks the contract)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION

@@ -1,8 +1,7 @@
 """TF Serving's gRPC API: PredictionService (Predict, Classify, GetModelMetadata) and ModelService."""
 
-import json
+import functools
 import logging
-import os
 import time
 
 import grpc
@@ -21,6 +20,7 @@ from tensorflow_serving.apis import (
     status_pb2,
 )
 
+from radassist.contract import ContractError, Input, ModelInfo, Output, Signature
 from serving import errors, validation
 from serving.metrics import Metrics
 from serving.model_store import ModelManager, ServedVersion
@@ -46,12 +46,10 @@ def signature_def_map(manager: ModelManager, name: str, version: int | None):
     return served, signature_map
 
 
-def class_names(path: str) -> list[str] | None:
-    info = os.path.join(path, "assets.extra", "radassist_model.json")
-    if not os.path.exists(info):
-        return None
-    with open(info) as handle:
-        return json.load(handle).get("class_names")
+@functools.lru_cache(maxsize=64)
+def model_info(path: str) -> ModelInfo | None:
+    """The contract's ModelInfo of the SavedModel version at ``path`` (a version directory never changes)."""
+    return ModelInfo.from_saved_model(path)
 
 
 class Inference:
@@ -64,7 +62,7 @@ class Inference:
     def predict(self, name: str, version: int | None, label: str | None, signature: str,
                 inputs: dict[str, np.ndarray]) -> tuple[ServedVersion, dict[str, np.ndarray]]:
         started = time.perf_counter()
-        signature = signature or "serving_default"
+        signature = signature or Signature.SERVING_DEFAULT
         code = "OK"
         try:
             served = self.manager.acquire(name, version, label)
@@ -114,7 +112,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response = predict_pb2.PredictResponse()
         response.model_spec.name = served.model_name
         response.model_spec.version.value = served.version
-        response.model_spec.signature_name = request.model_spec.signature_name or "serving_default"
+        response.model_spec.signature_name = request.model_spec.signature_name or Signature.SERVING_DEFAULT
         wanted = set(request.output_filter) or set(outputs)
         unknown = wanted - set(outputs)
         if unknown:
@@ -129,20 +127,25 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         examples = [e.SerializeToString() for e in request.input.example_list.examples]
         if not examples:
             return _abort(context, errors.InvalidInput("Classify needs input.example_list with at least one example"))
-        signature = request.model_spec.signature_name or "serving_default"
+        signature = request.model_spec.signature_name or Signature.SERVING_DEFAULT
         try:
             served, outputs = self.inference.predict(request.model_spec.name, _version(request.model_spec),
                                                      request.model_spec.version_label or None, signature,
-                                                     {"examples": np.array(examples, dtype=object)})
+                                                     {Input.EXAMPLES: np.array(examples, dtype=object)})
         except errors.ServingError as error:
             return _abort(context, error)
-        if "probabilities" not in outputs:
+        if Output.PROBABILITIES not in outputs:
             return _abort(context, errors.InvalidInput(f"signature {signature} gives no class probabilities"))
-        names = class_names(served.path) or [str(i) for i in range(outputs["probabilities"].shape[1])]
+        try:
+            info = model_info(served.path)
+        except ContractError as error:
+            return _abort(context, errors.FailedPrecondition(str(error)))
+        probabilities = outputs[Output.PROBABILITIES]
+        names = info.class_names if info else [str(i) for i in range(probabilities.shape[1])]
         response = classification_pb2.ClassificationResponse()
         response.model_spec.name, response.model_spec.signature_name = served.model_name, signature
         response.model_spec.version.value = served.version
-        for row in outputs["probabilities"]:
+        for row in probabilities:
             classifications = response.result.classifications.add()
             for name, score in zip(names, row, strict=True):
                 classifications.classes.add(label=name, score=float(score))

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
+from radassist.contract import Signature
 from serving import errors
 from serving.batching import BatchingOptions, BatchScheduler
 from serving.storage import ModelStorage
@@ -77,7 +78,7 @@ class ServedVersion:
             if log_entry.HasField("predict_log"):
                 request = log_entry.predict_log.request
                 inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-                self.run(request.model_spec.signature_name or "serving_default", inputs)
+                self.run(request.model_spec.signature_name or Signature.SERVING_DEFAULT, inputs)
                 count += 1
         return count
 
@@ -86,7 +87,7 @@ class ServedVersion:
         return self._signatures
 
     def signature(self, name: str):
-        name = name or "serving_default"
+        name = name or Signature.SERVING_DEFAULT
         if name not in self._signatures:
             raise errors.SignatureNotFound(
                 f"Serving signature name: \"{name}\" not found in signature def")
@@ -94,7 +95,7 @@ class ServedVersion:
 
     def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Runs a signature (through its batch scheduler when batching is on)."""
-        signature_name = signature_name or "serving_default"
+        signature_name = signature_name or Signature.SERVING_DEFAULT
         function = self.signature(signature_name)
         inputs = _check_inputs(function, inputs)
         scheduler = self._schedulers.get(signature_name)

@@ -9,6 +9,7 @@ from flask import Flask, Response, jsonify, request
 from google.protobuf import json_format
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from radassist.contract import Signature
 from serving import authentication, errors, validation
 from serving.grpc_service import STATE_NAMES, Inference, signature_def_map
 
@@ -68,7 +69,7 @@ def _encode(array: np.ndarray):
 
 
 def _parse_body(body: dict) -> tuple[str, dict[str, np.ndarray], bool]:
-    signature = body.get("signature_name", "serving_default")
+    signature = body.get("signature_name", Signature.SERVING_DEFAULT)
     if "instances" in body:
         instances = body["instances"]
         if not isinstance(instances, list) or not instances:

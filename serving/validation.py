@@ -11,11 +11,11 @@ import dataclasses
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from radassist.contract import IMAGE_LIMITS, ImageLimits, ImageRejected
+from radassist.contract import IMAGE_LIMITS, ImageLimits, ImageRejected, Input
 from serving import errors
 
 IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
-IMAGE_INPUT_NAMES = {"images", "image"}
+IMAGE_INPUT_NAMES = {Input.IMAGES, "image"}
 
 
 @dataclasses.dataclass(frozen=True)

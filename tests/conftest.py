@@ -64,6 +64,17 @@ def first_pipeline_run(tmp_path_factory, sample_dir):
     return {"data": data, "output": output, "args": args}
 
 
+@pytest.fixture(scope="session")
+def contract_model_base(tmp_path_factory) -> str:
+    """A model base path holding the tiny contract model (tests/contract_model.py) as radassist/1: the serving and
+    portal tests serve it and start at once, without a pipeline run."""
+    import contract_model
+
+    base = tmp_path_factory.mktemp("contract-model") / "models"
+    contract_model.build(str(base / "radassist" / "1"))
+    return str(base)
+
+
 # --- portal: app -> client -> auth, a fresh database per test, on SQLite and on PostgreSQL -----------------
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 PASSWORD = "correct horse battery"
@@ -194,7 +205,7 @@ class ServerProcess:
             try:
                 if requests.get(f"{self.rest}/readyz", timeout=2).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not up yet, or too busy to answer in time
                 pass
             time.sleep(0.5)
         raise TimeoutError("server not ready")

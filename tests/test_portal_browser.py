@@ -1,5 +1,5 @@
 """The portal in a real browser: Debian's Chromium driven by Playwright, against the whole stack running as it
-does in production (model server process, gunicorn, a report worker process).
+does in production (model server process, gunicorn, a report worker process); the model is the tiny contract model.
 
 Screenshots of every page land in test-artifacts/browser/.
 """
@@ -59,11 +59,12 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def stack(first_pipeline_run, tmp_path_factory):
-    """Model server + `radassist portal` (gunicorn and one report worker) on fresh ports and a fresh database."""
+def stack(contract_model_base, tmp_path_factory):
+    """Model server (the tiny contract model) + `radassist portal` (gunicorn and one report worker) on fresh ports
+    and a fresh database."""
     root = tmp_path_factory.mktemp("browser-stack")
     base = root / "models"
-    shutil.copytree(first_pipeline_run["output"] / "models", base)
+    shutil.copytree(contract_model_base, base)
     server = ServerProcess(str(base)).start()
     port = free_port()
     env = {**os.environ, "RADASSIST_DATABASE_URL": f"sqlite:///{root / 'portal.db'}",
@@ -86,7 +87,7 @@ def stack(first_pipeline_run, tmp_path_factory):
         try:
             if requests.get(f"{url}/login", timeout=2).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:  # not up yet, or too busy to answer in time
             pass
         assert time.time() < deadline, "portal did not start"
         time.sleep(0.5)

@@ -1,7 +1,8 @@
 """Reports end to end: uploads queue jobs, a real worker calls a real model server, doctors sign off.
 
-The model server is a real process serving the model the pipeline test trained; the worker runs in the test
-process against it. Queues are the database (embedded default) and the real Redis at 127.0.0.1:6379.
+The model server is a real process serving the tiny contract model (tests/contract_model.py: every signature and
+output of the real one, behaviour simple to assert on); the worker runs in the test process against it. Queues are
+the database (embedded default) and the real Redis at 127.0.0.1:6379.
 """
 
 import base64
@@ -19,22 +20,20 @@ import zlib
 import numpy as np
 import pytest
 from conftest import SAMPLE_DIR, ServerProcess, csrf_token, upload_files, user_id
+from contract_model import CLASS_NAMES, DISPLAY_NAMES
 from PIL import Image
 
-from components import features
 from portal import fhir
 from portal.jobs import DatabaseQueue, RedisQueue, enqueue_scans
 from portal.models import AuditEvent, Batch, ImmutableReport, Job, Report, ServiceStatus, User, db
 from portal.worker import Worker
 from serving.client import ServingClient
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
-def model_server(first_pipeline_run, tmp_path_factory):
+def model_server(contract_model_base, tmp_path_factory):
     base = tmp_path_factory.mktemp("portal-serving") / "models"
-    shutil.copytree(first_pipeline_run["output"] / "models", base)
+    shutil.copytree(contract_model_base, base)
     process = ServerProcess(str(base)).start()
     yield process
     process.stop()
@@ -129,7 +128,7 @@ def test_bulk_upload_becomes_draft_reports_with_overlay_and_pdf(reporting_app, a
     with app.app_context():
         for report in db.session.scalars(db.select(Report)):
             scan = report.scan
-            assert report.predicted_class in features.CLASS_NAMES and report.version == 1
+            assert report.predicted_class in CLASS_NAMES and report.version == 1
             assert sum(report.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
             assert report.model_name == "radassist" and report.model_version >= 1
             # The model's own review line (chosen on validation data when it was trained) flags "uncertain".
@@ -142,7 +141,7 @@ def test_bulk_upload_becomes_draft_reports_with_overlay_and_pdf(reporting_app, a
         model_version, predicted = report.model_version, report.predicted_class
 
     page = client.get(f"/reports/{report_id}").get_data(as_text=True)
-    for text in ("Draft", features.CLASS_DISPLAY_NAMES[features.CLASS_NAMES.index(predicted)],
+    for text in ("Draft", DISPLAY_NAMES[CLASS_NAMES.index(predicted)],
                  f"radassist version {model_version}", "Decision support, not a diagnosis", "Pat One",
                  "Adenocarcinoma", "Squamous cell carcinoma", "Large cell carcinoma", "Normal"):
         assert text in page
@@ -231,10 +230,10 @@ def test_fhir_export_is_a_valid_r4_diagnostic_report(reporting_app, auth, client
         assert observation["resourceType"] == "Observation" and observation["device"]["reference"] == "#model"
     values = [contained[r["reference"][1:]]["valueQuantity"]["value"] for r in document["result"]
               if r["reference"].startswith("#probability-")]
-    assert len(values) == features.NUM_CLASSES and sum(values) == pytest.approx(1.0, abs=1e-4)
+    assert len(values) == len(CLASS_NAMES) and sum(values) == pytest.approx(1.0, abs=1e-4)
     assert {"#ood-score"} == {r["reference"] for r in document["result"]} - {f"#probability-{i}" for i in range(4)}
     assert contained["model"]["version"][0]["value"].isdigit()
-    assert document["conclusionCode"][0]["coding"][0]["code"] in features.CLASS_NAMES
+    assert document["conclusionCode"][0]["coding"][0]["code"] in CLASS_NAMES
     assert "not a diagnosis" in document["conclusion"] and "No mass." in document["conclusion"]
     assert base64.b64decode(document["presentedForm"][0]["data"]).startswith(b"%PDF")
 

@@ -1,4 +1,7 @@
-"""The model server as a real process, driven through TF Serving's official gRPC stubs and its REST API."""
+"""The model server as a real process, driven through TF Serving's official gRPC stubs and its REST API.
+
+Most tests serve the tiny contract model (tests/contract_model.py); one serves the real pipeline's model end to end.
+"""
 
 import base64
 import glob
@@ -13,19 +16,19 @@ import pytest
 import requests
 import tensorflow as tf
 from conftest import ServerProcess, free_port
+from contract_model import CLASS_NAMES, DISPLAY_NAMES, build, grey_png
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
-from components import features
+from radassist.contract import EXPLAIN_OUTPUTS, PREDICTION_OUTPUTS, Signature
 from serving import client as serving_client
 
-pytestmark = pytest.mark.slow
 MODEL = "radassist"
 
 
 @pytest.fixture(scope="module")
-def model_base(first_pipeline_run, tmp_path_factory):
+def model_base(contract_model_base, tmp_path_factory):
     base = tmp_path_factory.mktemp("serving") / "models"
-    shutil.copytree(first_pipeline_run["output"] / "models", base)
+    shutil.copytree(contract_model_base, base)
     return str(base)
 
 
@@ -37,22 +40,37 @@ def server(model_base):
 
 
 @pytest.fixture(scope="module")
-def images(first_pipeline_run) -> list[bytes]:
-    paths = sorted(glob.glob(str(first_pipeline_run["data"] / "test" / "*" / "*.png")))[:4]
-    return [open(p, "rb").read() for p in paths]
+def images() -> list[bytes]:
+    return [grey_png(level) for level in (20, 90, 160, 230)]
 
 
 def _version(model_base: str) -> int:
     return max(int(v) for v in os.listdir(os.path.join(model_base, MODEL)))
 
 
-def test_predict_and_explain_on_real_images(server, images, model_base):
-    with serving_client.ServingClient(server.address, MODEL, timeout=60) as client:
-        predictions = client.predict(images)
-        explained = client.explain(images[0])
+@pytest.mark.slow
+def test_the_pipelines_model_predicts_and_explains_real_slices(first_pipeline_run, tmp_path):
+    """End to end on the real model: the pipeline's push, served, answering over gRPC and REST alike."""
+    base = tmp_path / "models"
+    shutil.copytree(first_pipeline_run["output"] / "models", base)
+    paths = sorted(glob.glob(str(first_pipeline_run["data"] / "test" / "*" / "*.png")))[:4]
+    slices = [open(p, "rb").read() for p in paths]
+    process = ServerProcess(str(base)).start()
+    try:
+        with serving_client.ServingClient(process.address, MODEL, timeout=60) as client:
+            version, info = client.model_info()
+            predictions = client.predict(slices)
+            explained = client.explain(slices[0])
+        body = {"signature_name": Signature.PREDICT_IMAGE,
+                "instances": [{"b64": base64.b64encode(slices[0]).decode()}]}
+        rest = requests.post(f"{process.rest}/v1/models/{MODEL}:predict", json=body, timeout=60).json()
+    finally:
+        process.stop()
+    assert version == _version(str(base)) and info.class_names == CLASS_NAMES
+    assert info.class_display_names == DISPLAY_NAMES and 0.4 <= info.uncertain_below <= 0.95
     assert len(predictions) == 4
     for prediction in predictions:
-        assert prediction.model_version == _version(model_base)
+        assert prediction.model_version == version
         assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
         assert prediction.class_name == max(prediction.probabilities, key=prediction.probabilities.get)
     assert explained.heatmap.shape == (28, 28) and 0 <= explained.heatmap.min() <= explained.heatmap.max() <= 1
@@ -63,6 +81,61 @@ def test_predict_and_explain_on_real_images(server, images, model_base):
         assert prediction.ood_score >= 0 and (prediction.ood_reason == "") == prediction.in_domain
         assert len(prediction.crop_box) == 4 and abs(prediction.crop_angle) <= 15.0
     assert explained.ood_score == pytest.approx(predictions[0].ood_score, rel=1e-4)
+    assert set(rest["predictions"][0]) == set(PREDICTION_OUTPUTS)
+    assert rest["predictions"][0]["probabilities"] == pytest.approx(list(predictions[0].probabilities.values()),
+                                                                    abs=1e-5)
+
+
+def test_predict_and_explain_follow_the_contract(server, images, model_base):
+    with serving_client.ServingClient(server.address, MODEL, timeout=60) as client:
+        predictions = client.predict(images)
+        explained = client.explain(images[0])
+    assert [p.class_name for p in predictions] == list(CLASS_NAMES)  # the contract model's bands, darkest first
+    for prediction in predictions:
+        assert prediction.model_version == _version(model_base)
+        assert list(prediction.probabilities) == list(CLASS_NAMES)
+        assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+        assert prediction.in_domain and prediction.ood_reason == "" and not prediction.needs_review
+        assert prediction.display_name == DISPLAY_NAMES[prediction.class_id]
+    assert explained.heatmap.shape == (28, 28) and 0 <= explained.heatmap.min() <= explained.heatmap.max() <= 1
+    assert explained.probabilities == pytest.approx(predictions[0].probabilities, abs=1e-6)
+    assert explained.crop_box == (0.0, 0.0, 96.0, 96.0) and explained.crop_angle == 0.0
+
+
+def test_a_model_is_read_by_its_own_class_order(tmp_path):
+    """A retrained model with another class order is labelled by its own info, not by training code."""
+    reordered = tuple(reversed(CLASS_NAMES))
+    build(str(tmp_path / "models" / MODEL / "3"), class_names=reordered, display_names=("N", "S", "L", "A"))
+    process = ServerProcess(str(tmp_path / "models")).start()
+    try:
+        with serving_client.ServingClient(process.address, MODEL, timeout=30) as client:
+            version, info = client.model_info()
+            dark = client.predict([grey_png(20)])[0]
+    finally:
+        process.stop()
+    assert version == 3 and info.class_names == reordered
+    assert dark.class_name == "normal" and dark.class_id == 0 and dark.display_name == "N"
+    assert list(dark.probabilities) == list(reordered) and dark.confidence == max(dark.probabilities.values())
+
+
+def test_a_model_without_the_contract_is_refused(tmp_path):
+    """A SavedModel without ``model_info`` (not exported by RadAssist) is a deployment error, not a prediction."""
+
+    class Bare(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+        def predict_image(self, images):
+            return {"probabilities": tf.ones([tf.shape(images)[0], 4]) / 4}
+
+    bare = Bare()
+    tf.saved_model.save(bare, str(tmp_path / "models" / MODEL / "1"),
+                        signatures={Signature.PREDICT_IMAGE: bare.predict_image})
+    process = ServerProcess(str(tmp_path / "models")).start()
+    try:
+        with serving_client.ServingClient(process.address, MODEL, timeout=30) as client:
+            with pytest.raises(serving_client.ModelContractError, match="model_info"):
+                client.predict([grey_png(20)])
+    finally:
+        process.stop()
 
 
 def test_model_metadata_lists_the_signatures(server):
@@ -72,8 +145,10 @@ def test_model_metadata_lists_the_signatures(server):
     response = stub.GetModelMetadata(request, timeout=30)
     signature_map = get_model_metadata_pb2.SignatureDefMap()
     response.metadata["signature_def"].Unpack(signature_map)
-    assert {"serving_default", "predict_image", "explain"} <= set(signature_map.signature_def)
-    assert "heatmap" in signature_map.signature_def["explain"].outputs
+    assert {Signature.SERVING_DEFAULT, Signature.PREDICT_IMAGE, Signature.EXPLAIN, Signature.MODEL_INFO} \
+        <= set(signature_map.signature_def)
+    assert set(signature_map.signature_def[Signature.EXPLAIN].outputs) == set(EXPLAIN_OUTPUTS)
+    assert set(signature_map.signature_def[Signature.PREDICT_IMAGE].outputs) == set(PREDICTION_OUTPUTS)
 
 
 @pytest.mark.parametrize(
@@ -117,7 +192,7 @@ def test_rest_api_answers_like_tf_serving(server, images):
     with serving_client.ServingClient(server.address, MODEL) as client:
         grpc_probabilities = list(client.predict(images[:1])[0].probabilities.values())
     assert rest["predictions"][0]["probabilities"] == pytest.approx(grpc_probabilities, abs=1e-5)
-    assert rest["predictions"][0]["class_name"] in features.CLASS_NAMES
+    assert rest["predictions"][0]["class_name"] in CLASS_NAMES
     gate = {key: rest["predictions"][0][key] for key in ("in_domain", "ood_score", "ood_reason", "needs_review")}
     assert isinstance(gate["in_domain"], bool) and isinstance(gate["ood_reason"], str), gate
     assert len(rest["predictions"][0]["crop_box"]) == 4 and isinstance(rest["predictions"][0]["crop_angle"], float)
@@ -192,7 +267,7 @@ def test_client_retries_while_the_server_restarts(model_base, images):
     try:
         with serving_client.ServingClient(process.address, MODEL, timeout=60, retries=8, backoff=0.5) as client:
             prediction = client.predict(images[:1])[0]
-        assert prediction.class_name in features.CLASS_NAMES
+        assert prediction.class_name in CLASS_NAMES
     finally:
         restarted.join()
         process.stop()

@@ -106,9 +106,10 @@ def test_networks_read_pooled_feature_layer_activations_and_average_the_heads():
     expected = (first + second) / 2
     np.testing.assert_allclose(nets.classifier(pixels, training=False).numpy(), expected, rtol=1e-4, atol=1e-4)
     with tf.GradientTape() as tape:
-        gradcam_activations, logits = nets.gradcam_model(pixels, training=False)
+        gradcam_activations, gradcam_pooled, logits = nets.gradcam_model(pixels, training=False)
         top_logit = tf.reduce_max(logits, axis=-1)
     np.testing.assert_allclose(gradcam_activations.numpy(), activations, rtol=1e-5)
+    np.testing.assert_allclose(gradcam_pooled.numpy(), pooled, rtol=1e-5)
     assert np.abs(tape.gradient(top_logit, gradcam_activations).numpy()).sum() > 0
     np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-4, atol=1e-4)
 

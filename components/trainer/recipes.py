@@ -100,7 +100,7 @@ class Networks:
     """Views of one network: the VGG16 trunk, its pooled features and ``head_count`` heads."""
 
     classifier: tf_keras.Model     # pixels -> logits (the mean of the heads' logits)
-    gradcam_model: tf_keras.Model  # pixels -> (feature-layer activations, logits)
+    gradcam_model: tf_keras.Model  # pixels -> (feature-layer activations, pooled features, logits)
     features: tf_keras.Model       # pixels -> pooled features: GAP, GMP [2 x channels], then per grid cell
     trunk: tf_keras.Model          # pixels -> feature-layer activations (frozen in the cpu recipe)
     heads: list[tf_keras.Model]    # pooled features -> logits
@@ -138,7 +138,7 @@ class Classifier:
 
     @property
     def gradcam_model(self) -> tf_keras.Model:
-        """pixels -> (feature-layer activations, logits)."""
+        """pixels -> (feature-layer activations, pooled features, logits): what every signature computes once."""
         return self.networks.gradcam_model
 
     @property
@@ -215,7 +215,7 @@ def _build_networks(config: TrainingConfig) -> Networks:
     logits = outputs[0] if len(outputs) == 1 else tf_keras.layers.Average(name="mean_logits")(outputs)
     return Networks(
         classifier=tf_keras.Model(base.input, logits, name="radassist_vgg16"),
-        gradcam_model=tf_keras.Model(base.input, [activations, logits], name="gradcam"),
+        gradcam_model=tf_keras.Model(base.input, [activations, pooled, logits], name="gradcam"),
         features=tf_keras.Model(base.input, pooled, name="features"),
         trunk=trunk,
         heads=heads,
