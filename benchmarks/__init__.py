@@ -3,6 +3,10 @@
 import json
 import os
 
+# Benchmarks are entry points (``python -m benchmarks.<name>``): Keras 2 for TFX's libraries, chosen before
+# TensorFlow is imported (radassist/cli.py does the same); an explicit setting wins.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
 
 def write_result(result: dict, path: str) -> None:
     """Writes one benchmark's JSON result and says where."""

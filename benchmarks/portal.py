@@ -12,6 +12,7 @@ Usage: python -m benchmarks.portal --model-base outputs/models --data ../shared/
 import argparse
 import glob
 import os
+import pathlib
 import platform
 import random
 import re
@@ -37,7 +38,7 @@ def real_slices(data: str, count: int) -> list[tuple[str, bytes]]:
     random.Random(0).shuffle(paths)
     if len(paths) < count:
         raise SystemExit(f"{data} has only {len(paths)} test slices; need {count}")
-    return [(os.path.basename(p), open(p, "rb").read()) for p in paths[:count]]
+    return [(os.path.basename(p), pathlib.Path(p).read_bytes()) for p in paths[:count]]
 
 
 def model_seconds(model_base: str, images: list[bytes], batch_size: int) -> dict:

@@ -134,8 +134,8 @@ def non_ct_pictures() -> dict[str, bytes]:
 def text_pages(count: int = 8) -> dict[str, bytes]:
     """Rendered pages of text: black on white, white on black, small and large print."""
     rng = np.random.default_rng(0)
-    words = ("patient report slice contrast lung nodule window level image export hospital review finding "
-             "normal series study axial").split()
+    words = ["patient", "report", "slice", "contrast", "lung", "nodule", "window", "level", "image", "export",
+             "hospital", "review", "finding", "normal", "series", "study", "axial"]
     pages = {}
     for index in range(count):
         inverted = index % 2 == 1

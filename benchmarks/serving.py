@@ -9,6 +9,7 @@ Usage: python -m benchmarks.serving --model-base outputs/models [--seconds 20]
 import argparse
 import glob
 import os
+import pathlib
 import platform
 import shutil
 import socket
@@ -156,7 +157,7 @@ def main() -> None:
     if not versions:
         sys.exit(f"no model under {args.model_base}/{args.model_name}: run `make run` first")
     image_path = args.image or sorted(glob.glob("data/sample/chest-ct/test/adenocarcinoma/*.png"))[0]
-    image = open(image_path, "rb").read()
+    image = pathlib.Path(image_path).read_bytes()
     scratch = tempfile.mkdtemp(prefix="radassist-bench-")
     base = os.path.join(scratch, "models")
     shutil.copytree(versions[-1], os.path.join(base, args.model_name, "1"))

@@ -1,7 +1,2 @@
-"""RadAssist's TFX components and the model code they share."""
-
-import os
-
-# TFT and TFMA need Keras 2 (tf-keras). This must happen before TensorFlow is first imported, so it lives at
-# the top of the package every pipeline, trainer and benchmark module imports; an explicit setting wins.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+"""RadAssist's TFX components and the model code they share (Keras 2: entry points set TF_USE_LEGACY_KERAS=1
+before TensorFlow is imported; radassist/cli.py, the Dockerfiles, the Makefile, tests/conftest.py)."""

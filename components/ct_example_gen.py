@@ -130,7 +130,8 @@ class _ToExample(beam.DoFn):
 @beam.ptransform_fn
 @beam.typehints.with_input_types(beam.Pipeline)
 @beam.typehints.with_output_types(tf.train.Example)
-def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: dict, split_pattern: str) -> beam.PCollection:
+def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: dict,  # noqa: N802 - a PTransform, named like TFX's
+                     split_pattern: str) -> beam.PCollection:
     data_root = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     paths = sorted(p for p in tf.io.gfile.glob(os.path.join(data_root, split_pattern)) if not tf.io.gfile.isdir(p))
     log.info("CtExampleGen: %d files match %s", len(paths), split_pattern)
@@ -145,7 +146,7 @@ def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: dict, split_patte
 class Executor(BaseExampleGenExecutor):
     """ExampleGen executor that reads class-folder image trees."""
 
-    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
+    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:  # noqa: N802 - TFX's method name
         return _ImagesToExample
 
 

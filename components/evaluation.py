@@ -15,8 +15,6 @@ from tensorflow_model_analysis.proto import config_pb2
 from components import features
 from radassist.contract import Output, Signature
 
-ACCURACY = "sparse_categorical_accuracy"
-
 
 def eval_config(accuracy_floor: float, regression_tolerance: float = 0.0) -> config_pb2.EvalConfig:
     class_ids = list(range(features.NUM_CLASSES))

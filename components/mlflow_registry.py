@@ -29,7 +29,6 @@ from components.leakage_audit import REPORT_FILE, LeakageReport  # noqa: E402
 from radassist.contract import MODEL_INFO_PATH  # noqa: E402
 
 log = logging.getLogger(__name__)
-MLFLOW_TIMEOUT_SECONDS = "30"
 
 
 def _metric_name(slice_name: str, metric: str) -> str:
@@ -102,7 +101,6 @@ def log_pipeline_run(
     model_info: dict | None = None,
 ) -> dict:
     """Logs one pipeline run; returns {"run_id", "registered_version"} (version None when nothing was pushed)."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", MLFLOW_TIMEOUT_SECONDS)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment)
     fingerprint = audit.get("data_fingerprint", "")
@@ -182,7 +180,7 @@ class MlflowRegistrarExecutor(base_executor.BaseExecutor):
             details = json.load(handle)
         pushed = bool(pushed_model.get_int_custom_property("pushed"))
         # LocalDagRunner passes the run id in the executor context; on Kubeflow the launcher's environment has it.
-        run_id = (self._context.pipeline_run_id if self._context else None) or os.environ.get("KFP_RUN_ID", "unknown")
+        run_id = (self._context.pipeline_run_id if self._context else None) or "unknown"
         outcome = log_pipeline_run(
             tracking_uri=exec_properties["tracking_uri"],
             experiment=exec_properties["experiment"],

@@ -3,31 +3,16 @@
 import json
 import os
 import tempfile
+import threading
 
 from tfx import v1 as tfx
 
 from pipelines import configs
 from pipelines.pipeline import create_pipeline
 
-KFP_TIMEOUT_SECONDS = 60
 
-
-def compile_pipeline(
-    *,
-    output_file: str,
-    image: str,
-    pipeline_root: str,
-    data_root: str,
-    model_base: str,
-    mlflow_tracking_uri: str,
-    training: dict | None = None,
-    beam_pipeline_args: list[str] | None = None,
-    pipeline_name: str = configs.PIPELINE_NAME,
-    model_name: str = configs.MODEL_NAME,
-    accuracy_floor: float = configs.ACCURACY_FLOOR,
-    regression_tolerance: float = configs.REGRESSION_TOLERANCE,
-    near_distance: int = configs.NEAR_DUPLICATE_BITS,
-) -> str:
+def compile_pipeline(*, output_file: str, image: str, pipeline_root: str,
+                     options: configs.PipelineOptions) -> str:
     """Writes TFX's PipelineJob JSON for KubeflowV2DagRunner to ``output_file``; returns its path.
 
     Paths (data, model base, pipeline root) are as the cluster sees them: s3://, gs:// or mounted volumes.
@@ -39,22 +24,7 @@ def compile_pipeline(
         output_dir=output_dir,
         output_filename=filename,
     )
-    runner.run(
-        create_pipeline(
-            pipeline_name=pipeline_name,
-            pipeline_root=pipeline_root,
-            data_root=data_root,
-            model_base=model_base,
-            model_name=model_name,
-            training=training or {},
-            accuracy_floor=accuracy_floor,
-            regression_tolerance=regression_tolerance,
-            near_distance=near_distance,
-            mlflow_tracking_uri=mlflow_tracking_uri,
-            mlflow_experiment=configs.MLFLOW_EXPERIMENT,
-            beam_pipeline_args=beam_pipeline_args,
-        )
-    )
+    runner.run(create_pipeline(**options.arguments(), pipeline_root=pipeline_root))
     return os.path.join(output_dir, filename)
 
 
@@ -65,13 +35,40 @@ def pipeline_spec(job_file: str) -> dict:
     return job["pipelineSpec"]
 
 
+def _within(seconds: float, what: str, function):
+    """``function()`` within ``seconds``, else TimeoutError. kfp.Client has no timeout of its own (its constructor
+    alone polls the cluster's healthz five times without one), so the call runs in a daemon thread that is
+    abandoned when the deadline passes."""
+    outcome = {}
+
+    def call():
+        try:
+            outcome["value"] = function()
+        except Exception as error:  # noqa: BLE001 - handed to the caller below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=call, name="kfp-call", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"{what}: no answer within {seconds:g} s (it may still complete; check the KFP UI)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def submit(job_file: str, host: str, *, schedule: str | None = None, experiment: str = configs.PIPELINE_NAME,
-           run_name: str | None = None, client_factory=None) -> str:
-    """Creates a run (or, with a 6-field cron ``schedule``, a recurring run) on a KFP cluster; returns its id."""
+           run_name: str | None = None, timeout: float = configs.KFP_TIMEOUT_SECONDS, client_factory=None) -> str:
+    """Creates a run (or, with a 6-field cron ``schedule``, a recurring run) on a KFP cluster; returns its id.
+    The whole submission may take ``timeout`` seconds (TimeoutError after that)."""
     import kfp  # imported here: only submission needs the KFP client
 
     factory = client_factory or kfp.Client
-    client = factory(host=host)
+    return _within(timeout, f"the KFP API at {host}",
+                   lambda: _submit(factory(host=host), job_file, schedule, experiment, run_name))
+
+
+def _submit(client, job_file: str, schedule: str | None, experiment: str, run_name: str | None) -> str:
     name = run_name or f"{configs.PIPELINE_NAME}-{'schedule' if schedule else 'run'}"
     with tempfile.TemporaryDirectory() as tmp:
         package = os.path.join(tmp, "pipeline.json")

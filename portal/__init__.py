@@ -9,17 +9,22 @@ from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from portal import config as portal_config
-from portal.extensions import csrf, limiter
+from portal.extensions import blobs, csrf, limiter, report_jobs
 from portal.models import db
 from portal.storage import StorageUnavailable
 
 
 def create_app(test_config: dict | None = None, environment: str | None = None) -> Flask:
-    """Application factory. ``environment``: development (default), testing or production."""
+    """Application factory. ``environment``: development (default), testing or production (entry points pass
+    $RADASSIST_ENV: portal/wsgi.py, portal/cli.py)."""
     app = Flask(__name__, instance_relative_config=True)
-    environment = environment or os.environ.get("RADASSIST_ENV", "development")
+    environment = environment or "development"
+    if environment not in portal_config.CONFIGS:
+        raise portal_config.UnsafeConfiguration(f"RADASSIST_ENV must be one of {sorted(portal_config.CONFIGS)}, "
+                                                f"not {environment!r}")
     config_class = portal_config.CONFIGS[environment]
     app.config.from_object(config_class)
+    app.config["ENVIRONMENT"] = environment
     if test_config:
         app.config.update(test_config)
     config_class.validate(app.config)  # before any default is filled in: production must be explicit
@@ -43,7 +48,12 @@ def create_app(test_config: dict | None = None, environment: str | None = None) 
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
+    from portal import cli
+
     db.init_app(app)
+    cli.init_app(app)
+    blobs.init_app(app)
+    report_jobs.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
 

@@ -29,3 +29,21 @@ def create_user(email: str, name: str, role: Role, password: str, doctor: User |
 def create_from_form(form, role: Role, doctor: User | None = None) -> User:
     """Creates an account from a submitted "new user" form (name, email, password); raises AccountError/WeakPassword."""
     return create_user(form.get("email", ""), form.get("name", ""), role, form.get("password", ""), doctor=doctor)
+
+
+FIRST_ADMIN_EMAIL = "admin@radassist.local"
+
+
+def ensure_first_admin() -> str | None:
+    """Creates the first admin when there is none (in the app context); returns its one-time password, else None."""
+    import secrets
+
+    from portal.security import record
+
+    if db.session.scalar(db.select(User.id).where(User.role == Role.ADMIN.value)) is not None:
+        return None
+    password = secrets.token_urlsafe(15)
+    admin = create_user(FIRST_ADMIN_EMAIL, "RadAssist administrator", Role.ADMIN, password)
+    record("admin_created", admin, detail="first admin, created on first start", actor=admin)
+    db.session.commit()
+    return password

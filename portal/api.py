@@ -3,11 +3,11 @@
 from flask import Blueprint, g, jsonify, url_for
 
 from portal import fhir, reports
+from portal.extensions import blobs
 from portal.jobs import batch_progress
 from portal.models import db
 from portal.report_pages import visible_batch, visible_report
 from portal.security import login_required, record
-from portal.uploads import blob_store
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -33,7 +33,7 @@ def report_fhir(report_id: int):
     report = visible_report(report_id)
     record("report_downloaded", report, detail="fhir")
     db.session.commit()
-    document = fhir.diagnostic_report(report, blob_store())
+    document = fhir.diagnostic_report(report, blobs.store)
     response = jsonify(document)
     response.mimetype = "application/fhir+json"
     return response

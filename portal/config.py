@@ -2,6 +2,8 @@
 
 import os
 
+from radassist import contract
+
 
 class UnsafeConfiguration(RuntimeError):
     """Production configuration that must not start (missing secret, debug on, insecure cookies)."""
@@ -36,7 +38,7 @@ class Config:
     # The model, through TF Serving's gRPC API (RadAssist's server or the real one). Only the report workers call
     # it; they also record its status for the admin page.
     MODEL_SERVER = os.environ.get("RADASSIST_MODEL_SERVER", "localhost:8500")
-    MODEL_NAME = os.environ.get("RADASSIST_MODEL_NAME", "radassist")
+    MODEL_NAME = os.environ.get("RADASSIST_MODEL_NAME", contract.MODEL_NAME)
     MODEL_TIMEOUT = float(os.environ.get("RADASSIST_MODEL_TIMEOUT", 120))
     # A model server that requires TLS (PEM files; a client certificate and key for mutual TLS) and/or a token.
     MODEL_SERVER_TLS_CA = os.environ.get("RADASSIST_MODEL_SERVER_TLS_CA")

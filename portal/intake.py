@@ -227,10 +227,3 @@ def intake_stream(files: list[tuple[str, bytes | BinaryIO]]) -> Iterator[Accepte
             yield RejectedFile(name, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MB")
         else:
             yield _single(name, data if isinstance(data, bytes) else data.read())
-
-
-def intake(files: list[tuple[str, bytes]]) -> tuple[list[AcceptedScan], list[RejectedFile]]:
-    """Splits uploaded (name, bytes) pairs into accepted scans and rejected files with reasons."""
-    results = list(intake_stream(files))
-    accepted = [r for r in results if isinstance(r, AcceptedScan)]
-    return accepted, [r for r in results if isinstance(r, RejectedFile)]

@@ -7,12 +7,12 @@ that it exists. Patients see final reports, and the model's draft only for scans
 from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 
 from portal import reports
+from portal.extensions import blobs, report_jobs
 from portal.jobs import batch_progress, enqueue_scans, latest_jobs
 from portal.models import Batch, JobStatus, Report, Role, db
 from portal.reports import ReportError
 from portal.scans import sees_patient, visible_scan
 from portal.security import login_required, record, role_required
-from portal.uploads import blob_store, job_queue
 
 bp = Blueprint("reports", __name__)
 
@@ -59,7 +59,7 @@ def overlay(report_id: int):
     report = visible_report(report_id)
     record("overlay_viewed", report)
     db.session.commit()
-    return Response(blob_store().get(report.overlay_sha256), mimetype="image/jpeg")
+    return Response(blobs.store.get(report.overlay_sha256), mimetype="image/jpeg")
 
 
 @bp.get("/reports/<int:report_id>/report.pdf")
@@ -69,7 +69,7 @@ def pdf(report_id: int):
     record("report_downloaded", report, detail="pdf")
     db.session.commit()
     filename = f"radassist-report-{report.id}-v{report.version}.pdf"
-    return Response(blob_store().get(report.pdf_sha256), mimetype="application/pdf",
+    return Response(blobs.store.get(report.pdf_sha256), mimetype="application/pdf",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"',
                              "Cache-Control": "private, no-store"})
 
@@ -90,7 +90,7 @@ def _doctor_action(report_id: int, action):
 @role_required(Role.DOCTOR)
 def findings(report_id: int):
     def save(report):
-        reports.update_findings(report, request.form.get("findings", ""), g.user, blob_store())
+        reports.update_findings(report, request.form.get("findings", ""), g.user, blobs.store)
         record("report_edited", report, detail=f"findings, version {report.version}")
         flash("Findings saved.", "info")
 
@@ -102,8 +102,8 @@ def findings(report_id: int):
 def sign(report_id: int):
     def sign_off(report):
         if "findings" in request.form:
-            reports.update_findings(report, request.form["findings"], g.user, blob_store())
-        reports.sign_off(report, g.user, blob_store())
+            reports.update_findings(report, request.form["findings"], g.user, blobs.store)
+        reports.sign_off(report, g.user, blobs.store)
         record("report_signed", report, detail=f"version {report.version}")
         flash(f"Report version {report.version} signed off. It can no longer be changed.", "info")
 
@@ -114,7 +114,7 @@ def sign(report_id: int):
 @role_required(Role.DOCTOR)
 def amend(report_id: int):
     def amend_report(report):
-        amendment = reports.amend(report, g.user, request.form.get("reason", ""), blob_store())
+        amendment = reports.amend(report, g.user, request.form.get("reason", ""), blobs.store)
         record("report_amended", amendment, detail=f"amends report {report.id} (version {report.version})")
         flash(f"Version {amendment.version} created as a draft; sign it off when it is ready.", "info")
         return amendment
@@ -136,7 +136,7 @@ def analyse_again(scan_id: int):
     elif reports.latest_reports([scan.id]):
         flash("This scan already has a report.", "info")
     else:
-        batch = enqueue_scans([scan], g.user, scan.patient, job_queue())
+        batch = enqueue_scans([scan], g.user, scan.patient, report_jobs.queue)
         record("analysis_requeued", scan, detail=f"batch {batch.id}")
         db.session.commit()
         return redirect(url_for("reports.batch", batch_id=batch.id))

@@ -2,9 +2,9 @@
 
 from flask import Blueprint, Response, abort, g
 
+from portal.extensions import blobs
 from portal.models import Role, Scan, User, db
 from portal.security import login_required, record
-from portal.uploads import blob_store
 
 bp = Blueprint("scans", __name__, url_prefix="/scans")
 
@@ -29,4 +29,4 @@ def image(scan_id: int):
     scan = visible_scan(scan_id)
     record("scan_viewed", scan)
     db.session.commit()
-    return Response(blob_store().get(scan.image_sha256), mimetype="image/png")
+    return Response(blobs.store.get(scan.image_sha256), mimetype="image/png")

@@ -1,5 +1,6 @@
 """Password hashing (Argon2id, memory-hard), login backoff, role checks and the audit trail."""
 
+import contextlib
 import datetime as dt
 import functools
 from urllib.parse import urlsplit
@@ -71,10 +72,8 @@ def authenticate(email: str, password: str) -> tuple[User | None, str | None]:
 
 
 def _hasher_verify_dummy(password: str) -> None:
-    try:
+    with contextlib.suppress(VerificationError, InvalidHashError):
         _hasher.verify(_DUMMY_HASH, password)
-    except (VerificationError, InvalidHashError):
-        pass
 
 
 def unlock(user: User) -> None:

@@ -80,7 +80,7 @@ class S3BlobStore(BlobStore):
         from botocore.config import Config
 
         self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.s3 = boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL"),
+        self.s3 = boto3.client("s3", endpoint_url=endpoint_url,
                                config=Config(connect_timeout=timeout, read_timeout=timeout,
                                              retries={"max_attempts": 3}))
 

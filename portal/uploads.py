@@ -9,33 +9,17 @@ import sqlalchemy as sa
 from flask import current_app, request
 from sqlalchemy import exc as sa_exc
 
+from portal.extensions import blobs, report_jobs
 from portal.intake import AcceptedScan, RejectedFile, intake_stream
-from portal.jobs import JobQueue, enqueue_scans, queue_from_url
+from portal.jobs import enqueue_scans
 from portal.models import Batch, Scan, User, db
 from portal.security import record
-from portal.storage import StorageUnavailable, store_from_uri
+from portal.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
 MAX_NAME = 255
 QUEUE_EVERY = 8  # scans stored before their jobs are queued
-
-
-def blob_store():
-    """The app's scan store, made once per process and configured location (an S3 client is not free)."""
-    uri = current_app.config["SCAN_STORE"]
-    cached = current_app.extensions.get("radassist_blob_store")
-    if cached is None or cached[0] != uri:
-        cached = current_app.extensions["radassist_blob_store"] = (uri, store_from_uri(uri))
-    return cached[1]
-
-
-def job_queue() -> JobQueue:
-    """The app's queue, made once per process (a Redis connection pool, or the database)."""
-    queue = current_app.extensions.get("radassist_queue")
-    if queue is None:
-        queue = current_app.extensions["radassist_queue"] = queue_from_url(current_app.config["JOB_QUEUE_URL"])
-    return queue
 
 
 @dataclasses.dataclass
@@ -74,7 +58,7 @@ def save_upload(patient: User, uploader: User, self_submitted: bool) -> UploadRe
     files = [(f.filename or "unnamed", f.stream) for f in request.files.getlist("scans")]  # spooled, not read
     if not files:
         return UploadResult([], [RejectedFile("(no file)", "choose at least one file")])
-    store, queue = blob_store(), job_queue()
+    store, queue = blobs.store, report_jobs.queue
     result = UploadResult([], [])
     pending, new_blobs = [], []
     known_ids = set(db.session.scalars(sa.select(Scan.dicom_patient_hash).where(

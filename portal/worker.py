@@ -17,10 +17,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from flask import Flask
 
 from portal import reports
-from portal.jobs import JobQueue, JobSettings, claim, fail, finish, queue_from_url, release, requeue_expired
+from portal.extensions import blobs, report_jobs
+from portal.jobs import JobQueue, JobSettings, claim, fail, finish, release, requeue_expired
 from portal.models import Job, ServiceStatus, db, utcnow
 from portal.security import record
-from portal.storage import store_from_uri
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,12 @@ class Worker:
     def __init__(self, app: Flask, client, queue: JobQueue | None = None, name: str | None = None,
                  batch_size: int | None = None, sweep_seconds: float = 5.0):
         self.app, self.client = app, client
-        self.queue = queue or queue_from_url(app.config["JOB_QUEUE_URL"])
+        with app.app_context():
+            self.queue = queue or report_jobs.queue
+            self.store = blobs.store
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.batch_size = batch_size or app.config["WORKER_BATCH_SIZE"]
         self.settings = JobSettings.from_config(app.config)
-        self.store = store_from_uri(app.config["SCAN_STORE"])
         self.sweep_seconds = sweep_seconds
         self.stopping = threading.Event()
         import fpdf  # noqa: F401  - loaded now, not while the first batch of reports waits

@@ -3,9 +3,11 @@
 import threading
 import time
 
-from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tqdm import tqdm
+
+from pipelines.metadata import read_only_store
+from radassist import quiet
 
 _DONE = {metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED}
 _FAILED = {metadata_store_pb2.Execution.FAILED, metadata_store_pb2.Execution.CANCELED}
@@ -23,13 +25,12 @@ class PipelineProgress:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._seen_before: set[int] = set()
+        self._shown: tuple | None = None
+        self._terminal = quiet.stderr_is_terminal()
         self.bar = tqdm(total=len(node_ids), desc="pipeline", unit="component", dynamic_ncols=True)
 
     def _store(self):
-        config = metadata_store_pb2.ConnectionConfig()
-        config.sqlite.filename_uri = self._path
-        config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-        return metadata_store.MetadataStore(config)
+        return read_only_store(self._path)
 
     def __enter__(self):
         try:
@@ -53,11 +54,18 @@ class PipelineProgress:
         done = [e for e in executions if e.last_known_state in _DONE]
         running = [e for e in executions if e.last_known_state == metadata_store_pb2.Execution.RUNNING]
         failed = [e for e in executions if e.last_known_state in _FAILED]
-        self.bar.n = min(len(done), len(self._nodes))
         if failed:
-            self.bar.set_description(f"FAILED: {_node_name(failed[-1])}")
+            description = f"FAILED: {_node_name(failed[-1])}"
         elif running:
-            self.bar.set_description(f"running {_node_name(running[-1])}")
+            description = f"running {_node_name(running[-1])}"
+        else:
+            description = self.bar.desc
+        state = (min(len(done), len(self._nodes)), description)
+        if state == self._shown and not self._terminal:  # a log gets a line per step, not one per poll
+            return
+        self._shown = state
+        self.bar.n = state[0]
+        self.bar.set_description(description, refresh=False)
         self.bar.refresh()
 
     def _poll(self) -> None:

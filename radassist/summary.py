@@ -3,11 +3,9 @@
 import json
 import os
 
-from ml_metadata.metadata_store import metadata_store
-from ml_metadata.proto import metadata_store_pb2
-
 from components import evaluation, features
 from components.leakage_audit import REPORT_FILE, LeakageReport
+from pipelines.metadata import read_only_store
 
 
 def _latest(store, type_name: str):
@@ -24,10 +22,7 @@ def _custom(artifact, key: str, default=None):
 
 def read_summary(metadata_path: str) -> dict:
     """Latest audit counts, test metrics (overall and leak-free), blessing and pushed version."""
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    store = metadata_store.MetadataStore(config)
+    store = read_only_store(metadata_path)
     summary: dict = {}
     report = _latest(store, LeakageReport.TYPE_NAME)
     if report is not None:

@@ -60,7 +60,7 @@ class S3Storage(ModelStorage):
         self.bucket, self.prefix = parsed.netloc, parsed.path.strip("/")
         config = Config(connect_timeout=S3_TIMEOUT_SECONDS, read_timeout=S3_TIMEOUT_SECONDS,
                         retries={"max_attempts": 3})
-        self.s3 = boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL"), config=config)
+        self.s3 = boto3.client("s3", endpoint_url=endpoint_url, config=config)
         self.cache_dir = cache_dir or tempfile.mkdtemp(prefix="radassist-models-")
 
     def _key(self, *parts: str) -> str:

@@ -16,12 +16,14 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from radassist.contract import MODEL_INFO_PATH, Input, ModelInfo, Output, Signature
 
 CLASS_NAMES = ("adenocarcinoma", "large.cell.carcinoma", "squamous.cell.carcinoma", "normal")
 DISPLAY_NAMES = ("Adenocarcinoma", "Large cell carcinoma", "Squamous cell carcinoma", "Normal")
 HEATMAP_CELLS = 28
+WARMUP_FILE = "tf_serving_warmup_requests"
 
 
 class ContractModel(tf.Module):
@@ -102,6 +104,13 @@ def build(export_dir: str, class_names: tuple[str, ...] = CLASS_NAMES,
     os.makedirs(os.path.dirname(os.path.join(export_dir, MODEL_INFO_PATH)), exist_ok=True)
     with open(os.path.join(export_dir, MODEL_INFO_PATH), "w") as handle:
         handle.write(info.to_json())
+    # TF Serving's warm-up records, as the real export writes them: one predict_image request.
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = "radassist", Signature.PREDICT_IMAGE
+    request.inputs[Input.IMAGES].CopyFrom(tf.make_tensor_proto([grey_png(128)], dtype=tf.string))
+    record = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+    with tf.io.TFRecordWriter(os.path.join(export_dir, "assets.extra", WARMUP_FILE)) as writer:
+        writer.write(record.SerializeToString())
     return export_dir
 
 

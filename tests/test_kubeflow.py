@@ -1,32 +1,33 @@
 import json
+import socket
+import threading
+import time
 
+import pytest
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipelines import kubeflow_runner
+from pipelines.configs import PipelineOptions
 
 EXPECTED_TASKS = {"CtExampleGen", "LeakageAudit", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
                   "Trainer", "Evaluator", "Pusher", "MlflowRegistrar"}
 
 
 def _compile(tmp_path):
-    return kubeflow_runner.compile_pipeline(
-        output_file=str(tmp_path / "radassist.json"),
-        image="registry.example/radassist-train:1.2.3",
-        pipeline_root="s3://bucket/root",
-        data_root="s3://bucket/chest-ct",
-        model_base="s3://bucket/models",
-        mlflow_tracking_uri="http://mlflow:5000",
-        training={"seed": 3},
-        beam_pipeline_args=["--runner=FlinkRunner", "--parallelism=4"],
-    )
+    options = PipelineOptions(data_root="s3://bucket/chest-ct", model_base="s3://bucket/models",
+                              mlflow_tracking_uri="http://mlflow:5000", training={"seed": 3},
+                              beam_pipeline_args=["--runner=FlinkRunner", "--parallelism=4"])
+    return kubeflow_runner.compile_pipeline(output_file=str(tmp_path / "radassist.json"),
+                                            image="registry.example/radassist-train:1.2.3",
+                                            pipeline_root="s3://bucket/root", options=options)
 
 
 def test_compiled_spec_parses_as_a_kfp_pipeline_spec(tmp_path):
     spec_dict = kubeflow_runner.pipeline_spec(_compile(tmp_path))
     spec = json_format.ParseDict(spec_dict, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
     tasks = set(spec.root.dag.tasks)
-    assert EXPECTED_TASKS <= tasks
+    assert tasks >= EXPECTED_TASKS
     assert any(name.startswith("latest_blessed_model_resolver") for name in tasks)
     text = json.dumps(spec_dict)
     assert "registry.example/radassist-train:1.2.3" in text
@@ -65,3 +66,21 @@ def test_submit_sends_the_pipeline_spec_as_a_run_or_a_schedule(tmp_path):
                                   client_factory=_FakeKfpClient) == "job-1"
     assert ("run", "radassist", "radassist-run") in _FakeKfpClient.calls
     assert ("recurring", "exp-1", "0 0 3 * * 0", True) in _FakeKfpClient.calls
+
+
+def test_submitting_to_a_cluster_that_never_answers_times_out(tmp_path):
+    """The real kfp.Client against a socket that accepts and never replies: a TimeoutError after the deadline,
+    not a hang (kfp.Client has no timeout of its own)."""
+    job = _compile(tmp_path)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted = []
+    threading.Thread(target=lambda: accepted.extend(listener.accept() for _ in range(8)), daemon=True).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError, match="no answer within 2 s"):
+            kubeflow_runner.submit(job, f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=2)
+    finally:
+        listener.close()
+    assert 2 <= time.monotonic() - started < 10 and accepted

@@ -4,12 +4,12 @@ import glob
 import io
 import json
 import os
+import pathlib
 
 import mlflow
 import numpy as np
 import pytest
 import tensorflow as tf
-from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from mlflow.tracking import MlflowClient
 from PIL import Image, ImageDraw
@@ -17,7 +17,9 @@ from tensorflow_model_analysis import load_validation_result
 from tensorflow_serving.apis import prediction_log_pb2
 
 from components import features
+from pipelines.metadata import read_only_store
 from radassist import cli
+from radassist.contract import EXPLAIN_OUTPUTS, PREDICTION_OUTPUTS, ModelInfo, Signature
 
 pytestmark = pytest.mark.slow
 COMPONENTS = {"CtExampleGen", "LeakageAudit", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
@@ -33,10 +35,8 @@ def run(first_pipeline_run):
     return first_pipeline_run
 
 
-def _store(output) -> metadata_store.MetadataStore:
-    config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = str(output / "tfx" / "metadata.sqlite")
-    return metadata_store.MetadataStore(config)
+def _store(output):
+    return read_only_store(str(output / "tfx" / "metadata.sqlite"))
 
 
 def _node_executions(store, node_id: str):
@@ -74,33 +74,36 @@ def test_pushed_models_use_tf_serving_layout(run):
         assert os.path.isfile(os.path.join(version, "saved_model.pb"))
         warmup = os.path.join(version, "assets.extra", "tf_serving_warmup_requests")
         records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(warmup)]
-        assert records[0].predict_log.request.model_spec.signature_name == features.PREDICT_IMAGE_SIGNATURE
+        assert records[0].predict_log.request.model_spec.signature_name == Signature.PREDICT_IMAGE
 
 
 def test_pushed_model_answers_predict_image_and_explain(run):
     model = tf.saved_model.load(_versions(run["output"])[-1])
-    assert set(model.signatures) >= {features.SERVING_DEFAULT_SIGNATURE, features.PREDICT_IMAGE_SIGNATURE,
-                                     features.EXPLAIN_SIGNATURE}
+    assert set(model.signatures) == {Signature.SERVING_DEFAULT, Signature.PREDICT_IMAGE, Signature.EXPLAIN,
+                                     Signature.MODEL_INFO}
+    info = ModelInfo.from_json(model.signatures[Signature.MODEL_INFO](request=tf.constant([b""]))["model_info"]
+                               .numpy()[0])
+    assert info == ModelInfo.from_saved_model(_versions(run["output"])[-1])  # the signature and the file agree
+    assert info.class_names == features.CLASS_NAMES and set(info.signatures) == set(model.signatures)
     paths = sorted(glob.glob(str(run["data"] / "test" / "*" / "*.png")))[:3]
-    images = tf.constant([open(p, "rb").read() for p in paths])
-    predicted = model.signatures[features.PREDICT_IMAGE_SIGNATURE](images=images)
+    images = tf.constant([pathlib.Path(p).read_bytes() for p in paths])
+    predicted = model.signatures[Signature.PREDICT_IMAGE](images=images)
     probabilities = predicted["probabilities"].numpy()
     assert probabilities.shape == (3, features.NUM_CLASSES)
     assert abs(probabilities.sum(axis=1) - 1).max() < 1e-4
     names = [n.decode() for n in predicted["class_name"].numpy()]
     assert names == [features.CLASS_NAMES[i] for i in predicted["class_id"].numpy()]
-    explained = model.signatures[features.EXPLAIN_SIGNATURE](images=images[:1])
+    explained = model.signatures[Signature.EXPLAIN](images=images[:1])
     heatmap = explained["heatmap"].numpy()
     assert heatmap.shape[1:] == (28, 28) and heatmap.min() >= 0 and heatmap.max() <= 1.0 + 1e-6
     assert abs(explained["probabilities"].numpy()[0] - probabilities[0]).max() < 1e-4
     example = tf.train.Example()
     example.features.feature[features.IMAGE_KEY].bytes_list.value.append(images.numpy()[0])
-    served = model.signatures[features.SERVING_DEFAULT_SIGNATURE](examples=tf.constant([example.SerializeToString()]))
+    served = model.signatures[Signature.SERVING_DEFAULT](examples=tf.constant([example.SerializeToString()]))
     assert abs(served["probabilities"].numpy()[0] - probabilities[0]).max() < 1e-4
-    gate_outputs = {"ood_score", "in_domain", "ood_reason", "needs_review", features.CROP_BOX_KEY,
-                    features.CROP_ANGLE_KEY}
-    for outputs in (predicted, explained, served):
-        assert gate_outputs <= set(outputs)
+    for outputs in (predicted, served):
+        assert set(outputs) == set(PREDICTION_OUTPUTS)
+    assert set(explained) == set(EXPLAIN_OUTPUTS)
     assert predicted[features.CROP_BOX_KEY].shape == (3, 4) and predicted[features.CROP_ANGLE_KEY].shape == (3,)
 
 
@@ -123,7 +126,7 @@ def test_pushed_model_withholds_what_is_not_a_ct_slice(run):
         draw.text((20, 20 + 24 * line), "patient report lung window series " * 2, fill=0)
     pictures = [_png(photo), _png(np.zeros((300, 300), np.uint8)), _png(np.asarray(page)),
                 _png(np.full((256, 256), 128, np.uint8))]
-    outputs = model.signatures[features.PREDICT_IMAGE_SIGNATURE](images=tf.constant(pictures))
+    outputs = model.signatures[Signature.PREDICT_IMAGE](images=tf.constant(pictures))
     assert not outputs["in_domain"].numpy().any()
     reasons = [r.decode() for r in outputs["ood_reason"].numpy()]
     assert reasons[0] == "not_greyscale" and reasons[1] == reasons[3] == "blank" and reasons[2], reasons

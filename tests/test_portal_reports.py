@@ -11,6 +11,7 @@ import glob
 import io
 import json
 import os
+import pathlib
 import re
 import shutil
 import time
@@ -47,7 +48,7 @@ def reporting_app(app, model_server):
 
 def slices(count: int) -> list[tuple[str, bytes]]:
     paths = sorted(glob.glob(os.path.join(SAMPLE_DIR, "test", "*", "*.png")))[:count]
-    return [(os.path.basename(p), open(p, "rb").read()) for p in paths]
+    return [(os.path.basename(p), pathlib.Path(p).read_bytes()) for p in paths]
 
 
 def model_info(model_server) -> dict:

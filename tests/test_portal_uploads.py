@@ -5,6 +5,7 @@ import glob
 import hashlib
 import io
 import os
+import pathlib
 import re
 import tracemalloc
 import zipfile
@@ -17,7 +18,15 @@ from conftest import SAMPLE_DIR, upload_files, user_id
 from PIL import Image
 
 from portal import intake
+from portal.extensions import blobs
 from portal.models import AuditEvent, Job, Scan, db
+
+
+def _intake(files):
+    """Uploaded (name, bytes) pairs split into accepted scans and rejected files, as the upload view sees them."""
+    results = list(intake.intake_stream(files))
+    return ([r for r in results if isinstance(r, intake.AcceptedScan)],
+            [r for r in results if isinstance(r, intake.RejectedFile)])
 
 
 def _dicom(name: str) -> bytes:
@@ -40,7 +49,7 @@ def _zip(entries: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:
 
 
 def test_ct_dicom_is_converted_from_hounsfield_units_with_a_lung_window():
-    accepted, rejected = intake.intake([("ct.dcm", _dicom("CT_small.dcm"))])
+    accepted, rejected = _intake([("ct.dcm", _dicom("CT_small.dcm"))])
     assert not rejected
     scan = accepted[0]
     assert (scan.kind, scan.modality, scan.width, scan.height) == ("dicom", "CT", 128, 128)
@@ -52,20 +61,20 @@ def test_ct_dicom_is_converted_from_hounsfield_units_with_a_lung_window():
 
 @pytest.mark.parametrize("name", ["JPEG2000.dcm", "MR_small_RLE.dcm", "SC_rgb_jpeg_dcmtk.dcm"])
 def test_compressed_dicom_syntaxes_are_accepted(name):
-    accepted, rejected = intake.intake([(name, _dicom(name))])
+    accepted, rejected = _intake([(name, _dicom(name))])
     assert not rejected and accepted[0].kind == "dicom"
     assert Image.open(io.BytesIO(accepted[0].png)).mode == "L"
 
 
 def test_type_is_sniffed_from_content_not_the_name():
     name, png = _slice()
-    accepted, rejected = intake.intake([("looks-like.dcm", png), ("scan.png", b"%PDF-1.7 not an image")])
+    accepted, rejected = _intake([("looks-like.dcm", png), ("scan.png", b"%PDF-1.7 not an image")])
     assert accepted[0].kind == "png"
     assert rejected[0].reason == "not a PNG, JPEG, DICOM or ZIP file"
 
 
 def test_undecodable_dicom_gets_a_clear_reason():
-    _, rejected = intake.intake([("lossy12.dcm", _dicom("JPEG-lossy.dcm"))])
+    _, rejected = _intake([("lossy12.dcm", _dicom("JPEG-lossy.dcm"))])
     assert "cannot be decoded" in rejected[0].reason
 
 
@@ -73,7 +82,7 @@ def test_corrupt_empty_and_bomb_images_are_rejected_with_reasons():
     _, png = _slice()
     bomb = io.BytesIO()
     Image.new("L", (9000, 9000)).save(bomb, format="PNG")  # 81 MP of zeros: a tiny file, a huge image
-    accepted, rejected = intake.intake([("cut.png", png[: len(png) // 3]), ("empty.png", b""),
+    accepted, rejected = _intake([("cut.png", png[: len(png) // 3]), ("empty.png", b""),
                                         ("bomb.png", bomb.getvalue()), ("good.png", png)])
     reasons = {r.name: r.reason for r in rejected}
     assert [a.name for a in accepted] == ["good.png"]
@@ -89,7 +98,7 @@ def _png(width: int, height: int) -> bytes:
 
 def test_images_of_odd_shape_or_size_are_refused_from_the_header_before_decoding():
     tracemalloc.start()
-    _, rejected = intake.intake([("strip.png", _png(100, 40000)), ("wide.png", _png(2000, 450)),
+    _, rejected = _intake([("strip.png", _png(100, 40000)), ("wide.png", _png(2000, 450)),
                                  ("tall.png", _png(2500, 1250))])
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -111,7 +120,7 @@ def _dicom_declaring(frames: int, side: int) -> bytes:
 
 def test_multi_frame_dicom_bombs_are_refused_without_decoding_their_frames():
     tracemalloc.start()
-    _, rejected = intake.intake([("frames.dcm", _dicom_declaring(150, 2048)),
+    _, rejected = _intake([("frames.dcm", _dicom_declaring(150, 2048)),
                                  ("many.dcm", _dicom_declaring(5000, 512))])
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -122,7 +131,7 @@ def test_multi_frame_dicom_bombs_are_refused_without_decoding_their_frames():
 
 
 def test_a_real_multi_frame_dicom_gives_its_middle_frame():
-    accepted, rejected = intake.intake([("two.dcm", _dicom("SC_rgb_rle_2frame.dcm"))])
+    accepted, rejected = _intake([("two.dcm", _dicom("SC_rgb_rle_2frame.dcm"))])
     assert not rejected and (accepted[0].width, accepted[0].height) == (100, 100)
     expected = pydicom.pixels.pixel_array(pydicom.dcmread(pydicom.data.get_testdata_file(
         "SC_rgb_rle_2frame.dcm", download=False)), index=1).astype(np.float64) @ np.array([0.299, 0.587, 0.114])
@@ -135,7 +144,7 @@ def test_zip_entries_are_labels_never_paths_and_bad_entries_do_not_sink_good_one
     name, png = _slice()
     archive = _zip({"../../etc/evil.png": png, "scans/a.dcm": _dicom("CT_small.dcm"), "notes.txt": b"hello",
                     "inner.zip": _zip({"x.png": png})})
-    accepted, rejected = intake.intake([("batch.zip", archive)])
+    accepted, rejected = _intake([("batch.zip", archive)])
     assert sorted(a.name for a in accepted) == ["batch.zip: ../../etc/evil.png", "batch.zip: scans/a.dcm"]
     reasons = {r.name: r.reason for r in rejected}
     assert "ZIP files inside a ZIP" in reasons["batch.zip: inner.zip"]
@@ -146,10 +155,10 @@ def test_zip_entries_are_labels_never_paths_and_bad_entries_do_not_sink_good_one
 def test_zip_bombs_are_refused(monkeypatch):
     zeros = _zip({f"z{i}.png": b"\0" * (2 * 1024 * 1024) for i in range(3)})  # 6 MB that packs to a few KB
     monkeypatch.setattr(intake, "MAX_ZIP_TOTAL_BYTES", 5 * 1024 * 1024)
-    _, rejected = intake.intake([("bomb.zip", zeros)])
+    _, rejected = _intake([("bomb.zip", zeros)])
     assert "unpacks to" in rejected[0].reason
     monkeypatch.setattr(intake, "MAX_ZIP_ENTRIES", 2)
-    _, rejected = intake.intake([("many.zip", zeros)])
+    _, rejected = _intake([("many.zip", zeros)])
     assert "at most 2 are allowed" in rejected[0].reason
 
 
@@ -219,6 +228,7 @@ def test_scan_storage_down_is_a_503_and_stores_nothing(app, auth, client, monkey
                         "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
     app.config["SCAN_STORE"] = "s3://radassist-scans/scans"
+    blobs.init_app(app)  # the store is made once per app: make it again for the new location
     patient_id = user_id(app, "patient@example.org")
     auth.login("doctor@example.org")
     page = f"/doctor/patients/{patient_id}"
@@ -267,9 +277,9 @@ def test_an_upload_that_fails_part_way_says_what_was_saved_and_leaves_no_orphans
     """Storage fails on the last of 9 files: the 8 saved (and queued) are reported as saved, the 9th leaves no blob,
     the audit log has the upload, and uploading all 9 again only adds the missing one."""
     patient_id = user_id(app, "patient@example.org")
-    files = [(os.path.basename(p), open(p, "rb").read()) for p in sorted(glob.glob(
+    files = [(os.path.basename(p), pathlib.Path(p).read_bytes()) for p in sorted(glob.glob(
         os.path.join(SAMPLE_DIR, "*", "*", "*.png")))[:9]]
-    accepted, _ = intake.intake(files)
+    accepted, _ = _intake(files)
     first_eight = {digest[:2] for item in accepted[:8] for digest in (item.sha256, hashlib.sha256(
         item.png).hexdigest())}
     last = accepted[8]
@@ -302,7 +312,7 @@ def test_large_images_are_kept_and_analysed_downscaled(monkeypatch):
     pixels = np.random.default_rng(1).integers(0, 256, (1000, 1500, 3), np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
-    (scan,), rejected = intake.intake([("large.png", buffer.getvalue())])
+    (scan,), rejected = _intake([("large.png", buffer.getvalue())])
     stored = Image.open(io.BytesIO(scan.png))
     assert not rejected and (scan.width, scan.height) == (1500, 1000)  # the scan's own size, for the record
     assert stored.size == (1024, 683) and stored.mode == "L" and scan.original == buffer.getvalue()

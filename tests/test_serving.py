@@ -6,6 +6,7 @@ Most tests serve the tiny contract model (tests/contract_model.py); one serves t
 import base64
 import glob
 import os
+import pathlib
 import shutil
 import threading
 import time
@@ -54,7 +55,7 @@ def test_the_pipelines_model_predicts_and_explains_real_slices(first_pipeline_ru
     base = tmp_path / "models"
     shutil.copytree(first_pipeline_run["output"] / "models", base)
     paths = sorted(glob.glob(str(first_pipeline_run["data"] / "test" / "*" / "*.png")))[:4]
-    slices = [open(p, "rb").read() for p in paths]
+    slices = [pathlib.Path(p).read_bytes() for p in paths]
     process = ServerProcess(str(base)).start()
     try:
         with serving_client.ServingClient(process.address, MODEL, timeout=60) as client:
@@ -131,9 +132,9 @@ def test_a_model_without_the_contract_is_refused(tmp_path):
                         signatures={Signature.PREDICT_IMAGE: bare.predict_image})
     process = ServerProcess(str(tmp_path / "models")).start()
     try:
-        with serving_client.ServingClient(process.address, MODEL, timeout=30) as client:
-            with pytest.raises(serving_client.ModelContractError, match="model_info"):
-                client.predict([grey_png(20)])
+        with serving_client.ServingClient(process.address, MODEL, timeout=30) as client, \
+                pytest.raises(serving_client.ModelContractError, match="model_info"):
+            client.predict([grey_png(20)])
     finally:
         process.stop()
 
@@ -157,9 +158,9 @@ def test_model_metadata_lists_the_signatures(server):
      ([b"\x89PNG\r\n\x1a\n" + b"\x00" * 64], "not a readable image")],
 )
 def test_bad_images_are_invalid_argument(server, payload, message):
-    with serving_client.ServingClient(server.address, MODEL, timeout=30) as client:
-        with pytest.raises(serving_client.InvalidInput, match=message):
-            client.predict(payload)
+    with serving_client.ServingClient(server.address, MODEL, timeout=30) as client, \
+            pytest.raises(serving_client.InvalidInput, match=message):
+        client.predict(payload)
 
 
 def _raw_predict(server, **spec):
@@ -274,6 +275,6 @@ def test_client_retries_while_the_server_restarts(model_base, images):
 
 
 def test_client_reports_a_server_that_stays_down(images):
-    with serving_client.ServingClient(f"127.0.0.1:{free_port()}", MODEL, timeout=2, retries=1, backoff=0.1) as client:
-        with pytest.raises(serving_client.ServerUnavailable):
-            client.predict(images[:1])
+    with serving_client.ServingClient(f"127.0.0.1:{free_port()}", MODEL, timeout=2, retries=1,
+                                      backoff=0.1) as client, pytest.raises(serving_client.ServerUnavailable):
+        client.predict(images[:1])

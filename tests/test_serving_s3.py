@@ -7,13 +7,12 @@ import uuid
 import boto3
 import pytest
 from conftest import free_port
+from contract_model import grey_png
 from moto.server import ThreadedMotoServer
 
 from serving.client import ServingClient
 from serving.server import ModelServer, ServerConfig
 from serving.storage import S3Storage
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
@@ -39,8 +38,8 @@ def _upload(s3, local_dir: str, prefix: str) -> None:
             client.upload_file(path, bucket, f"{prefix}/{os.path.relpath(path, local_dir)}")
 
 
-def test_s3_storage_lists_and_downloads_versions(s3, first_pipeline_run, tmp_path):
-    version_dir = sorted(glob.glob(str(first_pipeline_run["output"] / "models" / "radassist" / "*")))[0]
+def test_s3_storage_lists_and_downloads_versions(s3, contract_model_base, tmp_path):
+    version_dir = os.path.join(contract_model_base, "radassist", "1")
     _upload(s3, version_dir, "prod/radassist/7")
     client, bucket = s3
     client.put_object(Bucket=bucket, Key="prod/radassist/notes/readme.txt", Body=b"not a version")
@@ -53,13 +52,13 @@ def test_s3_storage_lists_and_downloads_versions(s3, first_pipeline_run, tmp_pat
     assert not os.path.exists(local)
 
 
-def test_server_serves_a_model_from_s3(s3, first_pipeline_run):
-    version_dir = sorted(glob.glob(str(first_pipeline_run["output"] / "models" / "radassist" / "*")))[0]
+def test_server_serves_a_model_from_s3(s3, contract_model_base):
+    version_dir = os.path.join(contract_model_base, "radassist", "1")
     _upload(s3, version_dir, "prod/radassist/3")
     server = ModelServer(ServerConfig(model_base_path=f"s3://{s3[1]}/prod", model_names=["radassist"],
                                       grpc_port=free_port(), rest_port=free_port(), host="127.0.0.1")).start()
     try:
-        image = open(sorted(glob.glob(str(first_pipeline_run["data"] / "test" / "normal" / "*.png")))[0], "rb").read()
+        image = grey_png(200)
         with ServingClient(f"127.0.0.1:{server.grpc_port}", "radassist", timeout=60) as client:
             prediction = client.predict([image])[0]
         assert prediction.model_version == 3

@@ -149,12 +149,12 @@ def test_mutual_tls_and_a_bearer_token_keep_out_everyone_else(model_base, tmp_pa
                                           retries=0) as wrong_token, pytest.raises(serving_client.Unauthenticated):
             wrong_token.model_status()
         with serving_client.ServingClient(address, MODEL, timeout=5, retries=0,
-                                          security=security(client_certificate=None, client_key=None)) as no_cert:
-            with pytest.raises(serving_client.ServerUnavailable):  # the TLS handshake fails
-                no_cert.model_status()
-        with serving_client.ServingClient(address, MODEL, timeout=5, retries=0) as clear_text:
-            with pytest.raises(serving_client.ServerUnavailable):
-                clear_text.model_status()
+                                          security=security(client_certificate=None, client_key=None)) as no_cert, \
+                pytest.raises(serving_client.ServerUnavailable):  # the TLS handshake fails
+            no_cert.model_status()
+        with serving_client.ServingClient(address, MODEL, timeout=5, retries=0) as clear_text, \
+                pytest.raises(serving_client.ServerUnavailable):
+            clear_text.model_status()
 
         rest = f"https://127.0.0.1:{secured.rest_port}"
         trusted_tls = {"cert": (worker_certificate, worker_key), "verify": ca, "timeout": 10}

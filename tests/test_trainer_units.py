@@ -160,7 +160,7 @@ def test_cpu_recipe_trains_every_head_on_frozen_features_and_exports_float32(pre
     assert steps == ["features view 1", "features view 2", "6 heads trained", "calibrated, gate fitted"]
     assert len(classifier.networks.heads) == 6
     assert classifier.calibrator.fitted_on == 12 + 8  # every training image out of fold, and the validation split
-    assert 0.0 < classifier.temperature and 0.4 <= classifier.uncertain_below <= 0.95
+    assert classifier.temperature > 0.0 and 0.4 <= classifier.uncertain_below <= 0.95
     assert classifier.gate.threshold > 0 and classifier.gate.whitening.shape == (1024, 1024)
     pretrained = vgg16.build_conv_base("hed").get_layer("block4_conv3").get_weights()[0]
     np.testing.assert_array_equal(classifier.networks.trunk.get_layer("block4_conv3").get_weights()[0], pretrained)

@@ -2,15 +2,15 @@
 
 The network: VGG16 up to ``feature_layer`` (default block4_conv3), global average and global max pooling of that
 layer's activations side by side, and ``ensemble_size`` heads (batch norm, dropout, dense) whose logits are averaged.
-Why block 4: the pretrained block 5 of HED's VGG16 is specialised for edge detection; heads on its pooled features
-reach 0.63 official-test accuracy, on block4_conv3's 0.82 (seed 0; docs/architecture.md has the table per layer).
+Why block 4: the pretrained block 5 of HED's VGG16 is specialised for edge detection, and heads on its pooled
+features are far less accurate than on block4_conv3's (docs/architecture.md has the table per layer).
 
-``cpu`` (default, about 2 minutes on 2 CPU cores): the VGG16 layers stay frozen and the pooled features of every
+``cpu`` (default, minutes on a laptop's CPU): the VGG16 layers stay frozen and the pooled features of every
 training image are computed once; the heads train on them, bagged: the training images are split into
 ``bagging_folds`` folds (exact duplicates kept together) and ``ensemble_size`` heads are trained on all folds but
 one, for each fold. The exported classifier averages all of them; each training image's out-of-fold logits (the
 heads that never saw it) are held-out predictions to calibrate on. Heads trained on all the data and calibrated on
-smaller fold heads were over-confident on new images (their logit margins are about 20 % larger): the bag is
+smaller fold heads were over-confident on new images (their logit margins are larger): the bag is
 calibrated on exactly the heads it exports. ``full``: every layer up to ``feature_layer`` fine-tuned with
 on-the-fly augmentation, for machines with a GPU.
 Both finish with calibration (components/trainer/calibration.py: a temperature) fitted on held-out predictions, the

@@ -11,6 +11,7 @@ from tfx import v1 as tfx
 
 from components import features
 from components.trainer import augment, export, recipes
+from radassist.contract import MODEL_NAME
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def shifted_views(file_pattern: list[str], tf_transform_output: tft.TFTransformO
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Trains and exports; ``fn_args.custom_config`` holds TrainingConfig fields plus ``model_name``."""
     custom = dict(fn_args.custom_config or {})
-    model_name = custom.pop(MODEL_NAME_KEY, "radassist")
+    model_name = custom.pop(MODEL_NAME_KEY, MODEL_NAME)
     config = recipes.TrainingConfig.from_dict(custom)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     started = time.time()

