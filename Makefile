@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env browser run train test test-full lint benchmark-accuracy benchmark-robustness benchmark-abuse compile-kfp clean
+.PHONY: env browser run train test test-fast test-full lint benchmark-accuracy benchmark-robustness benchmark-abuse compile-kfp clean
 
 env:  ## build .venv (patched interpreter on glibc < 2.39), idempotent
 	@bash scripts/bootstrap_env.sh
@@ -21,6 +21,10 @@ browser:  ## Debian's chromium for the Playwright tests (installed when missing 
 test: env browser  ## lint + the test suite on the bundled sample (no external data needed)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not full_data" $(PYTEST_ARGS)
+
+test-fast: env  ## the edit-test loop: lint + every test that needs no pipeline run, browser or full data (< 1 min)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -m "not slow and not full_data" $(PYTEST_ARGS)
 
 test-full: env  ## tests against the full Kaggle set ($$RADASSIST_FULL_DATA_DIR or ../shared/data/chest-ct)
 	$(PY) -m pytest -m full_data $(PYTEST_ARGS)

@@ -17,7 +17,6 @@ import platform
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,10 +25,10 @@ import time
 import requests
 
 from benchmarks import write_result
-from benchmarks.serving import free_port, percentiles
+from benchmarks.serving import percentiles
+from radassist.stack import PASSWORD, Stack
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "portal.json")
-PASSWORD = "benchmark password 1"
 
 
 def real_slices(data: str, count: int) -> list[tuple[str, bytes]]:
@@ -55,74 +54,6 @@ def model_seconds(model_base: str, images: list[bytes], batch_size: int) -> dict
     for i in range(0, len(images), batch_size):
         explain(images=tf.constant(images[i : i + batch_size]))
     return {"seconds": time.perf_counter() - started, "batch_size": batch_size, "model": f"{name}/{version}"}
-
-
-class Stack:
-    """`radassist serve` + `radassist portal` (gunicorn + report workers) on fresh ports and a fresh database.
-
-    ``server_args`` / ``portal_args`` are extra flags; ``env`` extra environment (both processes); ``scheme`` is the
-    model server's REST scheme (https when it is given TLS files)."""
-
-    def __init__(self, model_base: str, workdir: str, report_workers: int = 1, server_args: tuple = (),
-                 portal_args: tuple = (), env: dict | None = None, scheme: str = "http"):
-        self.grpc, self.rest, self.port = free_port(), free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "RADASSIST_DATABASE_URL": f"sqlite:///{workdir}/portal.db",
-                    "RADASSIST_SCAN_STORE": f"{workdir}/scans", "RADASSIST_SECRET_KEY": os.urandom(24).hex(),
-                    "RADASSIST_MODEL_SERVER": f"127.0.0.1:{self.grpc}",
-                    "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-        self.model_base, self.workdir, self.processes = model_base, workdir, []
-        self.report_workers = report_workers
-        self.server_args, self.portal_args, self.scheme = tuple(server_args), tuple(portal_args), scheme
-        self.names: dict[str, subprocess.Popen] = {}
-
-    def _spawn(self, name: str, *args: str) -> None:
-        log = open(os.path.join(self.workdir, f"{name}.log"), "ab")  # noqa: SIM115
-        process = subprocess.Popen([sys.executable, "-m", "radassist.cli", *args], env=self.env, stdout=log,
-                                   stderr=subprocess.STDOUT)
-        self.processes.append(process)
-        self.names[name] = process
-
-    def start_server(self) -> None:
-        """Starts (or restarts) the model server and waits until it is ready."""
-        self._spawn("serve", "serve", "--model-base-path", self.model_base, "--host", "127.0.0.1", "--grpc-port",
-                    str(self.grpc), "--rest-port", str(self.rest), *self.server_args)
-        self._wait(f"{self.scheme}://127.0.0.1:{self.rest}/readyz")
-
-    def start(self) -> "Stack":
-        subprocess.run([sys.executable, "-m", "radassist.cli", "users", "create", "--role", "doctor", "--email",
-                        "doctor@bench.local", "--name", "Dr. Bench", "--password-stdin"], input=PASSWORD + "\n",
-                       text=True, env=self.env, check=True, capture_output=True)
-        subprocess.run([sys.executable, "-m", "radassist.cli", "users", "create", "--role", "patient", "--email",
-                        "patient@bench.local", "--name", "Pat Bench", "--doctor", "doctor@bench.local",
-                        "--password-stdin"], input=PASSWORD + "\n", text=True, env=self.env, check=True,
-                       capture_output=True)
-        self.start_server()
-        self._spawn("portal", "portal", "--host", "127.0.0.1", "--port", str(self.port), "--report-workers",
-                    str(self.report_workers), *self.portal_args)
-        self._wait(f"{self.url}/login")
-        return self
-
-    def _wait(self, url: str, timeout: float = 180) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if any(p.poll() is not None for p in self.names.values()):
-                raise RuntimeError(f"a process exited; see the logs in {self.workdir}")
-            try:
-                if requests.get(url, timeout=2, verify=self.env.get("RADASSIST_MODEL_SERVER_TLS_CA", True)
-                                ).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(url)
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            process.wait(timeout=60)
 
 
 def csrf_token(session: requests.Session, url: str) -> str:

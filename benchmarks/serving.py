@@ -12,8 +12,6 @@ import os
 import pathlib
 import platform
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -21,11 +19,11 @@ import time
 
 import numpy as np
 import psutil
-import requests
 import tensorflow as tf
 
 from benchmarks import write_result
 from radassist.contract import Signature
+from radassist.stack import ModelServerProcess
 from serving.client import ServingClient
 
 VGG16_GMAC = 15.5
@@ -71,39 +69,21 @@ def in_process(model_dir: str, image: bytes, seconds: float) -> dict:
     return {"batch1": percentiles(latencies), "batch16_images_per_second": count / (time.perf_counter() - started)}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class Server(ModelServerProcess):
+    """`radassist serve` with or without batching, its resident memory sampled on request."""
 
-
-class Server:
     def __init__(self, base: str, batching: bool):
-        self.grpc, self.rest = free_port(), free_port()
         flag = "--enable-batching" if batching else "--no-enable-batching"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "radassist.cli", "serve", "--model-base-path", base, "--host", "127.0.0.1",
-             "--grpc-port", str(self.grpc), "--rest-port", str(self.rest), flag, "--max-batch-size", "16",
-             "--file-system-poll-wait-seconds", "0.5"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        super().__init__(base, flag, "--max-batch-size", "16",
+                         log_path=os.path.join(os.path.dirname(base), f"serve-{int(batching)}.log"))
         self.peak_rss = 0
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{self.rest}/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
+        self.start()
         self.rss()
 
     def rss(self) -> int:
         value = psutil.Process(self.process.pid).memory_info().rss
         self.peak_rss = max(self.peak_rss, value)
         return value
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
 
 
 def client_load(address: str, image: bytes, clients: int, seconds: float) -> dict:
@@ -172,7 +152,7 @@ def main() -> None:
           f"{result['in_process']['batch16_images_per_second']:.2f} img/s", flush=True)
     for batching in (False, True):
         server = Server(base, batching)
-        address = f"127.0.0.1:{server.grpc}"
+        address = server.address
         runs = [client_load(address, image, n, args.seconds) for n in (1, 4, 16)]
         key = "server_batching" if batching else "server_no_batching"
         result[key] = {"runs": runs, "rss_loaded_mb": server.rss() / 2**20}

@@ -4,14 +4,11 @@ import io
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
-import requests
 import sqlalchemy as sa
+
+from radassist.stack import ModelServerProcess, free_port  # noqa: F401 - shared with the tests
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -166,52 +163,5 @@ def auth(client):
     return Auth(client)
 
 
-# --- the model server as a real process (serving and portal tests) ------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServerProcess:
-    def __init__(self, base: str, *extra: str):
-        self.base, self.extra = base, extra
-        self.grpc_port, self.rest_port = free_port(), free_port()
-        self.process = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    @property
-    def rest(self) -> str:
-        return f"http://127.0.0.1:{self.rest_port}"
-
-    def start(self, wait: bool = True) -> "ServerProcess":
-        self.log = open(os.path.join(self.base, "..", f"server-{self.grpc_port}.log"), "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "radassist.cli", "serve", "--model-base-path", self.base, "--host", "127.0.0.1",
-             "--grpc-port", str(self.grpc_port), "--rest-port", str(self.rest_port),
-             "--file-system-poll-wait-seconds", "0.5", *self.extra],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        if wait:
-            self.wait_ready()
-        return self
-
-    def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            assert self.process.poll() is None, "server exited; see its log"
-            try:
-                if requests.get(f"{self.rest}/readyz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:  # not up yet, or too busy to answer in time
-                pass
-            time.sleep(0.5)
-        raise TimeoutError("server not ready")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-        self.log.close()
+# --- the model server as a real process (serving and portal tests): radassist/stack.py -----------------------
+ServerProcess = ModelServerProcess

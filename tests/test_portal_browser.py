@@ -10,19 +10,17 @@ import hashlib
 import http.server
 import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
-import requests
-from conftest import FULL_DATA_CANDIDATES, REPO_ROOT, SAMPLE_DIR, ServerProcess, free_port
+from conftest import FULL_DATA_CANDIDATES, REPO_ROOT, SAMPLE_DIR
+
+from radassist.stack import PASSWORD, Stack
 
 pytestmark = pytest.mark.slow
 CHROMIUM = os.environ.get("RADASSIST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = os.path.join(REPO_ROOT, "test-artifacts", "browser")
-PASSWORD = "correct horse battery"
 
 
 def _ten_real_slices() -> list[str]:
@@ -61,46 +59,16 @@ def browser():
 @pytest.fixture(scope="module")
 def stack(contract_model_base, tmp_path_factory):
     """Model server (the tiny contract model) + `radassist portal` (gunicorn and one report worker) on fresh ports
-    and a fresh database."""
+    and a fresh database (radassist/stack.py)."""
     root = tmp_path_factory.mktemp("browser-stack")
-    base = root / "models"
-    shutil.copytree(contract_model_base, base)
-    server = ServerProcess(str(base)).start()
-    port = free_port()
-    env = {**os.environ, "RADASSIST_DATABASE_URL": f"sqlite:///{root / 'portal.db'}",
-           "RADASSIST_SCAN_STORE": str(root / "scans"), "RADASSIST_SECRET_KEY": os.urandom(24).hex(),
-           "RADASSIST_MODEL_SERVER": server.address}
-    users = [("doctor", "doctor@example.org", "Dr. Browser", None),
+    shutil.copytree(contract_model_base, root / "models")
+    users = (("doctor", "doctor@example.org", "Dr. Browser", None),
              ("patient", "patient@example.org", "Pat Browser", "doctor@example.org"),
-             ("patient", "patient2@example.org", "Pam Other", "doctor@example.org")]
-    for role, email, name, doctor in users:
-        args = [sys.executable, "-m", "radassist.cli", "users", "create", "--role", role, "--email", email,
-                "--name", name, "--password-stdin"] + (["--doctor", doctor] if doctor else [])
-        subprocess.run(args, input=PASSWORD + "\n", text=True, env=env, check=True, capture_output=True)
-    log = open(root / "portal.log", "wb")  # noqa: SIM115
-    portal = subprocess.Popen([sys.executable, "-m", "radassist.cli", "portal", "--host", "127.0.0.1", "--port",
-                               str(port), "--report-workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        assert portal.poll() is None, (root / "portal.log").read_text()
-        try:
-            if requests.get(f"{url}/login", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:  # not up yet, or too busy to answer in time
-            pass
-        assert time.time() < deadline, "portal did not start"
-        time.sleep(0.5)
+             ("patient", "patient2@example.org", "Pam Other", "doctor@example.org"))
+    running = Stack(str(root / "models"), str(root), report_workers=1, users=users).start()
     os.makedirs(ARTIFACTS, exist_ok=True)
-    yield {"url": url, "root": root}
-    portal.terminate()
-    try:
-        portal.wait(timeout=60)
-    except subprocess.TimeoutExpired:  # a report still being written on a loaded machine: do not hang the suite
-        portal.kill()
-        portal.wait()
-    log.close()
-    server.stop()
+    yield {"url": running.url, "root": root}
+    running.stop()
 
 
 def _login(page, url: str, email: str) -> None:
