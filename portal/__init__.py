@@ -48,10 +48,10 @@ def create_app(test_config: dict | None = None, environment: str | None = None) 
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
-    from portal import cli
+    from portal import commands
 
     db.init_app(app)
-    cli.init_app(app)
+    commands.init_app(app)
     blobs.init_app(app)
     report_jobs.init_app(app)
     csrf.init_app(app)

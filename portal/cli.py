@@ -1,9 +1,8 @@
-"""The portal's commands.
+"""The portal's `radassist` commands (importable without the portal's dependencies: they are imported when run).
 
-- Flask CLI commands the app registers (``flask --app portal.wsgi users create|list``, ``flask ... migrate``);
-  ``radassist users ...`` and ``radassist migrate`` run the same commands.
 - ``radassist portal``: migrate, create the first admin, then gunicorn and the report workers under the
   supervisor (portal/supervisor.py); ``radassist worker``: one report worker.
+- ``radassist users ...``, ``radassist migrate``: the app's Flask CLI commands (portal/commands.py).
 This entry point reads $RADASSIST_ENV and the $RADASSIST_PORTAL_* defaults; the app reads its configuration once
 (portal/config.py).
 """
@@ -12,16 +11,11 @@ import logging
 import os
 import sys
 
-import click
-from flask import Flask
-from flask.cli import FlaskGroup, with_appcontext
-
-ROLES = ("admin", "doctor", "patient")
 # The app's Flask CLI commands that `radassist` runs too, and whether the database is migrated before each.
 APP_COMMANDS = {"users": True, "migrate": False}
 
 
-def migrated_app() -> Flask:
+def migrated_app():
     """The portal app, its database migrated first, except in production, where `radassist migrate` runs once per
     release (infra/portal/migrate-job.yaml) instead of in every replica at once."""
     from portal import create_app
@@ -33,62 +27,11 @@ def migrated_app() -> Flask:
     return app
 
 
-@click.group("users", help="Portal accounts.")
-def users() -> None:
-    pass
-
-
-@users.command("create", help="Create an admin, doctor or patient.")
-@click.option("--role", type=click.Choice(ROLES), required=True)
-@click.option("--email", required=True)
-@click.option("--name", required=True)
-@click.option("--doctor", help="The patient's doctor (email).")
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-@with_appcontext
-def users_create(role: str, email: str, name: str, doctor: str | None, password_stdin: bool) -> None:
-    from portal.accounts import AccountError, create_user
-    from portal.models import Role, User, db
-    from portal.security import WeakPassword, record
-
-    password = sys.stdin.readline().rstrip("\n") if password_stdin else click.prompt("Password", hide_input=True)
-    doctor_user = db.session.scalar(db.select(User).where(User.email == doctor.lower())) if doctor else None
-    try:
-        user = create_user(email, name, Role(role), password, doctor=doctor_user)
-    except (AccountError, WeakPassword) as error:
-        raise click.ClickException(str(error)) from error
-    record(f"{role}_created", user, detail="created with the radassist CLI")
-    db.session.commit()
-    click.echo(f"created {role} {user.email} (id {user.id})")
-
-
-@users.command("list", help="List accounts.")
-@with_appcontext
-def users_list() -> None:
-    from portal.models import User, db
-
-    for user in db.session.scalars(db.select(User).order_by(User.role, User.email)):
-        click.echo(f"{user.id:>5}  {user.role:<8} {user.email:<40} {'active' if user.active else 'disabled'}")
-
-
-@click.command("migrate", help="Bring the portal database to the newest schema.")
-@with_appcontext
-def migrate() -> None:
-    from flask import current_app
-
-    from portal.database import upgrade
-
-    upgrade(current_app.config["SQLALCHEMY_DATABASE_URI"])
-    click.echo("database schema is up to date", err=True)
-
-
-def init_app(app: Flask) -> None:
-    """Registers the portal's Flask CLI commands on ``app``."""
-    app.cli.add_command(users)
-    app.cli.add_command(migrate)
-
-
 def run_app_command(argv: list[str]) -> int:
     """Runs one of the app's Flask CLI commands (``users ...``, ``migrate``) as ``radassist <argv>``."""
+    import click
+    from flask.cli import FlaskGroup
+
     from portal import create_app
 
     migrate_first = APP_COMMANDS[argv[0]]

@@ -7,6 +7,7 @@ lines no Python setting reaches) and keeps progress bars, warnings and errors. `
 """
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -15,12 +16,29 @@ import sys
 # setting wins. (The Dockerfiles and the Makefile set it too, for processes that do not start here.)
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from pipelines import cli as pipeline_cli  # noqa: E402 - after the Keras choice
-from portal import cli as portal_cli  # noqa: E402
-from radassist import quiet  # noqa: E402
-from serving import cli as serving_cli  # noqa: E402
+from radassist import quiet  # noqa: E402 - after the Keras choice
 
 CHILD_MARK = "RADASSIST_QUIET_CHILD"  # set in the filtered child's environment: the child runs the command itself
+# Each part's command module, the dependency group it needs and the commands it registers.
+PARTS = (("pipelines.cli", "train", ("pipeline",)), ("serving.cli", "serve", ("serve",)),
+         ("portal.cli", "portal", ("portal", "worker", "users", "migrate")))
+
+
+def _part(module_name: str):
+    """A part's command module, or None when its dependency group is not installed."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name and error.name.split(".")[0] in ("pipelines", "serving", "portal", "radassist"):
+            raise  # our own code is broken: not a missing install
+        return None
+
+
+def _not_installed(extra: str):
+    def fail(args) -> int:
+        raise SystemExit(f"radassist {args.area}: this install lacks the {extra!r} dependencies: "
+                         f"pip install 'radassist[{extra}]'")
+    return fail
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -28,9 +46,15 @@ def make_parser() -> argparse.ArgumentParser:
                                      "server and the portal (`radassist <command> --help` for each).")
     parser.add_argument("-v", "--verbose", action="store_true", help="show TFX/Beam/TensorFlow logs")
     areas = parser.add_subparsers(dest="area", required=True)
-    pipeline_cli.add_commands(areas)
-    serving_cli.add_commands(areas)
-    portal_cli.add_commands(areas)
+    for module_name, extra, commands in PARTS:
+        module = _part(module_name)
+        if module is not None:
+            module.add_commands(areas)
+            continue
+        for command in commands:
+            missing = areas.add_parser(command, help=f"(needs radassist[{extra}])", add_help=False)
+            missing.add_argument("rest", nargs=argparse.REMAINDER)
+            missing.set_defaults(func=_not_installed(extra))
     return parser
 
 
@@ -48,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     verbose = bool(argv) and argv[0] in ("-v", "--verbose")
     command = argv[1:] if verbose else argv
-    if command and command[0] in portal_cli.APP_COMMANDS:  # the app's Flask commands parse their own arguments
+    portal_cli = _part("portal.cli")
+    if command and portal_cli and command[0] in portal_cli.APP_COMMANDS:  # Flask commands parse their arguments
         _configure_logging(verbose)
         return portal_cli.run_app_command(command)
     args = make_parser().parse_args(argv)
@@ -56,7 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     if filtered and not os.environ.get(CHILD_MARK):
         return quiet.run_filtered([sys.executable, "-m", "radassist.cli", *argv], {CHILD_MARK: "1"})
     _configure_logging(args.verbose)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ModuleNotFoundError as error:
+        extra = next((extra for _, extra, commands in PARTS if args.area in commands), "all")
+        if not error.name or error.name.split(".")[0] in ("pipelines", "serving", "portal", "radassist",
+                                                           "components"):
+            raise
+        raise SystemExit(f"radassist {args.area}: {error.name} is not installed: pip install "
+                         f"'radassist[{extra}]'") from error
 
 
 if __name__ == "__main__":

