@@ -178,9 +178,10 @@ def dicom_non_chest() -> dict[str, bytes]:
         if path is None:
             continue
         with open(path, "rb") as handle:
-            accepted, _ = intake.intake([(name, handle.read())])
-        for scan in accepted:
-            rendered[name] = scan.png
+            results = list(intake.intake_stream([(name, handle.read())]))
+        for scan in results:
+            if isinstance(scan, intake.AcceptedScan):
+                rendered[name] = scan.png
     return rendered
 
 

@@ -408,13 +408,13 @@ def test_a_failed_analysis_can_be_asked_for_again(reporting_app, auth, client, m
 
 def _two_scans(app) -> tuple[list, User, User]:
     """Two stored scans of the doctor's patient (call inside an app context)."""
-    from portal.intake import intake
+    from portal.intake import AcceptedScan, intake_stream
     from portal.storage import store_from_uri
     from portal.uploads import _save
 
     doctor = db.session.scalar(db.select(User).where(User.email == "doctor@example.org"))
     patient = db.session.scalar(db.select(User).where(User.email == "patient@example.org"))
-    accepted, _ = intake(slices(2))
+    accepted = [item for item in intake_stream(slices(2)) if isinstance(item, AcceptedScan)]
     store = store_from_uri(app.config["SCAN_STORE"])
     scans = [_save(store, item, patient, doctor, False) for item in accepted]
     db.session.commit()

@@ -18,7 +18,12 @@ import requests
 import tensorflow as tf
 from conftest import ServerProcess, free_port
 from contract_model import CLASS_NAMES, DISPLAY_NAMES, build, grey_png
-from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from radassist.contract import EXPLAIN_OUTPUTS, PREDICTION_OUTPUTS, Signature
 from serving import client as serving_client
@@ -278,3 +283,17 @@ def test_client_reports_a_server_that_stays_down(images):
     with serving_client.ServingClient(f"127.0.0.1:{free_port()}", MODEL, timeout=2, retries=1,
                                       backoff=0.1) as client, pytest.raises(serving_client.ServerUnavailable):
         client.predict(images[:1])
+
+
+def test_classify_labels_classes_by_the_models_own_info(server):
+    """TF Serving's Classify over tf.Examples: one label and score per class, named by the model's info."""
+    example = tf.train.Example()
+    example.features.feature["image"].bytes_list.value.append(grey_png(230))
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = MODEL
+    request.input.example_list.examples.append(example)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server.address))
+    response = stub.Classify(request, timeout=30)
+    (classes,) = response.result.classifications
+    assert [c.label for c in classes.classes] == list(CLASS_NAMES)
+    assert max(classes.classes, key=lambda c: c.score).label == "normal"  # the contract model's brightest band

@@ -350,7 +350,9 @@ def train_cpu(config: TrainingConfig, train: tuple, progress=None, shifted_views
     log.info("%d heads trained (%d epochs): %.0fs", config.head_count, config.head_epochs, time.time() - started)
     if progress:
         progress(f"{config.head_count} heads trained")
-    return Trained(nets, pooled[:, 0], out_of_fold, train_labels[:len(out_of_fold)])
+    # Without a bag (one fold) there are no held-out training logits: calibration uses the validation split alone.
+    calibration_labels = train_labels if len(out_of_fold) else np.zeros((0,), np.int64)
+    return Trained(nets, pooled[:, 0], out_of_fold, calibration_labels)
 
 
 def train_full(config: TrainingConfig, train: tuple, progress=None, shifted_views=None) -> Trained:
