@@ -22,9 +22,9 @@ test: env browser  ## lint + the test suite on the bundled sample (no external d
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not full_data" $(PYTEST_ARGS)
 
-test-fast: env  ## the edit-test loop: lint + every test that needs no pipeline run, browser or full data (< 1 min)
+test-fast: env  ## the edit-test loop (< 1 min): lint + the tests not marked slow, on SQLite, on both cores
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -m "not slow and not full_data" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile -m "not slow and not full_data" -k "not postgresql" $(PYTEST_ARGS)
 
 test-full: env  ## tests against the full Kaggle set ($$RADASSIST_FULL_DATA_DIR or ../shared/data/chest-ct)
 	$(PY) -m pytest -m full_data $(PYTEST_ARGS)

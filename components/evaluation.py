@@ -9,14 +9,16 @@ against the last blessed model.
 import os
 
 import numpy as np
-import tensorflow_model_analysis as tfma
-from tensorflow_model_analysis.proto import config_pb2
 
 from components import features
 from radassist.contract import Output, Signature
 
 
-def eval_config(accuracy_floor: float, regression_tolerance: float = 0.0) -> config_pb2.EvalConfig:
+def eval_config(accuracy_floor: float, regression_tolerance: float = 0.0):
+    """TFMA's EvalConfig: the slices and the blessing thresholds (TFMA is imported here: the scoring helpers below
+    are plain numpy, for callers that never evaluate)."""
+    from tensorflow_model_analysis.proto import config_pb2
+
     class_ids = list(range(features.NUM_CLASSES))
     return config_pb2.EvalConfig(
         model_specs=[
@@ -102,6 +104,8 @@ def scores_from_confusion(matrix: np.ndarray) -> dict[str, float]:
 
 def load_results(evaluation_uri: str, model_name: str = "") -> dict:
     """Evaluator output -> {slice: {metric: value}}, {slice: confusion matrix}, {class: ROC points}."""
+    import tensorflow_model_analysis as tfma
+
     metrics: dict[str, dict[str, float]] = {}
     for record in tfma.load_metrics(evaluation_uri):
         name = _slice_name(tfma.slicer.deserialize_slice_key(record.slice_key))

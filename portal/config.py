@@ -13,6 +13,7 @@ class Config:
     SECRET_KEY = os.environ.get("RADASSIST_SECRET_KEY")
     SQLALCHEMY_DATABASE_URI = os.environ.get("RADASSIST_DATABASE_URL", "")  # default: SQLite in the instance folder
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    PASSWORD_HASHING: dict = {}  # argon2.PasswordHasher's arguments; {}: Argon2id, 64 MiB, t=3 (RFC 9106 low-memory)
     DATABASE_CONNECT_TIMEOUT = int(os.environ.get("RADASSIST_DATABASE_CONNECT_TIMEOUT", 5))  # seconds, PostgreSQL
     RATELIMIT_STORAGE_URI = os.environ.get("RADASSIST_RATELIMIT_STORAGE_URI", "memory://")
     LOGIN_RATE_LIMIT = "10 per minute"
@@ -75,6 +76,8 @@ class DevelopmentConfig(Config):
 
 class TestingConfig(Config):
     TESTING = True
+    # Tests exercise logins, not Argon2's cost: a 1 MiB, single-pass profile (about a millisecond, not 0.2 s).
+    PASSWORD_HASHING = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
     SECRET_KEY = None  # a random one per app (create_app): no fixed secret exists that a deployment could run with
     RATELIMIT_STORAGE_URI = "memory://"
 
@@ -97,6 +100,9 @@ class ProductionConfig(Config):
         if str(config.get("RATELIMIT_STORAGE_URI", "")).startswith("memory://"):
             problems.append("RADASSIST_RATELIMIT_STORAGE_URI must name shared storage (redis://...): per-process "
                             "counters let every worker process allow its own share of login attempts")
+        hashing = config.get("PASSWORD_HASHING") or {}
+        if hashing.get("memory_cost", 65536) < 65536 or hashing.get("time_cost", 3) < 3:
+            problems.append("PASSWORD_HASHING must be at least Argon2id's 64 MiB, t=3 profile")
         if problems:
             raise UnsafeConfiguration("refusing to start in production: " + "; ".join(problems))
 

@@ -12,8 +12,18 @@ from flask import abort, current_app, g, redirect, request, session, url_for
 
 from portal.models import AuditEvent, Role, User, db, utcnow
 
-_hasher = PasswordHasher()  # Argon2id, 64 MiB, t=3: the library's RFC 9106 low-memory profile
 MIN_PASSWORD_LENGTH = 12
+_DUMMY_PASSWORD = "radassist: an unknown account still costs one Argon2 verification"
+
+
+def _hasher() -> tuple[PasswordHasher, str]:
+    """The app's Argon2id hasher (``PASSWORD_HASHING``: the library's RFC 9106 low-memory profile, 64 MiB and t=3,
+    unless a test config says otherwise) and a hash of a dummy password made with it, both made once per app."""
+    made = current_app.extensions.get("radassist_hasher")
+    if made is None:
+        hasher = PasswordHasher(**current_app.config["PASSWORD_HASHING"])
+        made = current_app.extensions["radassist_hasher"] = (hasher, hasher.hash(_DUMMY_PASSWORD))
+    return made
 
 
 class WeakPassword(ValueError):
@@ -23,22 +33,22 @@ class WeakPassword(ValueError):
 def hash_password(password: str) -> str:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise WeakPassword(f"passwords need at least {MIN_PASSWORD_LENGTH} characters")
-    return _hasher.hash(password)
+    return _hasher()[0].hash(password)
 
 
 def verify_password(user: User, password: str) -> bool:
+    hasher, _ = _hasher()
     try:
-        _hasher.verify(user.password_hash, password)
+        hasher.verify(user.password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
-    if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = _hasher.hash(password)
+    if hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hasher.hash(password)
     return True
 
 
 LOGIN_FAILED = ("Wrong email or password. After repeated failures an account is locked for a few minutes; your "
                 "administrator can unlock it.")
-_DUMMY_HASH = _hasher.hash("radassist: an unknown account still costs one Argon2 verification")
 
 
 def authenticate(email: str, password: str) -> tuple[User | None, str | None]:
@@ -72,8 +82,9 @@ def authenticate(email: str, password: str) -> tuple[User | None, str | None]:
 
 
 def _hasher_verify_dummy(password: str) -> None:
+    hasher, dummy_hash = _hasher()
     with contextlib.suppress(VerificationError, InvalidHashError):
-        _hasher.verify(_DUMMY_HASH, password)
+        hasher.verify(dummy_hash, password)
 
 
 def unlock(user: User) -> None:

@@ -69,7 +69,11 @@ class ModelServerProcess:
                          "--file-system-poll-wait-seconds", "0.5", *self.extra),
                 stdout=log, stderr=subprocess.STDOUT, env=self.env)
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.stop()  # a server that never came up must not outlive the caller
+                raise
         return self
 
     def wait_ready(self, timeout: float = 180) -> None:
@@ -129,12 +133,17 @@ class Stack:
         self._wait(f"{self.scheme}://127.0.0.1:{self.rest}/readyz")
 
     def start(self) -> "Stack":
-        for role, email, name, doctor in self.users:
-            self.create_user(role, email, name, doctor)
-        self.start_server()
-        self._spawn("portal", "portal", "--host", "127.0.0.1", "--port", str(self.port), "--report-workers",
-                    str(self.report_workers), *self.portal_args)
-        self._wait(f"{self.url}/login")
+        """Creates the users, starts both processes and waits for them; stops what it started if any step fails."""
+        try:
+            for role, email, name, doctor in self.users:
+                self.create_user(role, email, name, doctor)
+            self.start_server()
+            self._spawn("portal", "portal", "--host", "127.0.0.1", "--port", str(self.port), "--report-workers",
+                        str(self.report_workers), *self.portal_args)
+            self._wait(f"{self.url}/login")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _wait(self, url: str, timeout: float = 180) -> None:

@@ -87,23 +87,13 @@ def _reset_postgres() -> None:
         engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def app(request, tmp_path):
-    from portal import create_app
+def _migrate_and_add_users(app) -> None:
+    """The schema and the five accounts every portal test starts from."""
     from portal.accounts import create_user
     from portal.database import upgrade
     from portal.models import Role, db
 
-    if request.param == "postgresql":
-        try:
-            _reset_postgres()
-        except sa.exc.OperationalError as error:
-            pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {error}")
-        url = POSTGRES_URL
-    else:
-        url = f"sqlite:///{tmp_path / 'portal.db'}"
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SCAN_STORE": str(tmp_path / "scans")}, environment="testing")
-    upgrade(url)
+    upgrade(app.config["SQLALCHEMY_DATABASE_URI"])
     with app.app_context():
         admin = create_user("admin@example.org", "Ada Admin", Role.ADMIN, PASSWORD)
         doctor = create_user("doctor@example.org", "Dr. One", Role.DOCTOR, PASSWORD)
@@ -112,6 +102,40 @@ def app(request, tmp_path):
         create_user("patient2@example.org", "Pat Two", Role.PATIENT, PASSWORD, doctor=other)
         db.session.commit()
         assert admin.id
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> str:
+    """A migrated SQLite database with the test accounts, made once: each test gets a copy (migrating and hashing
+    five passwords per test would cost a second each)."""
+    from portal import create_app
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "portal.db"
+    _migrate_and_add_users(create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}",
+                                       "SCAN_STORE": str(path.parent / "scans")}, environment="testing"))
+    return str(path)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def app(request, tmp_path):
+    """The portal on a fresh database (a copy of the SQLite template, or PostgreSQL's ``test`` reset and migrated)
+    holding an admin, two doctors and a patient of each."""
+    from portal import create_app
+
+    if request.param == "postgresql":
+        try:
+            _reset_postgres()
+        except sa.exc.OperationalError as error:
+            pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {error}")
+        url = POSTGRES_URL
+    else:
+        shutil.copy(request.getfixturevalue("sqlite_template"), tmp_path / "portal.db")
+        url = f"sqlite:///{tmp_path / 'portal.db'}"
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SCAN_STORE": str(tmp_path / "scans")}, environment="testing")
+    if request.param == "postgresql":
+        _migrate_and_add_users(app)
     yield app
     from portal.models import db
 
@@ -165,3 +189,16 @@ def auth(client):
 
 # --- the model server as a real process (serving and portal tests): radassist/stack.py -----------------------
 ServerProcess = ModelServerProcess
+
+
+# Modules whose every test is marked slow (or full_data): not even imported when the run deselects slow tests
+# (`make test-fast`), since importing them (TFX, TFMA, MLflow, Playwright) alone takes about 20 s.
+SLOW_MODULES = ("test_pipeline.py", "test_portal_browser.py", "test_trainer_units.py", "test_accuracy_full.py",
+                "test_kubeflow.py")
+
+
+def pytest_ignore_collect(collection_path, config):
+    markexpr = config.getoption("markexpr") or ""
+    if "not slow" in markexpr and collection_path.name in SLOW_MODULES:
+        return True
+    return None

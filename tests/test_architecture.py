@@ -59,6 +59,7 @@ def _run(code: str, blocked: set[str], tmp_path, *args: str) -> subprocess.Compl
                           cwd=REPO_ROOT, env=env)
 
 
+@pytest.mark.slow  # a child process importing the portal, its worker and TF Serving's stubs
 def test_the_portal_and_its_worker_run_without_tfx_beam_or_mlflow(tmp_path):
     """The portal's web app answers without TensorFlow at all; the worker and the serving client import without
     TFX, Beam, MLflow or the pipeline's libraries."""

@@ -63,6 +63,7 @@ def test_the_stderr_filter_drops_noise_and_keeps_what_a_user_needs():
     assert "cudart" not in kept and "InitializeLog" not in kept and "ZetaSQL" not in kept
 
 
+@pytest.mark.slow
 def test_the_command_line_is_quiet_by_default(tmp_path):
     """`radassist pipeline compile` (which loads TensorFlow and TFX) prints what it did and no start-up noise."""
     command = [sys.executable, "-m", "radassist.cli", "pipeline", "compile", "--output", str(tmp_path / "p.json")]

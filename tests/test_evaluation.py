@@ -20,6 +20,7 @@ def test_macro_f1_ignores_classes_absent_from_the_slice():
     assert evaluation.scores_from_confusion(matrix)["macro_f1"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # imports TFMA (about 10 s)
 def test_eval_config_slices_and_blessing_thresholds():
     config = evaluation.eval_config(accuracy_floor=0.7)
     assert [list(s.feature_keys) for s in config.slicing_specs] == [[], [features.LEAKED_KEY], [features.LABEL_KEY]]

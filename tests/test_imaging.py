@@ -52,6 +52,7 @@ VARIANTS = {
 }
 
 
+@pytest.mark.slow  # ten canonicalisations through TF ops: half a minute on 2 cores
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_export_variants_of_one_slice_give_near_identical_pixels(variant):
     originals = _slices()

@@ -10,6 +10,8 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from pipelines import kubeflow_runner
 from pipelines.configs import PipelineOptions
 
+pytestmark = pytest.mark.slow  # TFX and KFP: imports alone take seconds
+
 EXPECTED_TASKS = {"CtExampleGen", "LeakageAudit", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform",
                   "Trainer", "Evaluator", "Pusher", "MlflowRegistrar"}
 

@@ -9,6 +9,7 @@ from conftest import PASSWORD, csrf_token
 from portal import create_app
 from portal.config import UnsafeConfiguration
 from portal.models import AppendOnlyViolation, AuditEvent, User, db
+from portal.security import hash_password
 
 
 def _user_id(app, email: str) -> int:
@@ -122,9 +123,19 @@ def test_password_change_requires_the_current_password(auth, client):
 
 
 def test_passwords_use_memory_hard_argon2id(app):
+    """Outside the testing config (whose cheap profile keeps the suite fast) passwords cost 64 MiB, t=3; production
+    refuses anything weaker."""
     with app.app_context():
         stored = db.session.scalar(db.select(User.password_hash).where(User.email == "doctor@example.org"))
-    assert stored.startswith("$argon2id$") and "m=65536" in stored
+    assert stored.startswith("$argon2id$")
+    development = create_app({"SQLALCHEMY_DATABASE_URI": app.config["SQLALCHEMY_DATABASE_URI"]},
+                             environment="development")
+    with development.app_context():
+        assert "m=65536,t=3" in hash_password("correct horse battery")
+    weak = {"SECRET_KEY": "s" * 48, "SQLALCHEMY_DATABASE_URI": "sqlite://", "RATELIMIT_STORAGE_URI": "redis://x",
+            "PASSWORD_HASHING": {"memory_cost": 1024, "time_cost": 1}}
+    with pytest.raises(UnsafeConfiguration, match="PASSWORD_HASHING"):
+        create_app(weak, environment="production")
 
 
 def test_audit_events_are_append_only(app, auth):
@@ -164,6 +175,7 @@ def test_production_starts_with_safe_configuration():
     assert app.config["SESSION_COOKIE_SECURE"] and not app.debug
 
 
+@pytest.mark.slow  # two `radassist` processes
 def test_cli_creates_an_admin(tmp_path):
     env = {"RADASSIST_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "PATH": "/usr/bin:/bin"}
     created = subprocess.run([sys.executable, "-m", "radassist.cli", "users", "create", "--role", "admin",

@@ -28,19 +28,34 @@ from tensorflow_serving.apis import (
 from radassist.contract import EXPLAIN_OUTPUTS, PREDICTION_OUTPUTS, Signature
 from serving import client as serving_client
 
+pytestmark = pytest.mark.slow  # server processes, hot reloads and restarts: make test runs them, test-fast does not
 MODEL = "radassist"
+
+
+REORDERED = "reordered"  # the contract model trained (as it were) with its classes in reverse order
+BARE = "bare"            # a SavedModel without RadAssist's contract
+
+
+class _Bare(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    def predict_image(self, images):
+        return {"probabilities": tf.ones([tf.shape(images)[0], 4]) / 4}
 
 
 @pytest.fixture(scope="module")
 def model_base(contract_model_base, tmp_path_factory):
     base = tmp_path_factory.mktemp("serving") / "models"
     shutil.copytree(contract_model_base, base)
+    build(str(base / REORDERED / "3"), class_names=tuple(reversed(CLASS_NAMES)), display_names=("N", "S", "L", "A"))
+    bare = _Bare()
+    tf.saved_model.save(bare, str(base / BARE / "1"), signatures={Signature.PREDICT_IMAGE: bare.predict_image})
     return str(base)
 
 
 @pytest.fixture(scope="module")
 def server(model_base):
-    process = ServerProcess(model_base).start()
+    process = ServerProcess(model_base, "--model-name", MODEL, "--model-name", REORDERED, "--model-name",
+                            BARE).start()
     yield process
     process.stop()
 
@@ -54,7 +69,6 @@ def _version(model_base: str) -> int:
     return max(int(v) for v in os.listdir(os.path.join(model_base, MODEL)))
 
 
-@pytest.mark.slow
 def test_the_pipelines_model_predicts_and_explains_real_slices(first_pipeline_run, tmp_path):
     """End to end on the real model: the pipeline's push, served, answering over gRPC and REST alike."""
     base = tmp_path / "models"
@@ -108,40 +122,21 @@ def test_predict_and_explain_follow_the_contract(server, images, model_base):
     assert explained.crop_box == (0.0, 0.0, 96.0, 96.0) and explained.crop_angle == 0.0
 
 
-def test_a_model_is_read_by_its_own_class_order(tmp_path):
+def test_a_model_is_read_by_its_own_class_order(server):
     """A retrained model with another class order is labelled by its own info, not by training code."""
-    reordered = tuple(reversed(CLASS_NAMES))
-    build(str(tmp_path / "models" / MODEL / "3"), class_names=reordered, display_names=("N", "S", "L", "A"))
-    process = ServerProcess(str(tmp_path / "models")).start()
-    try:
-        with serving_client.ServingClient(process.address, MODEL, timeout=30) as client:
-            version, info = client.model_info()
-            dark = client.predict([grey_png(20)])[0]
-    finally:
-        process.stop()
-    assert version == 3 and info.class_names == reordered
+    with serving_client.ServingClient(server.address, REORDERED, timeout=30) as client:
+        version, info = client.model_info()
+        dark = client.predict([grey_png(20)])[0]
+    assert version == 3 and info.class_names == tuple(reversed(CLASS_NAMES))
     assert dark.class_name == "normal" and dark.class_id == 0 and dark.display_name == "N"
-    assert list(dark.probabilities) == list(reordered) and dark.confidence == max(dark.probabilities.values())
+    assert list(dark.probabilities) == list(info.class_names) and dark.confidence == max(dark.probabilities.values())
 
 
-def test_a_model_without_the_contract_is_refused(tmp_path):
+def test_a_model_without_the_contract_is_refused(server):
     """A SavedModel without ``model_info`` (not exported by RadAssist) is a deployment error, not a prediction."""
-
-    class Bare(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
-        def predict_image(self, images):
-            return {"probabilities": tf.ones([tf.shape(images)[0], 4]) / 4}
-
-    bare = Bare()
-    tf.saved_model.save(bare, str(tmp_path / "models" / MODEL / "1"),
-                        signatures={Signature.PREDICT_IMAGE: bare.predict_image})
-    process = ServerProcess(str(tmp_path / "models")).start()
-    try:
-        with serving_client.ServingClient(process.address, MODEL, timeout=30) as client, \
-                pytest.raises(serving_client.ModelContractError, match="model_info"):
-            client.predict([grey_png(20)])
-    finally:
-        process.stop()
+    with serving_client.ServingClient(server.address, BARE, timeout=30) as client, \
+            pytest.raises(serving_client.ModelContractError, match="model_info"):
+        client.predict([grey_png(20)])
 
 
 def test_model_metadata_lists_the_signatures(server):

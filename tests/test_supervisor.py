@@ -60,6 +60,7 @@ def _worker_processes(portal: psutil.Process) -> list[psutil.Process]:
     return workers
 
 
+@pytest.mark.slow
 def test_killing_the_report_worker_leaves_the_portal_up_and_a_worker_of_the_same_name_comes_back(tmp_path):
     port = free_port()
     env = {**os.environ, "RADASSIST_DATABASE_URL": f"sqlite:///{tmp_path / 'portal.db'}",

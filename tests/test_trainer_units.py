@@ -8,6 +8,8 @@ import tensorflow as tf
 from components import features
 from components.trainer import calibration, ood, recipes, vgg16
 
+pytestmark = pytest.mark.slow  # real VGG16 graphs and training: minutes on 2 cores
+
 
 def test_hed_weights_fill_all_13_vgg16_conv_layers():
     model = vgg16.build_conv_base("hed")
