@@ -42,6 +42,20 @@ def _command(*args: str) -> list[str]:
     return [sys.executable, "-m", "radassist.cli", *args]
 
 
+def _terminate(processes: list[subprocess.Popen], timeout: float) -> None:
+    """SIGTERM to each running process, then waits; one that outlasts ``timeout`` (a report still being written on
+    a loaded machine) is killed, so a test or benchmark never hangs on it."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class ModelServerProcess:
     """``radassist serve`` on fresh ports over ``model_base``, logging to ``log_path`` (default: beside the base)."""
 
@@ -81,13 +95,8 @@ class ModelServerProcess:
                          self.log_path)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            _terminate([self.process], timeout=30)
 
 
 class Stack:
@@ -151,12 +160,4 @@ class Stack:
                          f"the logs in {self.workdir}")
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:  # a report still being written on a loaded machine: do not hang
-                process.kill()
-                process.wait()
+        _terminate(self.processes, timeout=60)
