@@ -1,8 +1,10 @@
 """ServingClient: typed predictions from TF Serving's gRPC API (RadAssist's server or the real one).
 
-Uses only the official stubs. Every call has a deadline; only UNAVAILABLE is retried, with backoff. The client knows
-the contract's names (radassist/contract.py) and nothing of training: each model version's class order and display
-names come from the version itself (its ``model_info`` signature), and every answer is checked against them.
+Speaks TF Serving's own messages (serving/tf_serving_api.py: tensorflow-serving-api's descriptors without
+TensorFlow, so the portal's worker installs without it). Every call has a deadline; only UNAVAILABLE is retried,
+with backoff. The client knows the contract's names (radassist/contract.py) and nothing of training: each model
+version's class order and display names come from the version itself (its ``model_info`` signature), and every
+answer is checked against them.
 """
 
 import dataclasses
@@ -12,16 +14,15 @@ import time
 
 import grpc
 import numpy as np
-import tensorflow as tf
-from tensorflow_serving.apis import (
-    get_model_status_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
 
 from radassist.contract import MODEL_NAME, ContractError, Input, ModelInfo, Output, Signature
+from serving import tf_serving_api as api
 from serving.authentication import read_file
+
+PredictRequest = api.message_class("tensorflow.serving.PredictRequest")
+PredictResponse = api.message_class("tensorflow.serving.PredictResponse")
+GetModelStatusRequest = api.message_class("tensorflow.serving.GetModelStatusRequest")
+GetModelStatusResponse = api.message_class("tensorflow.serving.GetModelStatusResponse")
 
 
 class ServingClientError(Exception):
@@ -131,8 +132,12 @@ class ServingClient:
             self._channel = grpc.secure_channel(address, credentials, options=options)
         else:
             self._channel = grpc.insecure_channel(address, options=options)
-        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self._predict = self._channel.unary_unary(
+            api.PREDICT_METHOD, request_serializer=PredictRequest.SerializeToString,
+            response_deserializer=PredictResponse.FromString)
+        self._model_status = self._channel.unary_unary(
+            api.GET_MODEL_STATUS_METHOD, request_serializer=GetModelStatusRequest.SerializeToString,
+            response_deserializer=GetModelStatusResponse.FromString)
         self._infos: dict[int, ModelInfo] = {}  # per model version: a version never changes
         self._infos_lock = threading.Lock()
 
@@ -158,14 +163,14 @@ class ServingClient:
         raise ServerUnavailable("unreachable")  # pragma: no cover - the loop always returns or raises
 
     def _request(self, signature: str, values: list[bytes], input_name: str = Input.IMAGES,
-                 version: int | None = None) -> predict_pb2.PredictRequest:
-        request = predict_pb2.PredictRequest()
+                 version: int | None = None):
+        request = PredictRequest()
         request.model_spec.name = self.model_name
         request.model_spec.signature_name = signature
         version = self.version if version is None else version
         if version is not None:
             request.model_spec.version.value = version
-        request.inputs[input_name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string, shape=[len(values)]))
+        request.inputs[input_name].CopyFrom(api.string_tensor(values))
         return request
 
     def model_info(self, version: int | None = None) -> tuple[int, ModelInfo]:
@@ -174,7 +179,7 @@ class ServingClient:
         if version is not None and version in self._infos:
             return version, self._infos[version]
         try:
-            response = self._call(self._predict.Predict, self._request(Signature.MODEL_INFO, [b""], Input.REQUEST,
+            response = self._call(self._predict, self._request(Signature.MODEL_INFO, [b""], Input.REQUEST,
                                                                        version))
         except ModelNotFound as error:
             if "signature" not in str(error).lower():
@@ -183,7 +188,7 @@ class ServingClient:
                                      "exported without RadAssist's model contract") from error
         served_version = int(response.model_spec.version.value)
         try:
-            info = ModelInfo.from_json(tf.make_ndarray(response.outputs[Output.MODEL_INFO])[0])
+            info = ModelInfo.from_json(api.to_ndarray(response.outputs[Output.MODEL_INFO])[0])
         except (KeyError, IndexError, ContractError) as error:
             raise ModelContractError(f"model {self.model_name!r} version {served_version}: unreadable model "
                                      f"info ({error})") from error
@@ -194,7 +199,7 @@ class ServingClient:
     def _predictions(self, response, with_heatmap: bool) -> list[Prediction]:
         version = int(response.model_spec.version.value)
         _, info = self.model_info(version)  # of the version that answered (hot reload may have changed it)
-        outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+        outputs = {k: api.to_ndarray(v) for k, v in response.outputs.items()}
         missing = {Output.PROBABILITIES, Output.CLASS_ID, Output.CLASS_NAME} - set(outputs)
         if with_heatmap and Output.HEATMAP not in outputs:
             missing.add(Output.HEATMAP)
@@ -230,7 +235,7 @@ class ServingClient:
         """Class and calibrated probabilities for each encoded image (one call, one batch)."""
         if not images:
             return []
-        response = self._call(self._predict.Predict, self._request(Signature.PREDICT_IMAGE, images))
+        response = self._call(self._predict, self._request(Signature.PREDICT_IMAGE, images))
         return self._predictions(response, with_heatmap=False)
 
     def explain(self, image: bytes) -> Prediction:
@@ -241,15 +246,15 @@ class ServingClient:
         """Predictions with Grad-CAM heat maps for several encoded images (one call, one batch)."""
         if not images:
             return []
-        response = self._call(self._predict.Predict, self._request(Signature.EXPLAIN, images))
+        response = self._call(self._predict, self._request(Signature.EXPLAIN, images))
         return self._predictions(response, with_heatmap=True)
 
     def model_status(self) -> list[dict]:
         """The model's versions as the server reports them: ``version``, ``state`` (TF Serving's name: AVAILABLE,
         LOADING, END, ...) and ``error`` ("" when none)."""
-        request = get_model_status_pb2.GetModelStatusRequest()
+        request = GetModelStatusRequest()
         request.model_spec.name = self.model_name
-        response = self._call(self._models.GetModelStatus, request)
-        state_name = get_model_status_pb2.ModelVersionStatus.State.Name
-        return [{"version": int(s.version), "state": state_name(s.state), "error": s.status.error_message}
-                for s in response.model_version_status]
+        response = self._call(self._model_status, request)
+        state = "tensorflow.serving.ModelVersionStatus.State"
+        return [{"version": int(s.version), "state": api.enum_value_name(state, s.state),
+                 "error": s.status.error_message} for s in response.model_version_status]

@@ -1,12 +1,18 @@
 """The seams between the parts: who may import whom, and what each part runs without."""
 
 import ast
+import json
 import os
+import shutil
 import subprocess
 import sys
+import zipfile
 
+import contract_model
 import pytest
 from conftest import REPO_ROOT
+
+from radassist.stack import ModelServerProcess
 
 # A meta-path finder that makes the named top-level packages uninstallable, for one child process.
 BLOCKER = """
@@ -59,25 +65,50 @@ def _run(code: str, blocked: set[str], tmp_path, *args: str) -> subprocess.Compl
                           cwd=REPO_ROOT, env=env)
 
 
-@pytest.mark.slow  # a child process importing the portal, its worker and TF Serving's stubs
-def test_the_portal_and_its_worker_run_without_tfx_beam_or_mlflow(tmp_path):
-    """The portal's web app answers without TensorFlow at all; the worker and the serving client import without
-    TFX, Beam, MLflow or the pipeline's libraries."""
+@pytest.fixture(scope="module")
+def model_server(contract_model_base, tmp_path_factory):
+    base = tmp_path_factory.mktemp("architecture-serving") / "models"
+    shutil.copytree(contract_model_base, base)
+    process = ModelServerProcess(str(base)).start()
+    yield process
+    process.stop()
+
+
+@pytest.mark.slow  # a model server, and a child process importing the portal and its worker
+def test_the_portal_and_its_worker_run_without_tensorflow_tfx_beam_or_mlflow(tmp_path, model_server):
+    """The portal's web app answers, and the worker's model client reads the model's info, explains a scan and
+    lists the served versions, in a process where TensorFlow, TF Serving's stubs, TFX, Beam and MLflow cannot be
+    imported."""
     code = """
-import sys
+import io, json, sys
+import numpy as np
+from PIL import Image
 from portal import create_app
 from portal.database import upgrade
 app = create_app({"SECRET_KEY": "x" * 40}, environment="testing")
 upgrade(app.config["SQLALCHEMY_DATABASE_URI"])
 assert app.test_client().get("/login").status_code == 200
-assert "tensorflow" not in sys.modules, "the web app imported TensorFlow"
-import portal.worker, serving.client  # the worker's model client: TF Serving's stubs
-print("ok")
+import portal.worker
+from serving.client import ServingClient
+pixels = np.clip(np.linspace(70, 130, 96)[None, :].repeat(96, 0), 0, 255).astype(np.uint8)
+png = io.BytesIO()
+Image.fromarray(pixels).save(png, format="PNG")
+with ServingClient(sys.argv[1], timeout=30) as client:
+    version, info = client.model_info()
+    (explained,) = client.explain_batch([png.getvalue()])
+    print(json.dumps({"classes": list(info.class_names), "class": explained.class_name,
+                      "heatmap": list(explained.heatmap.shape), "version": explained.model_version,
+                      "status": client.model_status()}))
 """
-    heavy = {"tfx", "apache_beam", "mlflow", "tensorflow_transform", "tensorflow_model_analysis",
-             "tensorflow_data_validation", "tfx_bsl", "kfp", "ml_metadata", "components", "pipelines"}
-    result = _run(code, heavy, tmp_path)
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+    heavy = {"tensorflow", "tensorflow_serving", "tf_keras", "keras", "tfx", "apache_beam", "mlflow",
+             "tensorflow_transform", "tensorflow_model_analysis", "tensorflow_data_validation", "tfx_bsl", "kfp",
+             "ml_metadata", "components", "pipelines"}
+    result = _run(code, heavy, tmp_path, model_server.address)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answer = json.loads(result.stdout)
+    assert answer["classes"] == list(contract_model.CLASS_NAMES) and answer["class"] in answer["classes"]
+    assert answer["version"] == 1 and len(answer["heatmap"]) == 2
+    assert answer["status"] == [{"version": 1, "state": "AVAILABLE", "error": ""}]
 
 
 def test_the_dispatcher_names_the_missing_install(tmp_path):
@@ -87,3 +118,21 @@ def test_the_dispatcher_names_the_missing_install(tmp_path):
     assert listed.returncode == 0 and "portal" in listed.stdout, listed.stderr[-3000:]
     refused = _run(code, {"flask", "sqlalchemy"}, tmp_path, "portal")
     assert refused.returncode == 1 and "pip install 'radassist[portal]'" in refused.stderr, refused.stderr[-3000:]
+
+
+@pytest.mark.slow  # builds the wheel (pip fetches the build backend)
+def test_the_wheel_carries_every_file_the_parts_read(tmp_path):
+    """The images install the package, not the checkout: templates, migrations' template and TF Serving's
+    descriptors must be in the wheel, as every tracked file of the parts is."""
+    parts = subprocess.run(["git", "ls-files", "radassist", "pipelines", "components", "serving", "portal"],
+                           capture_output=True, text=True, check=True, cwd=REPO_ROOT).stdout.split()
+    source = tmp_path / "source"  # a copy: building in the checkout would leave build/ and egg-info there
+    for path in [*parts, "pyproject.toml", "README.md"]:
+        (source / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.join(REPO_ROOT, path), source / path)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
+                   check=True, capture_output=True, timeout=600)
+    (wheel,) = tmp_path.glob("radassist-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        packaged = set(archive.namelist())
+    assert not sorted(set(parts) - packaged)
