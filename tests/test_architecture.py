@@ -74,19 +74,23 @@ def model_server(contract_model_base, tmp_path_factory):
     process.stop()
 
 
-@pytest.mark.slow  # a model server, and a child process importing the portal and its worker
-def test_the_portal_and_its_worker_run_without_tensorflow_tfx_beam_or_mlflow(tmp_path, model_server):
-    """The portal's web app answers, and the worker's model client reads the model's info, explains a scan and
-    lists the served versions, in a process where TensorFlow, TF Serving's stubs, TFX, Beam and MLflow cannot be
-    imported."""
-    code = """
+def _copy_of_the_parts(destination) -> list[str]:
+    """Copies the tracked files of the package (and its pyproject, README) to ``destination``: an install or build
+    from the checkout itself would leave build/ and egg-info in it. Returns the parts' tracked paths."""
+    parts = subprocess.run(["git", "ls-files", "radassist", "pipelines", "components", "serving", "portal"],
+                           capture_output=True, text=True, check=True, cwd=REPO_ROOT).stdout.split()
+    for path in [*parts, "pyproject.toml", "README.md"]:
+        (destination / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.join(REPO_ROOT, path), destination / path)
+    return parts
+
+
+PORTAL_CHILD = """
 import io, json, sys
 import numpy as np
 from PIL import Image
 from portal import create_app
-from portal.database import upgrade
 app = create_app({"SECRET_KEY": "x" * 40}, environment="testing")
-upgrade(app.config["SQLALCHEMY_DATABASE_URI"])
 assert app.test_client().get("/login").status_code == 200
 import portal.worker
 from serving.client import ServingClient
@@ -100,10 +104,31 @@ with ServingClient(sys.argv[1], timeout=30) as client:
                       "heatmap": list(explained.heatmap.shape), "version": explained.model_version,
                       "status": client.model_status()}))
 """
-    heavy = {"tensorflow", "tensorflow_serving", "tf_keras", "keras", "tfx", "apache_beam", "mlflow",
-             "tensorflow_transform", "tensorflow_model_analysis", "tensorflow_data_validation", "tfx_bsl", "kfp",
-             "ml_metadata", "components", "pipelines"}
-    result = _run(code, heavy, tmp_path, model_server.address)
+
+
+@pytest.mark.slow  # a fresh virtual environment with the portal group only, and a model server
+def test_the_portal_group_alone_runs_the_portal_and_its_workers_model_calls(tmp_path, model_server):
+    """``pip install radassist[portal]`` into an empty environment brings no TensorFlow, TFX, Beam or MLflow, and
+    there the portal migrates its database and answers, and the worker's model client reads the model's info,
+    explains a scan and lists the served versions."""
+    _copy_of_the_parts(tmp_path / "source")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    install = subprocess.run([python, "-m", "pip", "install", "-q", f"{tmp_path / 'source'}[portal]"],
+                             capture_output=True, text=True, timeout=900)
+    assert install.returncode == 0, install.stderr[-3000:]
+    installed = subprocess.run([python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True,
+                               check=True).stdout.lower()
+    heavy = ("tensorflow", "tfx", "apache-beam", "mlflow", "kfp", "ml-metadata", "tf-keras", "keras")
+    assert not [name for name in heavy if f"\n{name}==" in f"\n{installed}"]
+    env = {**os.environ, "RADASSIST_DATABASE_URL": f"sqlite:///{tmp_path / 'portal.db'}",
+           "RADASSIST_SCAN_STORE": str(tmp_path / "scans"), "RADASSIST_ENV": "testing"}
+    migrated = subprocess.run([str(venv / "bin" / "radassist"), "migrate"], capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path, env=env)
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    result = subprocess.run([python, "-c", PORTAL_CHILD, model_server.address], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     answer = json.loads(result.stdout)
     assert answer["classes"] == list(contract_model.CLASS_NAMES) and answer["class"] in answer["classes"]
@@ -124,14 +149,9 @@ def test_the_dispatcher_names_the_missing_install(tmp_path):
 def test_the_wheel_carries_every_file_the_parts_read(tmp_path):
     """The images install the package, not the checkout: templates, migrations' template and TF Serving's
     descriptors must be in the wheel, as every tracked file of the parts is."""
-    parts = subprocess.run(["git", "ls-files", "radassist", "pipelines", "components", "serving", "portal"],
-                           capture_output=True, text=True, check=True, cwd=REPO_ROOT).stdout.split()
-    source = tmp_path / "source"  # a copy: building in the checkout would leave build/ and egg-info there
-    for path in [*parts, "pyproject.toml", "README.md"]:
-        (source / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(os.path.join(REPO_ROOT, path), source / path)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
-                   check=True, capture_output=True, timeout=600)
+    parts = _copy_of_the_parts(tmp_path / "source")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path),
+                    str(tmp_path / "source")], check=True, capture_output=True, timeout=600)
     (wheel,) = tmp_path.glob("radassist-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         packaged = set(archive.namelist())

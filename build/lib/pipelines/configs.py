@@ -1,0 +1,44 @@
+"""Pipeline defaults. Runners and CLIs read the environment and override these; libraries take arguments."""
+
+import dataclasses
+import os
+
+from radassist import contract
+
+PIPELINE_NAME = "radassist"
+MODEL_NAME = contract.MODEL_NAME   # TF Serving model name and MLflow registered model name
+DATA_SUBDIR = os.path.join("data", "chest-ct")
+SAMPLE_DATA_SUBDIR = os.path.join("data", "sample", "chest-ct")
+OUTPUT_SUBDIR = "outputs"           # pipeline root, ML Metadata, MLflow store and pushed models live here
+
+ACCURACY_FLOOR = 0.6                # blessing: official-test accuracy must reach this ...
+REGRESSION_TOLERANCE = 0.0          # ... and not fall below the last blessed model's by more than this
+NEAR_DUPLICATE_BITS = 50            # of 256 pHash bits: Hamming distance counted as a near copy
+MLFLOW_EXPERIMENT = "radassist-training"
+MLFLOW_TIMEOUT_SECONDS = 30         # each MLflow REST call (the CLI and Dockerfile.train set the client's variable)
+
+# Kubeflow
+KFP_IMAGE = "ghcr.io/radassist/radassist-train:latest"
+KFP_PIPELINE_ROOT = "s3://radassist-pipelines/root"
+KFP_TIMEOUT_SECONDS = 60.0          # each call to the KFP API (submission)
+
+
+@dataclasses.dataclass
+class PipelineOptions:
+    """Every ``create_pipeline`` argument that does not depend on where the pipeline runs, with its default: the
+    runners add their environment (pipeline root, ML Metadata) and pass ``arguments()`` on."""
+
+    data_root: str
+    model_base: str
+    mlflow_tracking_uri: str
+    training: dict = dataclasses.field(default_factory=dict)   # TrainingConfig overrides
+    pipeline_name: str = PIPELINE_NAME
+    model_name: str = MODEL_NAME
+    accuracy_floor: float = ACCURACY_FLOOR
+    regression_tolerance: float = REGRESSION_TOLERANCE
+    near_distance: int = NEAR_DUPLICATE_BITS
+    mlflow_experiment: str = MLFLOW_EXPERIMENT
+    beam_pipeline_args: list[str] | None = None
+
+    def arguments(self) -> dict:
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}

@@ -1,0 +1,110 @@
+"""RadAssist's TFX pipeline: chest-CT slices -> blessed, versioned, registered VGG16 SavedModel.
+
+CtExampleGen -> LeakageAudit -> StatisticsGen -> SchemaGen -> ExampleValidator
+             -> Transform -> Trainer -> Evaluator (vs. latest blessed) -> Pusher -> MlflowRegistrar
+"""
+
+import json
+import os
+
+from tfx import v1 as tfx
+
+from components import evaluation, features
+from components.ct_example_gen import CtExampleGen
+from components.leakage_audit import LeakageAudit
+from components.mlflow_registry import MlflowRegistrar
+from components.trainer.run_fn import MODEL_NAME_KEY
+
+PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
+RUN_FN = "components.trainer.run_fn.run_fn"
+
+
+def create_pipeline(
+    *,
+    pipeline_name: str,
+    pipeline_root: str,
+    data_root: str,
+    model_base: str,
+    model_name: str,
+    training: dict,
+    accuracy_floor: float,
+    regression_tolerance: float,
+    near_distance: int,
+    mlflow_tracking_uri: str,
+    mlflow_experiment: str,
+    metadata_connection_config=None,
+    beam_pipeline_args: list[str] | None = None,
+    enable_cache: bool = False,
+) -> tfx.dsl.Pipeline:
+    """Builds the pipeline; pure (reads no environment). ``training`` holds TrainingConfig fields."""
+    example_gen = CtExampleGen(input_base=data_root)
+    audit = LeakageAudit(examples=example_gen.outputs["examples"], near_distance=near_distance)
+    examples = audit.outputs["audited_examples"]
+
+    statistics_gen = tfx.components.StatisticsGen(examples=examples)
+    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    transform = tfx.components.Transform(
+        examples=examples,
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        materialize=False,  # the pixels are recomputed from bytes by the graph; no 600 kB/example copies
+        splits_config=tfx.proto.SplitsConfig(analyze=["train"]),
+    )
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=examples,
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["valid"]),
+        custom_config={**training, MODEL_NAME_KEY: model_name},
+    )
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=examples,
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        eval_config=evaluation.eval_config(accuracy_floor, regression_tolerance),
+        example_splits=["test"],
+    )
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=os.path.join(model_base, model_name))
+        ),
+    )
+    registrar = MlflowRegistrar(
+        report=audit.outputs["report"],
+        model=trainer.outputs["model"],
+        evaluation_result=evaluator.outputs["evaluation"],
+        blessing=evaluator.outputs["blessing"],
+        pushed_model=pusher.outputs["pushed_model"],
+        tracking_uri=mlflow_tracking_uri,
+        experiment=mlflow_experiment,
+        registered_model_name=model_name,
+        params_json=json.dumps(
+            {**training, "accuracy_floor": accuracy_floor, "regression_tolerance": regression_tolerance,
+             "near_distance": near_distance, "data_root": data_root, "image_size": features.IMAGE_SIZE},
+            sort_keys=True,
+        ),
+    )
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=[example_gen, audit, statistics_gen, schema_gen, example_validator, transform, trainer,
+                    model_resolver, evaluator, pusher, registrar],
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args or [],
+    )
+
+
+

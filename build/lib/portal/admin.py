@@ -1,0 +1,123 @@
+"""Admin pages: doctors, the audit log, and the models being served with usage figures."""
+
+import datetime as dt
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+
+from portal import sessions
+from portal.accounts import AccountError, create_from_form
+from portal.models import AuditEvent, Job, Report, Role, Scan, ServiceStatus, User, db, utcnow
+from portal.security import WeakPassword, record, role_required, unlock
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+AUDIT_PAGE = 200
+
+
+@bp.route("/doctors", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def doctors():
+    if request.method == "POST":
+        try:
+            doctor = create_from_form(request.form, Role.DOCTOR)
+        except (AccountError, WeakPassword) as error:
+            db.session.rollback()
+            flash(str(error), "error")
+        else:
+            record("doctor_created", doctor)
+            db.session.commit()
+            flash(f"Doctor {doctor.email} created.", "info")
+            return redirect(url_for("admin.doctors"))
+    listed = db.session.scalars(db.select(User).where(User.role == Role.DOCTOR.value).order_by(User.name)).all()
+    locked = db.session.scalars(db.select(User).where(User.locked_until > utcnow()).order_by(User.email)).all()
+    return render_template("admin/doctors.html", doctors=listed, locked=locked, new_user_title="Add a doctor")
+
+
+@bp.post("/users/<int:user_id>/<any(unlock, disable, enable):action>")
+@role_required(Role.ADMIN)
+def account(user_id: int, action: str):
+    """Unlocks an account locked by failed logins, or disables (every session ended) / enables it."""
+    user = db.session.get(User, user_id)
+    if user is None:
+        abort(404)
+    if action == "unlock":
+        unlock(user)
+    elif user.id == g.user.id:
+        flash("You cannot disable your own account.", "error")
+        return redirect(url_for("admin.doctors"))
+    else:
+        user.active = action == "enable"
+        if not user.active:
+            sessions.revoke_all(user)
+    done = {"unlock": "unlocked", "disable": "disabled", "enable": "enabled"}[action]
+    record(f"account_{done}", user)
+    db.session.commit()
+    flash(f"{user.email}: {done}.", "info")
+    return redirect(url_for("admin.doctors"))
+
+
+@bp.get("/audit")
+@role_required(Role.ADMIN)
+def audit():
+    """The audit log, newest first, AUDIT_PAGE events a page (``before``: older than that event id), filtered by
+    ``action`` when given."""
+    query = db.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(AUDIT_PAGE)
+    before = request.args.get("before", type=int)
+    action = request.args.get("action", "").strip()
+    if before:
+        query = query.where(AuditEvent.id < before)
+    if action:
+        query = query.where(AuditEvent.action == action)
+    events = db.session.scalars(query).all()
+    record("audit_viewed", detail=f"before={before} action={action}" if before or action else None)
+    db.session.commit()
+    older = events[-1].id if len(events) == AUDIT_PAGE else None
+    return render_template("admin/audit.html", events=events, older=older, action=action)
+
+
+STALE_STATUS = dt.timedelta(minutes=2)
+
+
+def served_versions() -> tuple[list[dict], str | None, ServiceStatus | None]:
+    """The model's versions as the report workers last saw them, a problem to show (or None), and that report."""
+    row = db.session.get(ServiceStatus, ServiceStatus.MODEL_SERVER)
+    if row is None:
+        return [], "No report worker has reported on the model server yet.", None
+    status = row.status
+    problem = f"The model server did not answer: {status['error']}" if status.get("error") else None
+    if utcnow() - row.updated_at > STALE_STATUS:
+        problem = (f"No report worker has reported since {row.updated_at:%Y-%m-%d %H:%M} UTC (last: "
+                   f"{row.reported_by}); reports may not be being written.")
+    return status.get("versions", []), problem, row
+
+
+@bp.get("/models")
+@role_required(Role.ADMIN)
+def models():
+    config = current_app.config
+    versions, server_error, reported = served_versions()
+    week_ago = utcnow() - dt.timedelta(days=7)
+    count = lambda query: db.session.scalar(query) or 0  # noqa: E731
+    usage = {
+        "doctors": count(sa.select(sa.func.count()).select_from(User).where(User.role == Role.DOCTOR.value)),
+        "patients": count(sa.select(sa.func.count()).select_from(User).where(User.role == Role.PATIENT.value)),
+        "scans": count(sa.select(sa.func.count()).select_from(Scan)),
+        "scans_last_7_days": count(sa.select(sa.func.count()).select_from(Scan).where(Scan.created_at >= week_ago)),
+        "reports_final": count(sa.select(sa.func.count()).select_from(Report).where(Report.status == "final")),
+        "reports_draft": count(sa.select(sa.func.count()).select_from(Report).where(Report.status == "draft")),
+        "reports_uncertain": count(sa.select(sa.func.count()).select_from(Report).where(Report.uncertain)),
+        "reports_out_of_domain": count(sa.select(sa.func.count()).select_from(Report)
+                                       .where(Report.in_domain.is_(False))),
+    }
+    jobs = dict(db.session.execute(sa.select(Job.status, sa.func.count()).group_by(Job.status)).all())
+    by_model = db.session.execute(
+        sa.select(Report.model_name, Report.model_version, sa.func.count(), sa.func.max(Report.created_at),
+                  sa.func.sum(sa.case((Report.in_domain.is_(False), 1), else_=0)),
+                  sa.func.sum(sa.case((Report.uncertain & Report.in_domain.is_not(False), 1), else_=0)))
+        .where(Report.version == 1).group_by(Report.model_name, Report.model_version)
+        .order_by(Report.model_version.desc())).all()
+    record("models_viewed")
+    db.session.commit()
+    return render_template("admin/models.html", model_name=config["MODEL_NAME"], versions=versions,
+                           server_error=server_error, reported=reported, usage=usage, jobs=jobs,
+                           by_model=by_model)

@@ -1,0 +1,155 @@
+"""Report pages: view, findings, sign-off, amendments, PDF, overlay; and the bulk-upload progress page.
+
+Every lookup goes through ``visible_report`` / ``visible_batch``: someone else's object is a 404, never a hint
+that it exists. Patients see final reports, and the model's draft only for scans they submitted themselves.
+"""
+
+from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
+
+from portal import reports
+from portal.extensions import blobs, report_jobs
+from portal.jobs import batch_progress, enqueue_scans, latest_jobs
+from portal.models import Batch, JobStatus, Report, Role, db
+from portal.reports import ReportError
+from portal.scans import sees_patient, visible_scan
+from portal.security import login_required, record, role_required
+
+bp = Blueprint("reports", __name__)
+
+
+def visible_report(report_id: int) -> Report:
+    report = db.session.get(Report, report_id)
+    if report is None:
+        abort(404)
+    visible_scan(report.scan_id)
+    if not report.visible_to(g.user):
+        abort(404)  # a doctor's draft is not released to the patient
+    return report
+
+
+def visible_batch(batch_id: int) -> Batch:
+    batch = db.session.get(Batch, batch_id)
+    if batch is None:
+        abort(404)
+    if g.user.role == Role.PATIENT.value:
+        if batch.created_by_id != g.user.id:  # their own uploads only, not the analyses their doctor runs
+            abort(404)
+    elif batch.created_by_id != g.user.id and not sees_patient(batch.patient):
+        abort(404)
+    return batch
+
+
+@bp.get("/reports/<int:report_id>")
+@login_required
+def view(report_id: int):
+    report = visible_report(report_id)
+    record("report_viewed", report)
+    db.session.commit()
+    history = [r for r in reports.versions(report.scan_id) if r.visible_to(g.user)]
+    newest = history[-1] if history else report
+    return render_template("reports/view.html", report=report, scan=report.scan, history=history,
+                           newest=newest, notice=reports.NOTICE,
+                           not_analysed=reports.NOT_ANALYSED,
+                           ood_explanation=reports.ood_explanation(report.ood_reason))
+
+
+@bp.get("/reports/<int:report_id>/overlay.jpg")
+@login_required
+def overlay(report_id: int):
+    report = visible_report(report_id)
+    record("overlay_viewed", report)
+    db.session.commit()
+    return Response(blobs.store.get(report.overlay_sha256), mimetype="image/jpeg")
+
+
+@bp.get("/reports/<int:report_id>/report.pdf")
+@login_required
+def pdf(report_id: int):
+    report = visible_report(report_id)
+    record("report_downloaded", report, detail="pdf")
+    db.session.commit()
+    filename = f"radassist-report-{report.id}-v{report.version}.pdf"
+    return Response(blobs.store.get(report.pdf_sha256), mimetype="application/pdf",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                             "Cache-Control": "private, no-store"})
+
+
+def _doctor_action(report_id: int, action):
+    report = visible_report(report_id)
+    try:
+        result = action(report)
+    except ReportError as error:
+        db.session.rollback()
+        flash(str(error), "error")
+        return view(report_id=report.id), 409  # the page itself, with the reason: a 409 redirect is not followed
+    db.session.commit()
+    return redirect(url_for("reports.view", report_id=(result or report).id))
+
+
+@bp.post("/reports/<int:report_id>/findings")
+@role_required(Role.DOCTOR)
+def findings(report_id: int):
+    def save(report):
+        reports.update_findings(report, request.form.get("findings", ""), g.user, blobs.store)
+        record("report_edited", report, detail=f"findings, version {report.version}")
+        flash("Findings saved.", "info")
+
+    return _doctor_action(report_id, save)
+
+
+@bp.post("/reports/<int:report_id>/sign")
+@role_required(Role.DOCTOR)
+def sign(report_id: int):
+    def sign_off(report):
+        if "findings" in request.form:
+            reports.update_findings(report, request.form["findings"], g.user, blobs.store)
+        reports.sign_off(report, g.user, blobs.store)
+        record("report_signed", report, detail=f"version {report.version}")
+        flash(f"Report version {report.version} signed off. It can no longer be changed.", "info")
+
+    return _doctor_action(report_id, sign_off)
+
+
+@bp.post("/reports/<int:report_id>/amend")
+@role_required(Role.DOCTOR)
+def amend(report_id: int):
+    def amend_report(report):
+        amendment = reports.amend(report, g.user, request.form.get("reason", ""), blobs.store)
+        record("report_amended", amendment, detail=f"amends report {report.id} (version {report.version})")
+        flash(f"Version {amendment.version} created as a draft; sign it off when it is ready.", "info")
+        return amendment
+
+    return _doctor_action(report_id, amend_report)
+
+
+@bp.post("/scans/<int:scan_id>/analyse")
+@role_required(Role.DOCTOR, Role.PATIENT)
+def analyse_again(scan_id: int):
+    """Queues a new analysis of a scan whose last job failed for good. The patient may ask for their own
+    submissions; their doctor for any of the patient's scans."""
+    scan = visible_scan(scan_id)
+    if g.user.role == Role.PATIENT.value and not scan.self_submitted:
+        abort(404)
+    last = latest_jobs([scan.id]).get(scan.id)
+    if last is not None and last.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
+        flash("This scan is already being analysed.", "info")
+    elif reports.latest_reports([scan.id]):
+        flash("This scan already has a report.", "info")
+    else:
+        batch = enqueue_scans([scan], g.user, scan.patient, report_jobs.queue)
+        record("analysis_requeued", scan, detail=f"batch {batch.id}")
+        db.session.commit()
+        return redirect(url_for("reports.batch", batch_id=batch.id))
+    if g.user.role == Role.PATIENT.value:
+        return redirect(url_for("patient.home"))
+    return redirect(url_for("doctor.patient", patient_id=scan.patient_id))
+
+
+@bp.get("/batches/<int:batch_id>")
+@login_required
+def batch(batch_id: int):
+    found = visible_batch(batch_id)
+    newest = reports.latest_reports([job.scan_id for job in found.jobs], g.user)
+    record("batch_viewed", found)
+    db.session.commit()
+    return render_template("reports/batch.html", batch=found, progress=batch_progress(found), newest=newest)

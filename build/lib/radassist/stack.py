@@ -1,0 +1,163 @@
+"""RadAssist's processes on this machine, started the way an operator starts them and waited for until they answer:
+the model server (``radassist serve``) and the portal (``radassist portal``: gunicorn and its report workers). The
+tests and the benchmarks use these; nothing here is imported by the parts themselves.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import requests
+
+PASSWORD = "correct horse battery"  # of the accounts Stack creates
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_ready(url: str, processes: dict[str, subprocess.Popen], timeout: float = 180,
+                     verify: bool | str = True, logs: str = "") -> None:
+    """Polls ``url`` until it answers 200; raises if one of ``processes`` exits first (``logs`` says where to look)
+    or ``timeout`` passes. A server still starting may refuse the connection or be too busy to answer in time."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        exited = [name for name, process in processes.items() if process.poll() is not None]
+        if exited:
+            raise RuntimeError(f"{', '.join(exited)} exited before {url} answered; see {logs or 'its log'}")
+        try:
+            if requests.get(url, timeout=2, verify=verify).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout:g} s; see {logs or 'the logs'}")
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "radassist.cli", *args]
+
+
+def _terminate(processes: list[subprocess.Popen], timeout: float) -> None:
+    """SIGTERM to each running process, then waits; one that outlasts ``timeout`` (a report still being written on
+    a loaded machine) is killed, so a test or benchmark never hangs on it."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class ModelServerProcess:
+    """``radassist serve`` on fresh ports over ``model_base``, logging to ``log_path`` (default: beside the base)."""
+
+    def __init__(self, model_base: str, *extra: str, log_path: str | None = None, env: dict | None = None,
+                 scheme: str = "http", verify: bool | str = True):
+        self.base, self.extra, self.env = model_base, extra, env
+        self.grpc_port, self.rest_port = free_port(), free_port()
+        self.scheme, self.verify = scheme, verify
+        self.log_path = log_path or os.path.join(model_base, "..", f"server-{self.grpc_port}.log")
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def rest(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.rest_port}"
+
+    def start(self, wait: bool = True) -> "ModelServerProcess":
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                _command("serve", "--model-base-path", self.base, "--host", "127.0.0.1", "--grpc-port",
+                         str(self.grpc_port), "--rest-port", str(self.rest_port),
+                         "--file-system-poll-wait-seconds", "0.5", *self.extra),
+                stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        if wait:
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.stop()  # a server that never came up must not outlive the caller
+                raise
+        return self
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        wait_until_ready(f"{self.rest}/readyz", {"the model server": self.process}, timeout, self.verify,
+                         self.log_path)
+
+    def stop(self) -> None:
+        if self.process:
+            _terminate([self.process], timeout=30)
+
+
+class Stack:
+    """The model server and the portal (gunicorn + ``report_workers`` report workers) on fresh ports, a fresh SQLite
+    database and scan store under ``workdir``, with ``users`` created first: (role, email, name, doctor's email).
+
+    ``server_args`` / ``portal_args`` are extra flags; ``env`` extra environment (both processes); ``scheme`` is the
+    model server's REST scheme (https when it is given TLS files). ``names`` maps "serve" and "portal" to their
+    processes (a benchmark may kill one and call ``start_server`` again)."""
+
+    BENCH_USERS = (("doctor", "doctor@bench.local", "Dr. Bench", None),
+                   ("patient", "patient@bench.local", "Pat Bench", "doctor@bench.local"))
+
+    def __init__(self, model_base: str, workdir: str, report_workers: int = 1, server_args: tuple = (),
+                 portal_args: tuple = (), env: dict | None = None, scheme: str = "http",
+                 users: tuple = BENCH_USERS):
+        self.grpc, self.rest, self.port = free_port(), free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "RADASSIST_DATABASE_URL": f"sqlite:///{workdir}/portal.db",
+                    "RADASSIST_SCAN_STORE": f"{workdir}/scans", "RADASSIST_SECRET_KEY": os.urandom(24).hex(),
+                    "RADASSIST_MODEL_SERVER": f"127.0.0.1:{self.grpc}", "TF_CPP_MIN_LOG_LEVEL": "2",
+                    **(env or {})}
+        self.model_base, self.workdir, self.processes = model_base, workdir, []
+        self.report_workers, self.users = report_workers, users
+        self.server_args, self.portal_args, self.scheme = tuple(server_args), tuple(portal_args), scheme
+        self.names: dict[str, subprocess.Popen] = {}
+
+    def _spawn(self, name: str, *args: str) -> None:
+        with open(os.path.join(self.workdir, f"{name}.log"), "ab") as log:
+            process = subprocess.Popen(_command(*args), env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        self.names[name] = process
+
+    def create_user(self, role: str, email: str, name: str, doctor: str | None = None) -> None:
+        subprocess.run(_command("users", "create", "--role", role, "--email", email, "--name", name,
+                                "--password-stdin", *(["--doctor", doctor] if doctor else [])),
+                       input=PASSWORD + "\n", text=True, env=self.env, check=True, capture_output=True)
+
+    def start_server(self) -> None:
+        """Starts (or restarts) the model server and waits until it is ready."""
+        self._spawn("serve", "serve", "--model-base-path", self.model_base, "--host", "127.0.0.1", "--grpc-port",
+                    str(self.grpc), "--rest-port", str(self.rest), *self.server_args)
+        self._wait(f"{self.scheme}://127.0.0.1:{self.rest}/readyz")
+
+    def start(self) -> "Stack":
+        """Creates the users, starts both processes and waits for them; stops what it started if any step fails."""
+        try:
+            for role, email, name, doctor in self.users:
+                self.create_user(role, email, name, doctor)
+            self.start_server()
+            self._spawn("portal", "portal", "--host", "127.0.0.1", "--port", str(self.port), "--report-workers",
+                        str(self.report_workers), *self.portal_args)
+            self._wait(f"{self.url}/login")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait(self, url: str, timeout: float = 180) -> None:
+        wait_until_ready(url, self.names, timeout, self.env.get("RADASSIST_MODEL_SERVER_TLS_CA", True),
+                         f"the logs in {self.workdir}")
+
+    def stop(self) -> None:
+        _terminate(self.processes, timeout=60)
