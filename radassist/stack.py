@@ -60,9 +60,10 @@ class ModelServerProcess:
     """``radassist serve`` on fresh ports over ``model_base``, logging to ``log_path`` (default: beside the base)."""
 
     def __init__(self, model_base: str, *extra: str, log_path: str | None = None, env: dict | None = None,
-                 scheme: str = "http", verify: bool | str = True):
+                 scheme: str = "http", verify: bool | str = True, grpc_port: int | None = None,
+                 rest_port: int | None = None):
         self.base, self.extra, self.env = model_base, extra, env
-        self.grpc_port, self.rest_port = free_port(), free_port()
+        self.grpc_port, self.rest_port = grpc_port or free_port(), rest_port or free_port()
         self.scheme, self.verify = scheme, verify
         self.log_path = log_path or os.path.join(model_base, "..", f"server-{self.grpc_port}.log")
         self.process: subprocess.Popen | None = None
@@ -76,6 +77,7 @@ class ModelServerProcess:
         return f"{self.scheme}://127.0.0.1:{self.rest_port}"
 
     def start(self, wait: bool = True) -> "ModelServerProcess":
+        """Starts the server (again, on the same ports, after ``stop`` or a crash) and by default waits for it."""
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 _command("serve", "--model-base-path", self.base, "--host", "127.0.0.1", "--grpc-port",
@@ -120,9 +122,15 @@ class Stack:
                     "RADASSIST_MODEL_SERVER": f"127.0.0.1:{self.grpc}", "TF_CPP_MIN_LOG_LEVEL": "2",
                     **(env or {})}
         self.model_base, self.workdir, self.processes = model_base, workdir, []
-        self.report_workers, self.users = report_workers, users
-        self.server_args, self.portal_args, self.scheme = tuple(server_args), tuple(portal_args), scheme
+        self.report_workers, self.users, self.portal_args = report_workers, users, tuple(portal_args)
+        self.server = ModelServerProcess(model_base, *server_args, log_path=os.path.join(workdir, "serve.log"),
+                                         env=self.env, scheme=scheme, verify=self._verify, grpc_port=self.grpc,
+                                         rest_port=self.rest)
         self.names: dict[str, subprocess.Popen] = {}
+
+    @property
+    def _verify(self) -> bool | str:
+        return self.env.get("RADASSIST_MODEL_SERVER_TLS_CA", True)
 
     def _spawn(self, name: str, *args: str) -> None:
         with open(os.path.join(self.workdir, f"{name}.log"), "ab") as log:
@@ -137,9 +145,10 @@ class Stack:
 
     def start_server(self) -> None:
         """Starts (or restarts) the model server and waits until it is ready."""
-        self._spawn("serve", "serve", "--model-base-path", self.model_base, "--host", "127.0.0.1", "--grpc-port",
-                    str(self.grpc), "--rest-port", str(self.rest), *self.server_args)
-        self._wait(f"{self.scheme}://127.0.0.1:{self.rest}/readyz")
+        self.server.start(wait=False)
+        self.processes.append(self.server.process)
+        self.names["serve"] = self.server.process
+        self._wait(f"{self.server.rest}/readyz")
 
     def start(self) -> "Stack":
         """Creates the users, starts both processes and waits for them; stops what it started if any step fails."""
@@ -156,8 +165,7 @@ class Stack:
         return self
 
     def _wait(self, url: str, timeout: float = 180) -> None:
-        wait_until_ready(url, self.names, timeout, self.env.get("RADASSIST_MODEL_SERVER_TLS_CA", True),
-                         f"the logs in {self.workdir}")
+        wait_until_ready(url, self.names, timeout, self._verify, f"the logs in {self.workdir}")
 
     def stop(self) -> None:
         _terminate(self.processes, timeout=60)
