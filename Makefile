@@ -18,9 +18,9 @@ train: env  ## the training pipeline only
 browser:  ## Debian's chromium for the Playwright tests (installed when missing and run as root)
 	@bash scripts/install_browser.sh
 
-test: env browser  ## lint + the test suite on the bundled sample (no external data needed)
+test: env browser  ## lint + the test suite on the bundled sample (no external data needed), on both cores
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -m "not full_data" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile -m "not full_data" $(PYTEST_ARGS)
 
 test-fast: env  ## the edit-test loop (< 1 min): lint + the tests not marked slow, on SQLite, on both cores
 	$(VENV)/bin/ruff check .

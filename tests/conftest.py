@@ -73,12 +73,31 @@ def contract_model_base(tmp_path_factory) -> str:
 
 
 # --- portal: app -> client -> auth, a fresh database per test, on SQLite and on PostgreSQL -----------------
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 PASSWORD = "correct horse battery"
 
 
-def _reset_postgres() -> None:
-    engine = sa.create_engine(POSTGRES_URL)
+def postgres_url() -> str:
+    """This test process's PostgreSQL database: ``test``, or under pytest-xdist one per worker (``test_gw0``, ...),
+    created on first use, so workers never reset each other's schema."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return f"{POSTGRES_SERVER}/test"
+    name = f"test_{worker}"
+    engine = sa.create_engine(f"{POSTGRES_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            exists = connection.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                                        {"name": name}).scalar()
+            if not exists:
+                connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return f"{POSTGRES_SERVER}/{name}"
+
+
+def _reset_postgres(url: str) -> None:
+    engine = sa.create_engine(url)
     try:
         with engine.begin() as connection:
             connection.execute(sa.text("DROP SCHEMA public CASCADE"))  # tables, triggers and functions
@@ -126,10 +145,10 @@ def app(request, tmp_path):
 
     if request.param == "postgresql":
         try:
-            _reset_postgres()
+            url = postgres_url()
+            _reset_postgres(url)
         except sa.exc.OperationalError as error:
             pytest.skip(f"PostgreSQL not reachable at 127.0.0.1:5432: {error}")
-        url = POSTGRES_URL
     else:
         shutil.copy(request.getfixturevalue("sqlite_template"), tmp_path / "portal.db")
         url = f"sqlite:///{tmp_path / 'portal.db'}"
