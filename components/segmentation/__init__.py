@@ -1,0 +1,1 @@
+"""Nodule segmentation: the second model (radassist-seg), its lesion measurements and its training recipe."""
