@@ -47,9 +47,10 @@ def load_hed_conv_weights(model: tf_keras.Model, path: str) -> None:
                 layer.set_weights([group["0"][()], group["1"][()]])
 
 
-def build_conv_base(weights: str = "hed") -> tf_keras.Model:
-    """VGG16 without its top, input IMAGE_SIZE x IMAGE_SIZE x 3 (caffe-preprocessed), pretrained as asked."""
-    shape = (features.IMAGE_SIZE, features.IMAGE_SIZE, 3)
+def build_conv_base(weights: str = "hed", input_shape: tuple | None = None) -> tf_keras.Model:
+    """VGG16 without its top, pretrained as asked, on caffe-preprocessed input of ``input_shape`` (default
+    IMAGE_SIZE x IMAGE_SIZE x 3; (None, None, 3) for any size, as the segmentation network takes)."""
+    shape = input_shape or (features.IMAGE_SIZE, features.IMAGE_SIZE, 3)
     if weights == "imagenet":
         return tf_keras.applications.VGG16(include_top=False, weights="imagenet", input_shape=shape)
     model = tf_keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)

@@ -1,0 +1,177 @@
+"""Training the segmentation network, and the measures it is judged by.
+
+CPU recipe (default): the encoder's first blocks stay as pretrained, the rest trains on small windows of the crops
+(cheap, and a window places the nodule anywhere, against the crops' centre prior), a third of them windows with
+no nodule at all (the crops hold nothing else to learn "no nodule here" from), under bfloat16 where the CPU has
+it. The full recipe trains every block, on whole crops, for longer: for GPUs.
+"""
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from components.segmentation.data import NoduleSlices
+from components.segmentation.unet import ENCODER_STRIDE, UNetConfig, build_unet
+from components.trainer.recipes import bfloat16_native
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentationConfig:
+    recipe: str = "cpu"                   # cpu | full
+    unet: UNetConfig = UNetConfig()
+    window: int = 64                      # training window (px, a multiple of ENCODER_STRIDE)
+    negative_fraction: float = 0.33       # windows holding no consensus pixel
+    epochs: int = 10
+    batch_size: int = 16
+    learning_rate: float = 1e-3           # Adam, cosine decay to 2 % of it
+    seed: int = 0
+    precision: str = "auto"               # auto (bfloat16 where native) | bfloat16 | float32
+
+    @classmethod
+    def full(cls, **overrides) -> "SegmentationConfig":
+        return cls(**{"recipe": "full", "unet": UNetConfig(train_from_block=1), "window": 128,
+                      "negative_fraction": 0.2, "epochs": 60, "learning_rate": 3e-4, **overrides})
+
+    def __post_init__(self):
+        if self.window % ENCODER_STRIDE:
+            raise ValueError(f"window must be a multiple of {ENCODER_STRIDE}, not {self.window}")
+        if self.recipe not in ("cpu", "full"):
+            raise ValueError(f"recipe must be cpu or full, not {self.recipe!r}")
+
+
+def dtype_policy(config: SegmentationConfig) -> str:
+    if config.precision == "auto":
+        return "mixed_bfloat16" if config.recipe == "cpu" and bfloat16_native() else "float32"
+    return "mixed_bfloat16" if config.precision == "bfloat16" else "float32"
+
+
+@contextlib.contextmanager
+def _policy(name: str):
+    previous = tf_keras.mixed_precision.global_policy()
+    tf_keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        tf_keras.mixed_precision.set_global_policy(previous)
+
+
+def sample_windows(images: np.ndarray, targets: np.ndarray, rng: np.random.Generator, window: int,
+                   negative_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """One training window per image: float32 grey [N, w, w, 1] in 0..1 and targets [N, w, w, 1], turned by a random
+    multiple of 90 degrees and mirrored at random. A positive window holds the nodule's centroid at least 8 px
+    inside its edge; a negative one no target pixel (the image's first such window of 20 tries, else any)."""
+    size_y, size_x = images.shape[1:3]
+    inputs, outputs = [], []
+    for image, target in zip(images, targets, strict=True):
+        if not target.any() or rng.random() < negative_fraction:
+            for _ in range(20):
+                top, left = rng.integers(0, size_y - window + 1), rng.integers(0, size_x - window + 1)
+                if not target[top:top + window, left:left + window].any():
+                    break
+        else:
+            centre_y, centre_x = np.argwhere(target).mean(axis=0).astype(int)
+            margin = min(8, window // 4)
+            top = int(np.clip(centre_y - rng.integers(margin, window - margin), 0, size_y - window))
+            left = int(np.clip(centre_x - rng.integers(margin, window - margin), 0, size_x - window))
+        pixels, mask = image[top:top + window, left:left + window], target[top:top + window, left:left + window]
+        turns = int(rng.integers(4))
+        pixels, mask = np.rot90(pixels, turns), np.rot90(mask, turns)
+        if rng.random() < 0.5:
+            pixels, mask = pixels[:, ::-1], mask[:, ::-1]
+        inputs.append(pixels)
+        outputs.append(mask)
+    return (np.stack(inputs)[..., None].astype(np.float32) / 255.0,
+            np.stack(outputs)[..., None].astype(np.float32))
+
+
+def _loss(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Pixel cross-entropy plus soft Dice per window (1 for a window that holds nothing and predicts nothing)."""
+    probability = tf.sigmoid(logits)
+    cross_entropy = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(targets, logits))
+    overlap = tf.reduce_sum(probability * targets, [1, 2, 3])
+    total = tf.reduce_sum(probability, [1, 2, 3]) + tf.reduce_sum(targets, [1, 2, 3])
+    return cross_entropy + tf.reduce_mean(1.0 - (2.0 * overlap + 1.0) / (total + 1.0))
+
+
+@dataclasses.dataclass
+class TrainedSegmenter:
+    model: tf_keras.Model
+    config: SegmentationConfig
+    policy: str
+    train_seconds: float
+    losses: list[float]  # mean loss per epoch
+
+
+def train(config: SegmentationConfig, slices: NoduleSlices,
+          progress: Callable[[int, int, float], None] | None = None) -> TrainedSegmenter:
+    """Trains on ``slices`` (their consensus masks); ``progress(epoch, epochs, loss)`` after each epoch."""
+    tf_keras.utils.set_random_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    policy = dtype_policy(config)
+    with _policy(policy):
+        model = build_unet(config.unet)
+    targets = slices.consensus
+    steps_per_epoch = max(1, len(slices) // config.batch_size)
+    schedule = tf_keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps_per_epoch,
+                                                         alpha=0.02)
+    optimizer = tf_keras.optimizers.Adam(schedule)
+
+    @tf.function(reduce_retracing=True)
+    def step(inputs, outputs):
+        with tf.GradientTape() as tape:
+            loss = _loss(outputs, tf.cast(model(inputs, training=True), tf.float32))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        return loss
+
+    started, losses = time.perf_counter(), []
+    for epoch in range(config.epochs):
+        order = rng.permutation(len(slices))
+        epoch_losses = []
+        for index in range(steps_per_epoch):
+            rows = order[index * config.batch_size:(index + 1) * config.batch_size]
+            inputs, outputs = sample_windows(slices.images[rows], targets[rows], rng, config.window,
+                                             config.negative_fraction)
+            epoch_losses.append(float(step(tf.constant(inputs), tf.constant(outputs))))
+        losses.append(float(np.mean(epoch_losses)))
+        if progress:
+            progress(epoch + 1, config.epochs, losses[-1])
+    return TrainedSegmenter(model, config, policy, time.perf_counter() - started, losses)
+
+
+def probabilities(model: tf_keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Nodule probability per pixel, float32 [N, H, W], for uint8 grey images [N, H, W] (H, W multiples of 8)."""
+    predict = tf.function(lambda x: tf.sigmoid(tf.cast(model(x, training=False), tf.float32)),
+                          reduce_retracing=True)
+    batches = [predict(tf.constant(images[i:i + batch_size, ..., None].astype(np.float32) / 255.0)).numpy()
+               for i in range(0, len(images), batch_size)]
+    return np.concatenate(batches)[..., 0]
+
+
+def dice(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Dice per image of bool [N, H, W] masks (1 where both are empty)."""
+    overlap = (predicted & target).sum(axis=(1, 2))
+    total = predicted.sum(axis=(1, 2)) + target.sum(axis=(1, 2))
+    return np.where(total == 0, 1.0, 2.0 * overlap / np.maximum(total, 1))
+
+
+def iou(predicted: np.ndarray, target: np.ndarray) -> np.ndarray:
+    union = (predicted | target).sum(axis=(1, 2))
+    return np.where(union == 0, 1.0, (predicted & target).sum(axis=(1, 2)) / np.maximum(union, 1))
+
+
+def patient_mean(values: np.ndarray, patients: np.ndarray) -> float:
+    """Mean over patients of each patient's mean: every patient counts once, however many slices they have."""
+    return float(np.mean([values[patients == patient].mean() for patient in np.unique(patients)]))
+
+
+def choose_threshold(probability: np.ndarray, target: np.ndarray, patients: np.ndarray,
+                     candidates: tuple[float, ...] = tuple(np.round(np.arange(0.2, 0.81, 0.05), 2))) -> float:
+    """The probability threshold of best patient-mean Dice on a validation set."""
+    scores = {threshold: patient_mean(dice(probability >= threshold, target), patients) for threshold in candidates}
+    return max(scores, key=scores.get)

@@ -1,0 +1,79 @@
+"""The segmentation recipe's parts: windows, measures, the network's shapes, and a short real training run that
+learns to outline synthetic nodules."""
+
+import numpy as np
+import pytest
+
+from components.segmentation import recipe
+from components.segmentation.data import NoduleSlices, consensus
+from components.segmentation.unet import UNetConfig, build_unet
+
+
+def synthetic_slices(count: int, size: int = 64, seed: int = 0) -> NoduleSlices:
+    """Noisy grey crops, each with one bright disc that 2-4 of four 'readers' outlined (one reader a pixel wider)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:size, :size]
+    images, masks = [], []
+    for _ in range(count):
+        cy, cx, radius = rng.uniform(16, size - 16, 2).tolist() + [rng.uniform(3, 9)]
+        disc = (y - cy) ** 2 + (x - cx) ** 2 <= radius ** 2
+        image = rng.normal(40, 12, (size, size)) + 140 * disc
+        images.append(np.clip(image, 0, 255).astype(np.uint8))
+        readers = [disc, disc, (y - cy) ** 2 + (x - cx) ** 2 <= (radius + 1) ** 2, np.zeros_like(disc)]
+        masks.append(np.stack(readers))
+    rows = np.arange(count)
+    patients = np.array([f"P{i // 3}" for i in rows])
+    return NoduleSlices(images=np.stack(images), masks=np.stack(masks), split=np.array(["train"] * count),
+                        patient_id=patients, nodule=patients, pair_id=np.array([f"S{i}" for i in rows]),
+                        is_center_slice=np.ones(count, bool))
+
+
+def test_consensus_is_two_of_four_readers():
+    masks = np.zeros((1, 4, 2, 3), bool)
+    masks[0, 0, 0, :] = masks[0, 1, 0, :2] = masks[0, 2, 1, 0] = True
+    assert consensus(masks)[0].tolist() == [[True, True, False], [False, False, False]]
+
+
+def test_windows_hold_the_nodule_or_nothing():
+    slices = synthetic_slices(40)
+    rng = np.random.default_rng(1)
+    inputs, targets = recipe.sample_windows(slices.images, slices.consensus, rng, window=32, negative_fraction=0.5)
+    assert inputs.shape == targets.shape == (40, 32, 32, 1) and inputs.dtype == np.float32
+    assert inputs.min() >= 0.0 and inputs.max() <= 1.0
+    holding = targets.reshape(40, -1).any(axis=1)
+    assert 8 <= holding.sum() <= 32  # about half are negatives; the positives hold their nodule
+    assert np.allclose(inputs[~holding].mean(), 40 / 255, atol=0.05)  # negatives are background only
+    with pytest.raises(ValueError, match="multiple of 8"):
+        recipe.SegmentationConfig(window=60)
+
+
+def test_dice_iou_and_the_patient_mean():
+    target = np.zeros((3, 4, 4), bool)
+    target[:2, :2, :2] = True
+    predicted = target.copy()
+    predicted[1, :2, :] = True  # 4 of 8 predicted pixels right: Dice 2*4/(8+4)
+    np.testing.assert_allclose(recipe.dice(predicted, target), [1.0, 2 / 3, 1.0])
+    np.testing.assert_allclose(recipe.iou(predicted, target), [1.0, 0.5, 1.0])
+    assert recipe.patient_mean(np.array([1.0, 0.0, 0.5]), np.array(["a", "a", "b"])) == pytest.approx(0.5)
+
+
+def test_the_network_is_fully_convolutional_at_the_input_size():
+    model = build_unet(UNetConfig(weights="none"))
+    for height, width in ((64, 64), (96, 136)):
+        assert model(np.zeros((1, height, width, 1), np.float32)).shape == (1, height, width, 1)
+    frozen = {layer.name for layer in model.get_layer("encoder").layers if not layer.trainable and layer.weights}
+    assert frozen == {"block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2"}
+
+
+@pytest.mark.slow  # trains the U-Net for a minute
+def test_a_short_training_run_learns_to_outline_nodules():
+    train, held_out = synthetic_slices(96, seed=0), synthetic_slices(24, seed=1)
+    config = recipe.SegmentationConfig(epochs=6, window=48, batch_size=8, precision="float32")
+    seen = []
+    trained = recipe.train(config, train, progress=lambda epoch, epochs, loss: seen.append((epoch, loss)))
+    assert [epoch for epoch, _ in seen] == list(range(1, 7)) and seen[-1][1] < seen[0][1]
+    probability = recipe.probabilities(trained.model, held_out.images)
+    assert probability.shape == held_out.images.shape
+    threshold = recipe.choose_threshold(probability, held_out.consensus, held_out.patient_id)
+    assert recipe.patient_mean(recipe.dice(probability >= threshold, held_out.consensus),
+                               held_out.patient_id) >= 0.7
