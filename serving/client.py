@@ -179,8 +179,7 @@ class ServingClient:
         if version is not None and version in self._infos:
             return version, self._infos[version]
         try:
-            response = self._call(self._predict, self._request(Signature.MODEL_INFO, [b""], Input.REQUEST,
-                                                                       version))
+            response = self._call(self._predict, self._request(Signature.MODEL_INFO, [b""], Input.REQUEST, version))
         except ModelNotFound as error:
             if "signature" not in str(error).lower():
                 raise

@@ -1,9 +1,9 @@
 """Training the segmentation network, and the measures it is judged by.
 
 CPU recipe (default): the encoder's first blocks stay as pretrained, the rest trains on small windows of the crops
-(cheap, and a window places the nodule anywhere, against the crops' centre prior), a third of them windows with
-no nodule at all (the crops hold nothing else to learn "no nodule here" from), under bfloat16 where the CPU has
-it. The full recipe trains every block, on whole crops, for longer: for GPUs.
+(cheaper than whole crops, and a window places the nodule anywhere, against the crops' centre prior), some of them
+windows with no nodule at all (the crops hold nothing else to learn "no nodule here" from), under bfloat16 where
+the CPU has it. The full recipe trains every block, on whole crops, for longer: for GPUs.
 """
 
 import contextlib
@@ -24,9 +24,9 @@ from components.trainer.recipes import bfloat16_native
 class SegmentationConfig:
     recipe: str = "cpu"                   # cpu | full
     unet: UNetConfig = UNetConfig()
-    window: int = 64                      # training window (px, a multiple of ENCODER_STRIDE)
-    negative_fraction: float = 0.33       # windows holding no consensus pixel
-    epochs: int = 10
+    window: int = 96                      # training window (px, a multiple of ENCODER_STRIDE)
+    negative_fraction: float = 0.15       # windows holding no consensus pixel
+    epochs: int = 8
     batch_size: int = 16
     learning_rate: float = 1e-3           # Adam, cosine decay to 2 % of it
     seed: int = 0

@@ -1,1 +1,0 @@
-"""RadAssist model serving: TensorFlow Serving's gRPC and REST APIs over a TF Serving model base path."""
