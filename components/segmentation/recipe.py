@@ -6,9 +6,9 @@ windows with no nodule at all (the crops hold nothing else to learn "no nodule h
 the CPU has it. The full recipe trains every block, on whole crops, for longer: for GPUs.
 """
 
-import contextlib
 import dataclasses
 import time
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -17,7 +17,7 @@ import tf_keras
 
 from components.segmentation.data import NoduleSlices
 from components.segmentation.unet import ENCODER_STRIDE, UNetConfig, build_unet
-from components.trainer.recipes import bfloat16_native
+from components.trainer.recipes import bfloat16_native, keras_policy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,16 +48,6 @@ def dtype_policy(config: SegmentationConfig) -> str:
     if config.precision == "auto":
         return "mixed_bfloat16" if config.recipe == "cpu" and bfloat16_native() else "float32"
     return "mixed_bfloat16" if config.precision == "bfloat16" else "float32"
-
-
-@contextlib.contextmanager
-def _policy(name: str):
-    previous = tf_keras.mixed_precision.global_policy()
-    tf_keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        tf_keras.mixed_precision.set_global_policy(previous)
 
 
 def sample_windows(images: np.ndarray, targets: np.ndarray, rng: np.random.Generator, window: int,
@@ -113,7 +103,7 @@ def train(config: SegmentationConfig, slices: NoduleSlices,
     tf_keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     policy = dtype_policy(config)
-    with _policy(policy):
+    with keras_policy(policy):
         model = build_unet(config.unet)
     targets = slices.consensus
     steps_per_epoch = max(1, len(slices) // config.batch_size)
@@ -144,10 +134,15 @@ def train(config: SegmentationConfig, slices: NoduleSlices,
     return TrainedSegmenter(model, config, policy, time.perf_counter() - started, losses)
 
 
+_PREDICT = weakref.WeakKeyDictionary()  # model -> its traced inference function
+
+
 def probabilities(model: tf_keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Nodule probability per pixel, float32 [N, H, W], for uint8 grey images [N, H, W] (H, W multiples of 8)."""
-    predict = tf.function(lambda x: tf.sigmoid(tf.cast(model(x, training=False), tf.float32)),
-                          reduce_retracing=True)
+    if model not in _PREDICT:
+        _PREDICT[model] = tf.function(lambda x: tf.sigmoid(tf.cast(model(x, training=False), tf.float32)),
+                                      reduce_retracing=True)
+    predict = _PREDICT[model]
     batches = [predict(tf.constant(images[i:i + batch_size, ..., None].astype(np.float32) / 255.0)).numpy()
                for i in range(0, len(images), batch_size)]
     return np.concatenate(batches)[..., 0]

@@ -1,6 +1,6 @@
 """The segmentation network: a U-Net whose encoder is the classifier's VGG16 trunk (HED or ImageNet weights, up to
 block4_conv3) and whose decoder is trained here. Fully convolutional: it takes a slice of any size that is a
-multiple of ENCODER_STRIDE (the serving graph pads to one) and gives a logit per pixel.
+multiple of ENCODER_STRIDE (callers pad to one) and gives a logit per pixel.
 """
 
 import dataclasses

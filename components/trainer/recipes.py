@@ -181,7 +181,8 @@ def dtype_policy(config: TrainingConfig) -> str:
 
 
 @contextlib.contextmanager
-def _global_policy(name: str):
+def keras_policy(name: str):
+    """Keras' global dtype policy set to ``name`` within the block (networks built there compute in it)."""
     previous = tf_keras.mixed_precision.global_policy()
     tf_keras.mixed_precision.set_global_policy(name)
     try:
@@ -192,7 +193,7 @@ def _global_policy(name: str):
 
 def build_networks(config: TrainingConfig, policy: str = "float32") -> Networks:
     """Builds the VGG16 trunk, the pooling and the heads, and the views of them that the recipes train."""
-    with _global_policy(policy):
+    with keras_policy(policy):
         return _build_networks(config)
 
 
