@@ -77,3 +77,20 @@ def test_a_short_training_run_learns_to_outline_nodules():
     threshold = recipe.choose_threshold(probability, held_out.consensus, held_out.patient_id)
     assert recipe.patient_mean(recipe.dice(probability >= threshold, held_out.consensus),
                                held_out.patient_id) >= 0.7
+
+
+def test_the_benchmarks_shift_moves_content_and_readers_are_scored_against_the_others():
+    from benchmarks import segmentation as bench
+
+    image = np.zeros((1, 8, 8), np.uint8)
+    image[0, 3, 4] = 9
+    moved = bench.shifted(image, (2, -3))
+    assert moved.shape == image.shape and moved[0, 5, 1] == 9 and moved.sum() == 9
+    masks = np.zeros((2, 4, 4, 4), bool)
+    masks[0, :3, 1:3, 1:3] = True            # three readers agree exactly: each scores 1 against the other two
+    masks[1, :2, 0, 0] = True                # two readers only: not scored
+    agreement, patients = bench.reader_agreement(masks, np.array(["A", "B"]))
+    assert agreement == 1.0 and patients == 1
+    masks[0, 2, 0, 0] = True                 # one reader outlines a pixel more: 2 * 4 / (5 + 4) for that reader
+    agreement, _ = bench.reader_agreement(masks, np.array(["A", "B"]))
+    assert agreement == pytest.approx((1 + 1 + 8 / 9) / 3)
