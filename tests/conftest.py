@@ -1,5 +1,6 @@
 """Shared fixtures: the committed sample, the full dataset (when present) and scratch directories."""
 
+import functools
 import io
 import os
 import re
@@ -77,9 +78,10 @@ POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 PASSWORD = "correct horse battery"
 
 
+@functools.cache
 def postgres_url() -> str:
     """This test process's PostgreSQL database: ``test``, or under pytest-xdist one per worker (``test_gw0``, ...),
-    created on first use, so workers never reset each other's schema."""
+    created on first use (looked up once per process), so workers never reset each other's schema."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if not worker:
         return f"{POSTGRES_SERVER}/test"
@@ -139,8 +141,8 @@ def sqlite_template(tmp_path_factory) -> str:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def app(request, tmp_path):
-    """The portal on a fresh database (a copy of the SQLite template, or PostgreSQL's ``test`` reset and migrated)
-    holding an admin, two doctors and a patient of each."""
+    """The portal on a fresh database (a copy of the SQLite template, or this process's PostgreSQL database reset
+    and migrated) holding an admin, two doctors and a patient of each."""
     from portal import create_app
 
     if request.param == "postgresql":
@@ -208,6 +210,16 @@ def auth(client):
 
 # --- the model server as a real process (serving and portal tests): radassist/stack.py -----------------------
 ServerProcess = ModelServerProcess
+
+
+@pytest.fixture(scope="module")
+def model_server(contract_model_base, tmp_path_factory):
+    """The contract model served by a real ``radassist serve``, over this module's own copy of its base path."""
+    base = tmp_path_factory.mktemp("serving") / "models"
+    shutil.copytree(contract_model_base, base)
+    process = ServerProcess(str(base)).start()
+    yield process
+    process.stop()
 
 
 # Modules whose every test is marked slow (or full_data): not even imported when the run deselects slow tests

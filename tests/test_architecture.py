@@ -12,8 +12,6 @@ import contract_model
 import pytest
 from conftest import REPO_ROOT
 
-from radassist.stack import ModelServerProcess
-
 # A meta-path finder that makes the named top-level packages uninstallable, for one child process.
 BLOCKER = """
 import importlib.abc, sys
@@ -63,15 +61,6 @@ def _run(code: str, blocked: set[str], tmp_path, *args: str) -> subprocess.Compl
     program = f"BLOCKED = {sorted(blocked)!r}\n{BLOCKER}\n{code}"
     return subprocess.run([sys.executable, "-c", program, *args], capture_output=True, text=True, timeout=300,
                           cwd=REPO_ROOT, env=env)
-
-
-@pytest.fixture(scope="module")
-def model_server(contract_model_base, tmp_path_factory):
-    base = tmp_path_factory.mktemp("architecture-serving") / "models"
-    shutil.copytree(contract_model_base, base)
-    process = ModelServerProcess(str(base)).start()
-    yield process
-    process.stop()
 
 
 def _copy_of_the_parts(destination) -> list[str]:

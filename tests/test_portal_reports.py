@@ -20,7 +20,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import SAMPLE_DIR, ServerProcess, csrf_token, upload_files, user_id
+from conftest import SAMPLE_DIR, csrf_token, upload_files, user_id
 from contract_model import CLASS_NAMES, DISPLAY_NAMES
 from PIL import Image
 
@@ -29,15 +29,6 @@ from portal.jobs import DatabaseQueue, RedisQueue, enqueue_scans
 from portal.models import AuditEvent, Batch, ImmutableReport, Job, Report, ServiceStatus, User, db
 from portal.worker import Worker
 from serving.client import ServingClient
-
-
-@pytest.fixture(scope="module")
-def model_server(contract_model_base, tmp_path_factory):
-    base = tmp_path_factory.mktemp("portal-serving") / "models"
-    shutil.copytree(contract_model_base, base)
-    process = ServerProcess(str(base)).start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture()

@@ -35,7 +35,7 @@ def connected_components(mask: tf.Tensor) -> tf.Tensor:
     _, labels, _ = tf.while_loop(lambda i, _, changed: changed & (i < _MAX_PROPAGATION_STEPS), step,
                                  (tf.constant(0), ids, tf.constant(True)))
     flat = tf.reshape(labels, [-1])
-    unique, compact = tf.unique(tf.concat([[0.0], flat], 0))  # 0 first, so background keeps index 0
+    _, compact = tf.unique(tf.concat([[0.0], flat], 0))  # 0 first, so background keeps index 0
     return tf.reshape(compact[1:], shape)
 
 
