@@ -88,7 +88,7 @@ def full_slice_detection(model, threshold: float, data_dir: str, reference: np.n
     lesions.MIN_AREA_PIXELS at the threshold (the graph's own labelling), found when it overlaps a nodule."""
     found = missed = false_positives = slices = 0
     for image, mask in full_slices(data_dir):
-        probability = recipe.probabilities(model, to_crop_intensities(image, reference)[None])[0]
+        probability = recipe.probabilities(model, to_crop_intensities(image, reference)[None] / 255.0)[0]
         labels = lesions.connected_components(tf.constant(probability >= threshold)).numpy()
         areas = np.bincount(labels.ravel())
         kept = {label for label in range(1, len(areas)) if areas[label] >= lesions.MIN_AREA_PIXELS}
@@ -104,12 +104,12 @@ def full_slice_detection(model, threshold: float, data_dir: str, reference: np.n
 
 def run_seed(seed: int, data, data_dir: str, config: recipe.SegmentationConfig) -> dict:
     train, val, test = data.of_split("train"), data.of_split("val"), data.of_split("test")
-    trained = recipe.train(dataclasses.replace(config, seed=seed), train,
+    trained = recipe.train(dataclasses.replace(config, seed=seed), train.images / 255.0, train.consensus,
                            progress=lambda e, n, loss: print(f"  seed {seed} epoch {e}/{n} loss {loss:.3f}",
                                                              flush=True))
-    threshold = recipe.choose_threshold(recipe.probabilities(trained.model, val.images), val.consensus,
+    threshold = recipe.choose_threshold(recipe.probabilities(trained.model, val.images / 255.0), val.consensus,
                                         val.patient_id)
-    probability = recipe.probabilities(trained.model, test.images)
+    probability = recipe.probabilities(trained.model, test.images / 255.0)
     predicted, target = probability >= threshold, test.consensus
     dice = recipe.dice(predicted, target)
     area = target.sum(axis=(1, 2))
@@ -119,7 +119,7 @@ def run_seed(seed: int, data, data_dir: str, config: recipe.SegmentationConfig) 
         by_size[f"{low}-{high or 'max'}px"] = {"slices": int(rows.sum()), "dice": float(dice[rows].mean())}
     shifts = {}
     for offset in SHIFTS:
-        moved = recipe.probabilities(trained.model, shifted(test.images, offset)) >= threshold
+        moved = recipe.probabilities(trained.model, shifted(test.images, offset) / 255.0) >= threshold
         shifts[f"{offset[0]},{offset[1]}"] = recipe.patient_mean(
             recipe.dice(moved, shifted(target.astype(np.uint8), offset).astype(bool)), test.patient_id)
     reference = np.percentile(train.images, QUANTILES)

@@ -9,6 +9,7 @@ serving version directory.
 import json
 import logging
 import os
+import re
 import tempfile
 
 import matplotlib
@@ -32,8 +33,10 @@ log = logging.getLogger(__name__)
 
 
 def _metric_name(slice_name: str, metric: str) -> str:
-    clean = slice_name.replace("=", "_").replace(",", "__")
-    return f"{clean}/{metric}".replace(".", "_")
+    """An MLflow metric name (alphanumerics, ``_-./ :``) for a TFMA slice and metric: ``leaked=0`` ->
+    ``leaked_0/accuracy``, ``nodule_size=>=150px`` -> ``nodule_size_ge150px/dice``."""
+    clean = slice_name.replace(">=", "ge").replace("<", "lt").replace("=", "_").replace(",", "__")
+    return re.sub(r"[^\w\-/ :]", "_", f"{clean}/{metric}".replace(".", "_"))
 
 
 def plot_confusion(matrix: np.ndarray, title: str, path: str) -> None:
@@ -92,6 +95,7 @@ def log_pipeline_run(
     experiment: str,
     registered_model_name: str,
     pipeline_run_id: str,
+    description: str = "",
     params: dict,
     audit: dict,
     results: dict,
@@ -140,8 +144,7 @@ def log_pipeline_run(
             try:
                 client.get_registered_model(registered_model_name)
             except mlflow.exceptions.MlflowException:
-                client.create_registered_model(registered_model_name,
-                                               description="RadAssist chest-CT classifier (VGG16)")
+                client.create_registered_model(registered_model_name, description=description or None)
             model_version = client.create_model_version(
                 registered_model_name,
                 source=pushed_dir,
@@ -159,9 +162,10 @@ class MlflowRegistrarSpec(types.ComponentSpec):
         "experiment": ExecutionParameter(type=str),
         "registered_model_name": ExecutionParameter(type=str),
         "params_json": ExecutionParameter(type=str, optional=True),
+        "description": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
-        "report": ChannelParameter(type=LeakageReport),
+        "report": ChannelParameter(type=LeakageReport, optional=True),  # the classifier's leakage audit
         "model": ChannelParameter(type=standard_artifacts.Model),
         "evaluation_result": ChannelParameter(type=standard_artifacts.ModelEvaluation),
         "blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
@@ -174,10 +178,11 @@ class MlflowRegistrarExecutor(base_executor.BaseExecutor):
     """Reads the run's audit, evaluation, blessing and push; logs them and registers the pushed model."""
 
     def Do(self, input_dict, output_dict, exec_properties):  # noqa: N802 - TFX's executor API
-        report = artifact_utils.get_single_instance(input_dict["report"])
         pushed_model = artifact_utils.get_single_instance(input_dict["pushed_model"])
-        with open(os.path.join(report.uri, REPORT_FILE)) as handle:
-            details = json.load(handle)
+        details = {"counts": {}, "data_fingerprint": ""}
+        if input_dict.get("report"):
+            with open(os.path.join(artifact_utils.get_single_uri(input_dict["report"]), REPORT_FILE)) as handle:
+                details = json.load(handle)
         pushed = bool(pushed_model.get_int_custom_property("pushed"))
         # LocalDagRunner passes the run id in the executor context; on Kubeflow the launcher's environment has it.
         run_id = (self._context.pipeline_run_id if self._context else None) or "unknown"
@@ -185,6 +190,7 @@ class MlflowRegistrarExecutor(base_executor.BaseExecutor):
             tracking_uri=exec_properties["tracking_uri"],
             experiment=exec_properties["experiment"],
             registered_model_name=exec_properties["registered_model_name"],
+            description=exec_properties.get("description") or "",
             pipeline_run_id=run_id,
             params=json.loads(exec_properties.get("params_json") or "{}"),
             audit={"counts": details["counts"], "data_fingerprint": details["data_fingerprint"]},
@@ -203,10 +209,11 @@ class MlflowRegistrar(base_component.BaseComponent):
     SPEC_CLASS = MlflowRegistrarSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(MlflowRegistrarExecutor)
 
-    def __init__(self, *, report, model, evaluation_result, blessing, pushed_model, tracking_uri: str,
-                 experiment: str, registered_model_name: str, params_json: str = "{}"):
+    def __init__(self, *, model, evaluation_result, blessing, pushed_model, tracking_uri: str,
+                 experiment: str, registered_model_name: str, report=None, params_json: str = "{}",
+                 description: str = ""):
         super().__init__(spec=MlflowRegistrarSpec(
             report=report, model=model, evaluation_result=evaluation_result, blessing=blessing,
             pushed_model=pushed_model, tracking_uri=tracking_uri, experiment=experiment,
-            registered_model_name=registered_model_name, params_json=params_json,
+            registered_model_name=registered_model_name, params_json=params_json, description=description,
         ))

@@ -5,10 +5,18 @@ import os
 
 from radassist import contract
 
+TASKS = ("classifier", "segmenter")  # pipelines.pipeline's tasks: the two models
 PIPELINE_NAME = "radassist"
 MODEL_NAME = contract.MODEL_NAME   # TF Serving model name and MLflow registered model name
 DATA_SUBDIR = os.path.join("data", "chest-ct")
 SAMPLE_DATA_SUBDIR = os.path.join("data", "sample", "chest-ct")
+# The segmenter's: its own pipeline (and ML Metadata context, so its baseline is its own), model and experiment.
+SEGMENTER_PIPELINE_NAME = "radassist-seg"
+SEGMENTER_MODEL_NAME = contract.SEGMENTATION_MODEL_NAME
+SEGMENTER_DATA_SUBDIR = os.path.join("data", "lidc-crops")
+SEGMENTER_SAMPLE_DATA_SUBDIR = os.path.join("data", "sample", "lidc-crops")
+SEGMENTER_MLFLOW_EXPERIMENT = "radassist-segmentation"
+DICE_FLOOR = 0.5                    # blessing: the segmenter's mean per-slice test Dice must reach this
 OUTPUT_SUBDIR = "outputs"           # pipeline root, ML Metadata, MLflow store and pushed models live here
 
 ACCURACY_FLOOR = 0.6                # blessing: official-test accuracy must reach this ...
@@ -31,14 +39,25 @@ class PipelineOptions:
     data_root: str
     model_base: str
     mlflow_tracking_uri: str
-    training: dict = dataclasses.field(default_factory=dict)   # TrainingConfig overrides
-    pipeline_name: str = PIPELINE_NAME
-    model_name: str = MODEL_NAME
+    training: dict = dataclasses.field(default_factory=dict)   # TrainingConfig / SegmentationConfig overrides
+    task: str = "classifier"
+    pipeline_name: str = ""         # "" = the task's: PIPELINE_NAME or SEGMENTER_PIPELINE_NAME (same for the two below)
+    model_name: str = ""
     accuracy_floor: float = ACCURACY_FLOOR
+    dice_floor: float = DICE_FLOOR
     regression_tolerance: float = REGRESSION_TOLERANCE
     near_distance: int = NEAR_DUPLICATE_BITS
-    mlflow_experiment: str = MLFLOW_EXPERIMENT
+    mlflow_experiment: str = ""
     beam_pipeline_args: list[str] | None = None
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, not {self.task!r}")
+        segmenter = self.task == "segmenter"
+        self.pipeline_name = self.pipeline_name or (SEGMENTER_PIPELINE_NAME if segmenter else PIPELINE_NAME)
+        self.model_name = self.model_name or (SEGMENTER_MODEL_NAME if segmenter else MODEL_NAME)
+        self.mlflow_experiment = self.mlflow_experiment or (SEGMENTER_MLFLOW_EXPERIMENT if segmenter
+                                                            else MLFLOW_EXPERIMENT)
 
     def arguments(self) -> dict:
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}

@@ -1,7 +1,11 @@
-"""RadAssist's TFX pipeline: chest-CT slices -> blessed, versioned, registered VGG16 SavedModel.
+"""RadAssist's TFX pipelines, one ``create_pipeline`` for both models (``task``):
 
-CtExampleGen -> LeakageAudit -> StatisticsGen -> SchemaGen -> ExampleValidator
-             -> Transform -> Trainer -> Evaluator (vs. latest blessed) -> Pusher -> MlflowRegistrar
+- classifier: chest-CT slices -> the VGG16 classifier (radassist).
+  CtExampleGen -> LeakageAudit -> StatisticsGen -> SchemaGen -> ExampleValidator
+               -> Transform -> Trainer -> Evaluator (vs. latest blessed) -> Pusher -> MlflowRegistrar
+- segmenter: LIDC-IDRI nodule crops with their readers' masks -> the U-Net segmenter (radassist-seg).
+  NoduleExampleGen (patient-wise splits) -> the same components from StatisticsGen on, with the segmenter's
+  preprocessing_fn (consensus target) and run_fn, and TFMA's Dice and IoU by nodule size.
 """
 
 import json
@@ -13,10 +17,18 @@ from components import evaluation, features
 from components.ct_example_gen import CtExampleGen
 from components.leakage_audit import LeakageAudit
 from components.mlflow_registry import MlflowRegistrar
+from components.segmentation import evaluation as segmentation_evaluation
+from components.segmentation import features as segmentation_features
+from components.segmentation.example_gen import NoduleExampleGen
 from components.trainer.run_fn import MODEL_NAME_KEY
 
-PREPROCESSING_FN = "components.preprocessing.preprocessing_fn"
-RUN_FN = "components.trainer.run_fn.run_fn"
+CLASSIFIER, SEGMENTER = "classifier", "segmenter"
+TASKS = (CLASSIFIER, SEGMENTER)
+PREPROCESSING_FN = {CLASSIFIER: "components.preprocessing.preprocessing_fn",
+                    SEGMENTER: "components.segmentation.preprocessing.preprocessing_fn"}
+RUN_FN = {CLASSIFIER: "components.trainer.run_fn.run_fn", SEGMENTER: "components.segmentation.run_fn.run_fn"}
+DESCRIPTION = {CLASSIFIER: "RadAssist chest-CT classifier (VGG16)",
+               SEGMENTER: "RadAssist lung-nodule segmenter (U-Net on the VGG16 trunk)"}
 
 
 def create_pipeline(
@@ -32,14 +44,29 @@ def create_pipeline(
     near_distance: int,
     mlflow_tracking_uri: str,
     mlflow_experiment: str,
+    task: str = CLASSIFIER,
+    dice_floor: float = 0.0,
     metadata_connection_config=None,
     beam_pipeline_args: list[str] | None = None,
     enable_cache: bool = False,
 ) -> tfx.dsl.Pipeline:
-    """Builds the pipeline; pure (reads no environment). ``training`` holds TrainingConfig fields."""
-    example_gen = CtExampleGen(input_base=data_root)
-    audit = LeakageAudit(examples=example_gen.outputs["examples"], near_distance=near_distance)
-    examples = audit.outputs["audited_examples"]
+    """Builds the pipeline; pure (reads no environment). ``training`` holds the task's training-config fields
+    (TrainingConfig, SegmentationConfig); ``accuracy_floor`` and ``near_distance`` are the classifier's,
+    ``dice_floor`` the segmenter's blessing floor."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, not {task!r}")
+    if task == CLASSIFIER:
+        example_gen = CtExampleGen(input_base=data_root)
+        audit = LeakageAudit(examples=example_gen.outputs["examples"], near_distance=near_distance)
+        examples, report, first = audit.outputs["audited_examples"], audit.outputs["report"], [example_gen, audit]
+        config = evaluation.eval_config(accuracy_floor, regression_tolerance)
+        task_params = {"accuracy_floor": accuracy_floor, "near_distance": near_distance,
+                       "image_size": features.IMAGE_SIZE}
+    else:
+        example_gen = NoduleExampleGen(input_base=data_root)
+        examples, report, first = example_gen.outputs["examples"], None, [example_gen]
+        config = segmentation_evaluation.eval_config(dice_floor, regression_tolerance)
+        task_params = {"dice_floor": dice_floor, "crop_size": segmentation_features.CROP_SIZE}
 
     statistics_gen = tfx.components.StatisticsGen(examples=examples)
     schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
@@ -49,12 +76,12 @@ def create_pipeline(
     transform = tfx.components.Transform(
         examples=examples,
         schema=schema_gen.outputs["schema"],
-        preprocessing_fn=PREPROCESSING_FN,
+        preprocessing_fn=PREPROCESSING_FN[task],
         materialize=False,  # the pixels are recomputed from bytes by the graph; no 600 kB/example copies
         splits_config=tfx.proto.SplitsConfig(analyze=["train"]),
     )
     trainer = tfx.components.Trainer(
-        run_fn=RUN_FN,
+        run_fn=RUN_FN[task],
         examples=examples,
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
@@ -71,7 +98,7 @@ def create_pipeline(
         examples=examples,
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
-        eval_config=evaluation.eval_config(accuracy_floor, regression_tolerance),
+        eval_config=config,
         example_splits=["test"],
     )
     pusher = tfx.components.Pusher(
@@ -82,7 +109,7 @@ def create_pipeline(
         ),
     )
     registrar = MlflowRegistrar(
-        report=audit.outputs["report"],
+        report=report,
         model=trainer.outputs["model"],
         evaluation_result=evaluator.outputs["evaluation"],
         blessing=evaluator.outputs["blessing"],
@@ -90,16 +117,15 @@ def create_pipeline(
         tracking_uri=mlflow_tracking_uri,
         experiment=mlflow_experiment,
         registered_model_name=model_name,
+        description=DESCRIPTION[task],
         params_json=json.dumps(
-            {**training, "accuracy_floor": accuracy_floor, "regression_tolerance": regression_tolerance,
-             "near_distance": near_distance, "data_root": data_root, "image_size": features.IMAGE_SIZE},
-            sort_keys=True,
-        ),
+            {**training, **task_params, "task": task, "regression_tolerance": regression_tolerance,
+             "data_root": data_root}, sort_keys=True, default=str),
     )
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[example_gen, audit, statistics_gen, schema_gen, example_validator, transform, trainer,
+        components=[*first, statistics_gen, schema_gen, example_validator, transform, trainer,
                     model_resolver, evaluator, pusher, registrar],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,

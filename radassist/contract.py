@@ -15,6 +15,7 @@ import json
 import os
 
 MODEL_NAME = "radassist"  # the default TF Serving model name (and MLflow registered model name)
+SEGMENTATION_MODEL_NAME = "radassist-seg"  # the nodule segmenter's, in the same model base path
 CONTRACT_VERSION = 1      # bumped when a signature, input or output below changes meaning
 
 
@@ -25,6 +26,7 @@ class Signature:
     PREDICT_IMAGE = "predict_image"      # images -> PREDICTION_OUTPUTS
     EXPLAIN = "explain"                  # images -> EXPLAIN_OUTPUTS
     MODEL_INFO = "model_info"            # request -> model_info: the ModelInfo JSON, once per request element
+    SEGMENT = "segment"                  # images -> SEGMENT_OUTPUTS (the segmenter)
 
 
 class Input:
@@ -45,11 +47,27 @@ class Output:
     CROP_ANGLE = "crop_angle"        # float32 [N]: degrees that square is turned about its centre
     HEATMAP = "heatmap"              # float32 [N, H, W] in 0..1 over crop_box (explain only)
     MODEL_INFO = "model_info"        # string [N]: ModelInfo as JSON (model_info only)
+    # segment (the segmenter): maps are padded to the largest image of the request; IMAGE_SIZE says each one's size.
+    PROBABILITY_MAP = "probability_map"  # float32 [N, H, W]: nodule probability per input pixel (0 in the padding)
+    IMAGE_SIZE = "image_size"            # int32 [N, 2]: (height, width) of each input, in its pixels
+    LESION_COUNT = "lesion_count"        # int32 [N]: lesions found (the rows below hold the largest ones)
+    LESION_AREA = "lesion_area"          # float32 [N, L]: pixels (0 past the count)
+    LESION_CENTROID = "lesion_centroid"  # float32 [N, L, 2]: (y, x), input pixels
+    LESION_LONG_AXIS = "lesion_long_axis"    # float32 [N, L]: largest in-plane diameter, pixels
+    LESION_SHORT_AXIS = "lesion_short_axis"  # float32 [N, L]: width perpendicular to it, pixels
+    LESION_LONG_AXIS_ANGLE = "lesion_long_axis_angle"  # float32 [N, L]: degrees from the x axis (y down)
+    LESION_BOX = "lesion_box"            # float32 [N, L, 4]: (y0, x0, y1, x1), input pixels
+    LESION_MEAN_PROBABILITY = "lesion_mean_probability"  # float32 [N, L]
+    LESION_MAX_PROBABILITY = "lesion_max_probability"    # float32 [N, L]
 
 
 PREDICTION_OUTPUTS = (Output.PROBABILITIES, Output.CLASS_ID, Output.CLASS_NAME, Output.NEEDS_REVIEW,
                       Output.OOD_SCORE, Output.IN_DOMAIN, Output.OOD_REASON, Output.CROP_BOX, Output.CROP_ANGLE)
 EXPLAIN_OUTPUTS = (*PREDICTION_OUTPUTS, Output.HEATMAP)
+LESION_OUTPUTS = (Output.LESION_AREA, Output.LESION_CENTROID, Output.LESION_LONG_AXIS, Output.LESION_SHORT_AXIS,
+                  Output.LESION_LONG_AXIS_ANGLE, Output.LESION_BOX, Output.LESION_MEAN_PROBABILITY,
+                  Output.LESION_MAX_PROBABILITY)
+SEGMENT_OUTPUTS = (Output.PROBABILITY_MAP, Output.IMAGE_SIZE, Output.LESION_COUNT, *LESION_OUTPUTS)
 # Where a SavedModel version keeps its info file (the full training record; ModelInfo reads its contract fields).
 MODEL_INFO_PATH = os.path.join("assets.extra", "radassist_model.json")
 
@@ -68,6 +86,7 @@ class ModelInfo:
     signatures: tuple[str, ...] = ()
     uncertain_below: float | None = None  # the review line behind ``needs_review``
     contract_version: int = CONTRACT_VERSION
+    lesion_threshold: float | None = None  # a segmenter's: the probability at and above which a pixel is lesion
 
     def __post_init__(self):
         if not self.class_names or len(set(self.class_names)) != len(self.class_names):
@@ -85,7 +104,8 @@ class ModelInfo:
     def to_dict(self) -> dict:
         return {"contract_version": self.contract_version, "class_names": list(self.class_names),
                 "class_display_names": list(self.class_display_names), "image_size": self.image_size,
-                "signatures": list(self.signatures), "uncertain_below": self.uncertain_below}
+                "signatures": list(self.signatures), "uncertain_below": self.uncertain_below,
+                "lesion_threshold": self.lesion_threshold}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -101,7 +121,9 @@ class ModelInfo:
                        signatures=tuple(str(n) for n in values.get("signatures", ())),
                        uncertain_below=None if values.get("uncertain_below") is None
                        else float(values["uncertain_below"]),
-                       contract_version=int(values.get("contract_version", CONTRACT_VERSION)))
+                       contract_version=int(values.get("contract_version", CONTRACT_VERSION)),
+                       lesion_threshold=None if values.get("lesion_threshold") is None
+                       else float(values["lesion_threshold"]))
         except (KeyError, TypeError, ValueError) as error:
             if isinstance(error, ContractError):
                 raise

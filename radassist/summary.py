@@ -5,6 +5,7 @@ import os
 
 from components import evaluation, features
 from components.leakage_audit import REPORT_FILE, LeakageReport
+from components.segmentation import features as segmentation_features
 from pipelines.metadata import read_only_store
 
 
@@ -42,7 +43,9 @@ def read_summary(metadata_path: str) -> dict:
 
 def format_summary(summary: dict) -> str:
     lines = []
-    audit = summary.get("audit", {})
+    metrics = summary.get("metrics", {})
+    segmenter = "dice" in metrics.get("overall", {})
+    audit = {} if segmenter else summary.get("audit", {})  # the leakage audit is the classifier's
     if audit:
         lines.append(
             f"data: train {audit.get('train_examples')}  valid {audit.get('valid_examples')}  "
@@ -50,7 +53,32 @@ def format_summary(summary: dict) -> str:
             f"{audit.get('test_leaked_exact')} exact, {audit.get('test_leaked_near')} near); "
             f"label conflicts {audit.get('label_conflict_groups')}"
         )
-    metrics = summary.get("metrics", {})
+    if segmenter:
+        lines.extend(_segmenter_rows(metrics))
+    else:
+        lines.extend(_classifier_rows(metrics))
+    verdict = "BLESSED" if summary.get("blessed") else "NOT blessed"
+    pushed = (f"pushed version {summary['pushed_version']} -> {summary['pushed_destination']}"
+              if summary.get("pushed") else "not pushed")
+    lines.append(f"model: {verdict}, {pushed}")
+    return "\n".join(lines)
+
+
+def _segmenter_rows(metrics: dict) -> list[str]:
+    """Test Dice and IoU (mean per slice), overall and by nodule size, smallest first."""
+    sizes = [name for _, _, name in segmentation_features.SIZE_BINS]
+    names = ["overall"] + [f"{segmentation_features.SIZE_BIN_KEY}={size}" for size in sizes]
+    lines = [f"{'test slices':<26}{'n':>6}{'Dice':>8}{'IoU':>8}"]
+    for name in names:
+        values = metrics.get(name)
+        if values:
+            lines.append(f"{name:<26}{int(values.get('example_count', 0)):>6}{values['dice']:>8.3f}"
+                         f"{values.get('iou', float('nan')):>8.3f}")
+    return lines
+
+
+def _classifier_rows(metrics: dict) -> list[str]:
+    lines = []
     rows = [("official test", metrics.get("overall", {})), ("leak-free test", metrics.get("leaked=0", {})),
             ("leaked only", metrics.get("leaked=1", {}))]
     lines.append(f"{'slice':<16}{'n':>6}{'accuracy':>10}{'macro-F1':>10}  " +
@@ -61,8 +89,4 @@ def format_summary(summary: dict) -> str:
         recalls = "  ".join(f"{values.get(f'recall/{n}', float('nan')):>12.3f}" for n in features.CLASS_NAMES)
         lines.append(f"{name:<16}{int(values.get('example_count', 0)):>6}{values.get('accuracy', float('nan')):>10.3f}"
                      f"{values.get('macro_f1', float('nan')):>10.3f}  {recalls}")
-    verdict = "BLESSED" if summary.get("blessed") else "NOT blessed"
-    pushed = (f"pushed version {summary['pushed_version']} -> {summary['pushed_destination']}"
-              if summary.get("pushed") else "not pushed")
-    lines.append(f"model: {verdict}, {pushed}")
-    return "\n".join(lines)
+    return lines

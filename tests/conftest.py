@@ -1,5 +1,6 @@
 """Shared fixtures: the committed sample, the full dataset (when present) and scratch directories."""
 
+import csv
 import functools
 import io
 import os
@@ -16,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_DIR = os.path.join(REPO_ROOT, "data", "sample", "chest-ct")
+SEGMENTATION_SAMPLE_DIR = os.path.join(REPO_ROOT, "data", "sample", "lidc-crops")
 FULL_DATA_CANDIDATES = [os.environ.get("RADASSIST_FULL_DATA_DIR", ""),
                         os.path.join(REPO_ROOT, "..", "shared", "data", "chest-ct")]
 
@@ -60,6 +62,25 @@ def first_pipeline_run(tmp_path_factory, sample_dir):
     args = ["pipeline", "run", "--data", str(data), "--output", str(output), "--quick"]
     assert cli.main(args + ["--seed", "1", "--accuracy-floor", "0"]) == 0
     return {"data": data, "output": output, "args": args}
+
+
+@pytest.fixture(scope="session")
+def segmenter_pipeline_run(tmp_path_factory):
+    """`radassist pipeline run --task segmenter --quick` on a copy of the LIDC-IDRI sample, one image's masks
+    removed (that slice is skipped); blessed (floor 0). Shared by the segmentation pipeline and serving tests."""
+    from radassist import cli
+
+    root = tmp_path_factory.mktemp("segmenter")
+    data = root / "lidc-crops"
+    shutil.copytree(SEGMENTATION_SAMPLE_DIR, data)
+    with open(data / "MANIFEST.csv", newline="") as handle:
+        pair = next(row["pair_id"] for row in csv.DictReader(handle) if row["split"] == "train")
+    broken = data / "masks" / f"{pair}_mask-3.png"
+    broken.unlink()
+    output = root / "outputs"
+    args = ["pipeline", "run", "--task", "segmenter", "--data", str(data), "--output", str(output), "--quick"]
+    assert cli.main(args + ["--dice-floor", "0"]) == 0
+    return {"data": data, "output": output, "args": args, "skipped": broken.name.replace("_mask-3.png", "")}
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,8 @@ def test_consensus_is_two_of_four_readers():
 def test_windows_hold_the_nodule_or_nothing():
     slices = synthetic_slices(40)
     rng = np.random.default_rng(1)
-    inputs, targets = recipe.sample_windows(slices.images, slices.consensus, rng, window=32, negative_fraction=0.5)
+    inputs, targets = recipe.sample_windows(slices.images / 255.0, slices.consensus, rng, window=32,
+                                            negative_fraction=0.5)
     assert inputs.shape == targets.shape == (40, 32, 32, 1) and inputs.dtype == np.float32
     assert inputs.min() >= 0.0 and inputs.max() <= 1.0
     holding = targets.reshape(40, -1).any(axis=1)
@@ -70,9 +71,10 @@ def test_a_short_training_run_learns_to_outline_nodules():
     train, held_out = synthetic_slices(96, seed=0), synthetic_slices(24, seed=1)
     config = recipe.SegmentationConfig(epochs=6, window=48, batch_size=8, precision="float32")
     seen = []
-    trained = recipe.train(config, train, progress=lambda epoch, epochs, loss: seen.append((epoch, loss)))
+    trained = recipe.train(config, train.images / 255.0, train.consensus,
+                           progress=lambda epoch, epochs, loss: seen.append((epoch, loss)))
     assert [epoch for epoch, _ in seen] == list(range(1, 7)) and seen[-1][1] < seen[0][1]
-    probability = recipe.probabilities(trained.model, held_out.images)
+    probability = recipe.probabilities(trained.model, held_out.images / 255.0)
     assert probability.shape == held_out.images.shape
     threshold = recipe.choose_threshold(probability, held_out.consensus, held_out.patient_id)
     assert recipe.patient_mean(recipe.dice(probability >= threshold, held_out.consensus),

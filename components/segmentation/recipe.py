@@ -15,7 +15,6 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from components.segmentation.data import NoduleSlices
 from components.segmentation.unet import ENCODER_STRIDE, UNetConfig, build_unet
 from components.trainer.recipes import bfloat16_native, keras_policy
 
@@ -37,7 +36,31 @@ class SegmentationConfig:
         return cls(**{"recipe": "full", "unet": UNetConfig(train_from_block=1), "window": 128,
                       "negative_fraction": 0.2, "epochs": 60, "learning_rate": 3e-4, **overrides})
 
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "SegmentationConfig":
+        """A config from plain values (a pipeline's custom_config, JSON): ``recipe: full`` starts from ``full()``;
+        ``unet`` is a mapping of UNetConfig fields."""
+        values = dict(values or {})
+        unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown segmentation training options: {sorted(unknown)}")
+        unet = dict(values.pop("unet", None) or {})
+        unknown = set(unet) - {field.name for field in dataclasses.fields(UNetConfig)}
+        if unknown:
+            raise ValueError(f"unknown U-Net options: {sorted(unknown)}")
+        if "decoder_widths" in unet:
+            unet["decoder_widths"] = tuple(unet["decoder_widths"])
+        base = cls.full() if values.get("recipe") == "full" else cls(recipe=values.get("recipe", "cpu"))
+        return dataclasses.replace(base, unet=dataclasses.replace(base.unet, **unet), **values)
+
+    def to_dict(self) -> dict:
+        values = dataclasses.asdict(self)
+        values["unet"]["decoder_widths"] = list(self.unet.decoder_widths)
+        return values
+
     def __post_init__(self):
+        if self.precision not in ("auto", "bfloat16", "float32"):
+            raise ValueError(f"precision must be auto, bfloat16 or float32, not {self.precision!r}")
         if self.window % ENCODER_STRIDE:
             raise ValueError(f"window must be a multiple of {ENCODER_STRIDE}, not {self.window}")
         if self.recipe not in ("cpu", "full"):
@@ -52,7 +75,8 @@ def dtype_policy(config: SegmentationConfig) -> str:
 
 def sample_windows(images: np.ndarray, targets: np.ndarray, rng: np.random.Generator, window: int,
                    negative_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """One training window per image: float32 grey [N, w, w, 1] in 0..1 and targets [N, w, w, 1], turned by a random
+    """One training window per image of float grey ``images`` [N, H, W] in 0..1 and bool ``targets`` [N, H, W]:
+    float32 [N, w, w, 1] windows and targets, turned by a random
     multiple of 90 degrees and mirrored at random. A positive window holds the nodule's centroid at least 8 px
     inside its edge; a negative one no target pixel (the image's first such window of 20 tries, else any)."""
     size_y, size_x = images.shape[1:3]
@@ -75,8 +99,7 @@ def sample_windows(images: np.ndarray, targets: np.ndarray, rng: np.random.Gener
             pixels, mask = pixels[:, ::-1], mask[:, ::-1]
         inputs.append(pixels)
         outputs.append(mask)
-    return (np.stack(inputs)[..., None].astype(np.float32) / 255.0,
-            np.stack(outputs)[..., None].astype(np.float32))
+    return np.stack(inputs)[..., None].astype(np.float32), np.stack(outputs)[..., None].astype(np.float32)
 
 
 def _loss(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
@@ -97,16 +120,16 @@ class TrainedSegmenter:
     losses: list[float]  # mean loss per epoch
 
 
-def train(config: SegmentationConfig, slices: NoduleSlices,
+def train(config: SegmentationConfig, images: np.ndarray, targets: np.ndarray,
           progress: Callable[[int, int, float], None] | None = None) -> TrainedSegmenter:
-    """Trains on ``slices`` (their consensus masks); ``progress(epoch, epochs, loss)`` after each epoch."""
+    """Trains on float grey ``images`` [N, H, W] in 0..1 (canonical: the Transform graph's) and bool ``targets``
+    [N, H, W] (the consensus); ``progress(epoch, epochs, loss)`` after each epoch."""
     tf_keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     policy = dtype_policy(config)
     with keras_policy(policy):
         model = build_unet(config.unet)
-    targets = slices.consensus
-    steps_per_epoch = max(1, len(slices) // config.batch_size)
+    steps_per_epoch = max(1, len(images) // config.batch_size)
     schedule = tf_keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps_per_epoch,
                                                          alpha=0.02)
     optimizer = tf_keras.optimizers.Adam(schedule)
@@ -121,11 +144,11 @@ def train(config: SegmentationConfig, slices: NoduleSlices,
 
     started, losses = time.perf_counter(), []
     for epoch in range(config.epochs):
-        order = rng.permutation(len(slices))
+        order = rng.permutation(len(images))
         epoch_losses = []
         for index in range(steps_per_epoch):
             rows = order[index * config.batch_size:(index + 1) * config.batch_size]
-            inputs, outputs = sample_windows(slices.images[rows], targets[rows], rng, config.window,
+            inputs, outputs = sample_windows(images[rows], targets[rows], rng, config.window,
                                              config.negative_fraction)
             epoch_losses.append(float(step(tf.constant(inputs), tf.constant(outputs))))
         losses.append(float(np.mean(epoch_losses)))
@@ -138,12 +161,13 @@ _PREDICT = weakref.WeakKeyDictionary()  # model -> its traced inference function
 
 
 def probabilities(model: tf_keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Nodule probability per pixel, float32 [N, H, W], for uint8 grey images [N, H, W] (H, W multiples of 8)."""
+    """Nodule probability per pixel, float32 [N, H, W], of float grey images [N, H, W] in 0..1 (H, W multiples of
+    8)."""
     if model not in _PREDICT:
         _PREDICT[model] = tf.function(lambda x: tf.sigmoid(tf.cast(model(x, training=False), tf.float32)),
                                       reduce_retracing=True)
     predict = _PREDICT[model]
-    batches = [predict(tf.constant(images[i:i + batch_size, ..., None].astype(np.float32) / 255.0)).numpy()
+    batches = [predict(tf.constant(images[i:i + batch_size, ..., None].astype(np.float32))).numpy()
                for i in range(0, len(images), batch_size)]
     return np.concatenate(batches)[..., 0]
 

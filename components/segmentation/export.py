@@ -1,0 +1,153 @@
+"""The segmenter's SavedModel (radassist-seg): its signature contract, warm-up records and info file.
+
+Names are radassist/contract.py's. Signatures:
+- ``segment``: ``images`` (encoded PNG/JPEG bytes [N], any size) -> SEGMENT_OUTPUTS: the nodule probability of
+  every input pixel (maps padded with 0 to the request's largest image; ``image_size`` gives each one's) and the
+  lesions, connected components at and above the threshold chosen on validation (components/segmentation/lesions.py),
+  measured in input pixels, largest first. Whole slices work: the network is fully convolutional (inputs are padded
+  to a multiple of its stride); slices longer than MAX_WORKING_SIDE are segmented at that size and the map is
+  resized back.
+- ``serving_default``: ``examples`` (serialized tf.Examples with the raw features) -> ``probability_map`` [N, H, W]
+  and ``lesion_mask`` [N, H, W, 1] ({0, 1} at the threshold; what TFMA scores against the consensus).
+- ``transform_features``: ``examples`` -> the Transform graph's features (TFMA reads the consensus target and the
+  size bin from it).
+- ``model_info``: ``request`` [N] -> contract.ModelInfo JSON (with the lesion threshold).
+The ``segment`` signature canonicalises intensities like the Transform graph (components/segmentation/intensity.py),
+against the reference quantile function that graph's analyzer computed.
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+from components.segmentation import features, intensity, lesions
+from components.segmentation.evaluation import LESION_MASK
+from components.segmentation.unet import ENCODER_STRIDE
+from components.trainer.export import WARMUP_FILE, synthetic_scan_png
+from radassist.contract import MODEL_INFO_PATH, Input, ModelInfo, Output, Signature
+
+MAX_WORKING_SIDE = 1024  # px: larger slices are segmented downscaled to this (memory: the encoder's first block)
+SIGNATURES = (Signature.SEGMENT, Signature.SERVING_DEFAULT, "transform_features", Signature.MODEL_INFO)
+
+_LESION_FIELDS = {
+    Output.LESION_AREA: "area", Output.LESION_CENTROID: "centroid", Output.LESION_LONG_AXIS: "long_axis",
+    Output.LESION_SHORT_AXIS: "short_axis", Output.LESION_LONG_AXIS_ANGLE: "long_axis_angle",
+    Output.LESION_BOX: "box", Output.LESION_MEAN_PROBABILITY: "mean_probability",
+    Output.LESION_MAX_PROBABILITY: "max_probability",
+}
+
+
+def model_info(threshold: float) -> ModelInfo:
+    return ModelInfo(class_names=("background", "nodule"), class_display_names=("Background", "Nodule"),
+                     image_size=features.CROP_SIZE, signatures=SIGNATURES, lesion_threshold=float(threshold))
+
+
+def _round_up(value: tf.Tensor, multiple: int) -> tf.Tensor:
+    return (value + multiple - 1) // multiple * multiple
+
+
+def build_segment(model, reference: np.ndarray, threshold: float):
+    """The ``segment`` computation, images [N] -> SEGMENT_OUTPUTS, closing over the Keras U-Net."""
+    reference = tf.constant(reference, tf.float32)
+
+    def segment(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        images = tf.reshape(images, [-1])
+        sizes = tf.map_fn(lambda encoded: tf.shape(intensity.decode_grey(encoded))[:2], images,
+                          fn_output_signature=tf.int32)
+        longer = tf.cast(tf.reduce_max(sizes, axis=1), tf.float32)
+        scale = tf.minimum(1.0, MAX_WORKING_SIDE / tf.maximum(longer, 1.0))
+        working = tf.maximum(tf.cast(tf.round(tf.cast(sizes, tf.float32) * scale[:, None]), tf.int32), 1)
+        padded = _round_up(tf.reduce_max(working, axis=0), ENCODER_STRIDE)
+
+        def prepare(item):
+            encoded, size, work = item
+            grey = intensity.decode_grey(encoded)
+            grey = tf.cond(tf.reduce_all(tf.equal(size, work)), lambda: grey,
+                           lambda: tf.image.resize(grey, work, antialias=True))
+            canonical = intensity.canonical(grey, reference)
+            return tf.image.pad_to_bounding_box(canonical, 0, 0, padded[0], padded[1])
+
+        batch = tf.map_fn(prepare, (images, sizes, working),
+                          fn_output_signature=tf.TensorSpec([None, None, 1], tf.float32))
+        probability = tf.sigmoid(tf.cast(model(batch, training=False), tf.float32))[..., 0]
+        largest = tf.reduce_max(sizes, axis=0)
+
+        def finish(item):
+            chart, size, work = item
+            chart = chart[:work[0], :work[1]]
+            chart = tf.cond(tf.reduce_all(tf.equal(size, work)), lambda: chart,
+                            lambda: tf.image.resize(chart[..., None], size)[..., 0])
+            found = lesions.measure(chart, threshold)
+            result = {Output.PROBABILITY_MAP: tf.pad(chart, [[0, largest[0] - size[0]], [0, largest[1] - size[1]]]),
+                      Output.LESION_COUNT: found["count"]}
+            result.update({name: found[field] for name, field in _LESION_FIELDS.items()})
+            return result
+
+        rows, dims = lesions.MAX_LESIONS, {Output.LESION_CENTROID: [2], Output.LESION_BOX: [4]}
+        signature = {Output.PROBABILITY_MAP: tf.TensorSpec([None, None], tf.float32),
+                     Output.LESION_COUNT: tf.TensorSpec([], tf.int32),
+                     **{name: tf.TensorSpec([rows, *dims.get(name, [])], tf.float32) for name in _LESION_FIELDS}}
+        result = tf.map_fn(finish, (probability, sizes, working), fn_output_signature=signature)
+        result[Output.IMAGE_SIZE] = sizes
+        return result
+
+    return segment
+
+
+def build_signatures(model, tft_layer, raw_feature_spec: dict, reference: np.ndarray, threshold: float) -> dict:
+    segment = build_segment(model, reference, threshold)
+    info_json = tf.constant(model_info(threshold).to_json())
+    inputs_spec = {key: raw_feature_spec[key] for key in (features.IMAGE_KEY, features.READER_MASKS_KEY)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=Input.IMAGES)])
+    def segment_images(images):
+        return segment(images)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=Input.EXAMPLES)])
+    def serve_examples(examples):
+        parsed = tf.io.parse_example(examples, {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
+        probability = segment(parsed[features.IMAGE_KEY])[Output.PROBABILITY_MAP]
+        return {Output.PROBABILITY_MAP: probability,
+                LESION_MASK: tf.cast(probability >= threshold, tf.float32)[..., None]}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=Input.EXAMPLES)])
+    def transform_features(examples):
+        return tft_layer(tf.io.parse_example(examples, inputs_spec))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=Input.REQUEST)])
+    def describe(request):
+        return {Output.MODEL_INFO: tf.fill(tf.shape(request), info_json)}
+
+    return {Signature.SEGMENT: segment_images, Signature.SERVING_DEFAULT: serve_examples,
+            "transform_features": transform_features, Signature.MODEL_INFO: describe}
+
+
+def write_warmup_requests(export_dir: str, model_name: str) -> str:
+    """TF Serving warm-up records: one ``segment`` request with a whole synthetic 512 x 512 slice."""
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=model_name,
+                                                                        signature_name=Signature.SEGMENT))
+    request.inputs[Input.IMAGES].CopyFrom(tf.make_tensor_proto([synthetic_scan_png(512)], dtype=tf.string))
+    record = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+    extra = os.path.join(export_dir, "assets.extra")
+    tf.io.gfile.makedirs(extra)
+    path = os.path.join(extra, WARMUP_FILE)
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(record.SerializeToString())
+    return path
+
+
+def export(model, tft_layer, raw_feature_spec: dict, reference: np.ndarray, threshold: float, export_dir: str,
+           model_name: str, info: dict) -> None:
+    """Saves the U-Net with every signature, warm-up records and the info file (contract fields plus ``info``)."""
+    model.tft_layer = tft_layer  # tracked: the Transform graph and its assets are saved with the model
+    signatures = build_signatures(model, tft_layer, raw_feature_spec, reference, threshold)
+    model.save(export_dir, save_format="tf", signatures=signatures, include_optimizer=False)
+    write_warmup_requests(export_dir, model_name)
+    record = {**model_info(threshold).to_dict(), "min_lesion_area_px": lesions.MIN_AREA_PIXELS,
+              "max_lesions": lesions.MAX_LESIONS, "max_working_side": MAX_WORKING_SIDE,
+              "reference_quantiles": [round(float(v), 3) for v in reference], **info}
+    with tf.io.gfile.GFile(os.path.join(export_dir, MODEL_INFO_PATH), "w") as handle:
+        json.dump(record, handle, indent=2)
