@@ -40,6 +40,8 @@ class Config:
     # it; they also record its status for the admin page.
     MODEL_SERVER = os.environ.get("RADASSIST_MODEL_SERVER", "localhost:8500")
     MODEL_NAME = os.environ.get("RADASSIST_MODEL_NAME", contract.MODEL_NAME)
+    # The nodule segmenter on the same server (its lesions and outlines in every report); "" turns it off.
+    SEGMENTATION_MODEL_NAME = os.environ.get("RADASSIST_SEGMENTATION_MODEL_NAME", contract.SEGMENTATION_MODEL_NAME)
     MODEL_TIMEOUT = float(os.environ.get("RADASSIST_MODEL_TIMEOUT", 120))
     # A model server that requires TLS (PEM files; a client certificate and key for mutual TLS) and/or a token.
     MODEL_SERVER_TLS_CA = os.environ.get("RADASSIST_MODEL_SERVER_TLS_CA")

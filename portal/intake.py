@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import io
 import logging
+import math
 import zipfile
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -37,6 +38,9 @@ class AcceptedScan:
     # DICOM: ``original`` is the de-identified file; this is the PatientID it named (kept only long enough to be
     # hashed and compared with the portal patient's earlier scans, never stored).
     source_patient_id: str | None = None
+    # DICOM: mm between the centres of the stored PNG's rows and columns (PixelSpacing, scaled when the PNG was
+    # stored downscaled); None when the file does not say.
+    pixel_spacing_mm: tuple[float, float] | None = None
 
     @property
     def sha256(self) -> str:
@@ -109,8 +113,29 @@ def _from_dicom(name: str, data: bytes) -> AcceptedScan:
         low, high = np.percentile(pixels, [0.5, 99.5])
         gray = window(pixels, (low + high) / 2, max(high - low, 1.0))
     patient_id = str(dataset.get("PatientID", "") or "").strip() or None  # read before de-identification
-    return AcceptedScan(name, "dicom", deidentify(dataset), _png(gray), gray.shape[1], gray.shape[0], modality,
-                        source_patient_id=patient_id)
+    png = _png(gray)
+    spacing = pixel_spacing(dataset)
+    if spacing is not None:
+        with Image.open(io.BytesIO(png)) as stored:  # the header only: downscaled when the slice was very large
+            spacing = (spacing[0] * gray.shape[0] / stored.height, spacing[1] * gray.shape[1] / stored.width)
+    return AcceptedScan(name, "dicom", deidentify(dataset), png, gray.shape[1], gray.shape[0], modality,
+                        source_patient_id=patient_id, pixel_spacing_mm=spacing)
+
+
+def pixel_spacing(dataset) -> tuple[float, float] | None:
+    """(row, column) spacing in mm: PixelSpacing, or the enhanced (multi-frame) objects' shared pixel measures;
+    None when absent or not two positive numbers."""
+    value = dataset.get("PixelSpacing")
+    if value is None:
+        try:
+            value = dataset.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+        except (AttributeError, IndexError, KeyError):
+            return None
+    try:
+        row, column = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return (row, column) if row > 0 and column > 0 and math.isfinite(row) and math.isfinite(column) else None
 
 
 # What a de-identified DICOM keeps (PS3.15 Annex E, Basic Application Level Confidentiality Profile, in spirit:
@@ -136,13 +161,14 @@ def deidentify(dataset) -> bytes:
     """``dataset`` with only KEPT_DICOM_KEYWORDS (and the file meta), marked as de-identified, as file bytes."""
     from pydicom.uid import generate_uid
 
-    uids = {keyword: dataset.get(keyword) for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")}
+    replaced = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
+    uids = {keyword: dataset.get(keyword) for keyword in replaced}
     for element in list(dataset):
         if element.keyword not in KEPT_DICOM_KEYWORDS:
             del dataset[element.tag]
     # New UIDs derived from the old (one-way): the same upload gives the same file, so a repeat is recognised.
     pixels = hashlib.sha256(bytes(dataset.get("PixelData") or b"")).hexdigest()
-    for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+    for keyword in replaced:  # the frame of reference ties a segmentation's geometry to the slice's
         setattr(dataset, keyword, generate_uid(entropy_srcs=[str(uids[keyword] or pixels), keyword]))
     dataset.PatientIdentityRemoved = "YES"
     dataset.DeidentificationMethod = "RadAssist intake: keep-list of technical attributes, new UIDs"

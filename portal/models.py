@@ -127,6 +127,16 @@ class Scan(db.Model):
     # to warn when a later upload for the same portal patient names another patient.
     dicom_patient_hash: Mapped[str | None] = mapped_column(sa.String(64))
     deidentified: Mapped[bool | None] = mapped_column()
+    # Millimetres between pixel centres of the stored image (rows, columns), from DICOM's PixelSpacing (scaled when
+    # the image was stored downscaled); None when the upload does not say (PNG, JPEG): sizes are then in pixels.
+    pixel_spacing_row_mm: Mapped[float | None] = mapped_column()
+    pixel_spacing_column_mm: Mapped[float | None] = mapped_column()
+
+    @property
+    def pixel_spacing_mm(self) -> tuple[float, float] | None:
+        if self.pixel_spacing_row_mm and self.pixel_spacing_column_mm:
+            return self.pixel_spacing_row_mm, self.pixel_spacing_column_mm
+        return None
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     patient: Mapped[User] = relationship(foreign_keys=[patient_id])
@@ -212,6 +222,12 @@ class Report(db.Model):
     ood_score: Mapped[float | None] = mapped_column()               # distance / the model's threshold (1.0)
     ood_reason: Mapped[str | None] = mapped_column(sa.String(64))   # machine-readable, e.g. "not_greyscale"
     overlay_sha256: Mapped[str] = mapped_column(sa.String(64))   # Grad-CAM overlay (JPEG) in the blob store
+    # The segmenter's answer (portal/segmentation.py's SegmentationResult as JSON: model, threshold, lesions in px
+    # and mm, or why there is none); None for reports written before segmentation. The outline picture (the scan
+    # with the lesions drawn, PNG) and the lesion mask (PNG, 255 = lesion, at the stored image's size).
+    segmentation_json: Mapped[str | None] = mapped_column(sa.Text)
+    outline_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    lesion_mask_sha256: Mapped[str | None] = mapped_column(sa.String(64))
     model_name: Mapped[str] = mapped_column(sa.String(128))
     model_version: Mapped[int] = mapped_column()
     findings: Mapped[str] = mapped_column(sa.Text, default="")
@@ -234,6 +250,13 @@ class Report(db.Model):
     @property
     def confidence(self) -> float:
         return self.probabilities[self.predicted_class]
+
+    @property
+    def segmentation(self):
+        """The segmentation result (portal.segmentation.SegmentationResult), or None before segmentation."""
+        from portal.segmentation import SegmentationResult
+
+        return SegmentationResult.from_json(self.segmentation_json) if self.segmentation_json else None
 
     def class_title(self, class_name: str) -> str:
         """The display name the model gave ``class_name`` ("large.cell.carcinoma" -> "Large cell carcinoma")."""

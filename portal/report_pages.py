@@ -6,12 +6,12 @@ that it exists. Patients see final reports, and the model's draft only for scans
 
 from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 
-from portal import reports
+from portal import reports, segmentation
 from portal.extensions import blobs, report_jobs
 from portal.jobs import batch_progress, enqueue_scans, latest_jobs
 from portal.models import Batch, JobStatus, Report, Role, db
 from portal.reports import ReportError
-from portal.scans import sees_patient, visible_scan
+from portal.scans import dicom_download, patient_pseudonym, sees_patient, visible_scan
 from portal.security import login_required, record, role_required
 
 bp = Blueprint("reports", __name__)
@@ -47,10 +47,13 @@ def view(report_id: int):
     db.session.commit()
     history = [r for r in reports.versions(report.scan_id) if r.visible_to(g.user)]
     newest = history[-1] if history else report
+    segmented = report.segmentation
+    lesion_table = reports.lesion_rows(segmented) if segmented and segmented.lesion_count else None
     return render_template("reports/view.html", report=report, scan=report.scan, history=history,
                            newest=newest, notice=reports.NOTICE,
                            not_analysed=reports.NOT_ANALYSED,
-                           ood_explanation=reports.ood_explanation(report.ood_reason))
+                           ood_explanation=reports.ood_explanation(report.ood_reason),
+                           segmentation=segmented, lesion_table=lesion_table)
 
 
 @bp.get("/reports/<int:report_id>/overlay.jpg")
@@ -60,6 +63,38 @@ def overlay(report_id: int):
     record("overlay_viewed", report)
     db.session.commit()
     return Response(blobs.store.get(report.overlay_sha256), mimetype="image/jpeg")
+
+
+@bp.get("/reports/<int:report_id>/outline.png")
+@login_required
+def outline(report_id: int):
+    report = visible_report(report_id)
+    if not report.outline_sha256:
+        abort(404)
+    record("outline_viewed", report)
+    db.session.commit()
+    return Response(blobs.store.get(report.outline_sha256), mimetype="image/png")
+
+
+@bp.get("/reports/<int:report_id>/segmentation.dcm")
+@login_required
+def dicom_segmentation(report_id: int):
+    """The lesions as a DICOM Segmentation over the scan's DICOM (scans/<id>/scan.dcm): opens in OHIF or 3D
+    Slicer beside it. 404 for non-DICOM scans and reports without segmentation; 409 when the source cannot carry one."""
+    report = visible_report(report_id)
+    result = report.segmentation
+    if report.scan.kind != "dicom" or not report.lesion_mask_sha256 or result is None or not result.available:
+        abort(404)
+    try:
+        content = segmentation.dicom_seg(blobs.store.get(report.scan.original_sha256),
+                                         segmentation.read_mask(blobs.store.get(report.lesion_mask_sha256)),
+                                         result, patient_pseudonym(report.scan))
+    except segmentation.DicomSegUnavailable as error:
+        flash(f"No DICOM segmentation for this scan: {error}", "error")
+        return view(report_id=report.id), 409
+    record("report_downloaded", report, detail="dicom-seg")
+    db.session.commit()
+    return dicom_download(content, f"radassist-segmentation-{report.id}-v{report.version}.dcm")
 
 
 @bp.get("/reports/<int:report_id>/report.pdf")

@@ -13,6 +13,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from portal import segmentation as segmentation_results
 from portal.models import Report, ReportStatus, Scan, User, db, utcnow
 from portal.storage import BlobStore
 
@@ -124,13 +125,21 @@ def is_uncertain(prediction, uncertain_below: float | None) -> bool:
 
 
 def create_model_report(scan: Scan, scan_png: bytes, prediction, store: BlobStore,
-                        uncertain_below: float | None = None) -> Report:
+                        uncertain_below: float | None = None, segmentation=None) -> Report:
     """Version 1 of ``scan``'s report from the model's ``prediction`` (a serving.client.Prediction) for the scan's
-    normalised image ``scan_png``, with its PDF."""
+    normalised image ``scan_png``, with its PDF. ``segmentation``: the segmenter's answer for the same image (a
+    serving.client.Segmentation), or a string saying why there is none."""
     existing = db.session.scalar(db.select(Report).where(Report.scan_id == scan.id, Report.version == 1))
     if existing is not None:  # a job that ran twice (its worker died after writing) must not write twice
         return existing
     overlay = overlay_image(scan_png, prediction.heatmap, prediction.crop_box, prediction.crop_angle)
+    segmented, outline, mask_sha256 = None, None, None
+    if isinstance(segmentation, str):
+        segmented = segmentation_results.unavailable(segmentation)
+    elif segmentation is not None:
+        segmented = segmentation_results.measured(segmentation, scan.pixel_spacing_mm)
+        outline = segmentation_results.outline_image(scan_png, segmentation.mask, segmented)
+        mask_sha256 = store.put(segmentation_results.mask_png(segmentation.mask))
     report = Report(
         scan=scan, version=1, status=ReportStatus.DRAFT.value, predicted_class=prediction.class_name,
         probabilities_json=json.dumps({name: round(float(p), 6) for name, p in prediction.probabilities.items()}),
@@ -139,10 +148,12 @@ def create_model_report(scan: Scan, scan_png: bytes, prediction, store: BlobStor
         ood_score=None if prediction.ood_score is None else round(float(prediction.ood_score), 4),
         ood_reason=prediction.ood_reason or None, overlay_sha256=store.put(overlay),
         model_name=prediction.model_name, model_version=prediction.model_version, findings="",
+        segmentation_json=segmented.to_json() if segmented else None,
+        outline_sha256=store.put(outline) if outline else None, lesion_mask_sha256=mask_sha256,
         created_at=utcnow())
     db.session.add(report)
     db.session.flush()
-    report.pdf_sha256 = store.put(render_pdf(report, store, scan_png=scan_png, overlay=overlay))
+    report.pdf_sha256 = store.put(render_pdf(report, store, scan_png=scan_png, overlay=overlay, outline=outline))
     return report
 
 
@@ -180,6 +191,8 @@ def amend(report: Report, doctor: User, reason: str, store: BlobStore) -> Report
         uncertain=report.uncertain, in_domain=report.in_domain,
         ood_score=report.ood_score, ood_reason=report.ood_reason, overlay_sha256=report.overlay_sha256,
         model_name=report.model_name, model_version=report.model_version,
+        segmentation_json=report.segmentation_json, outline_sha256=report.outline_sha256,
+        lesion_mask_sha256=report.lesion_mask_sha256,
         findings=report.findings, amendment_reason=reason.strip()[:2000], author_id=doctor.id, created_at=utcnow())
     db.session.add(amendment)
     db.session.flush()
@@ -230,10 +243,27 @@ def _font_file() -> str:
     return os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
 
 
-def render_pdf(report: Report, store: BlobStore, scan_png: bytes | None = None, overlay: bytes | None = None) -> bytes:
-    """The report as a one-page PDF: identifiers, result, probabilities, images, findings, sign-off, notice.
+def lesion_rows(result) -> tuple[list[str], list[list[str]]]:
+    """The lesion table's header and rows (page and PDF alike): mm and mm² when the pixel spacing is known,
+    pixels otherwise, the unit in every header."""
+    unit, area = ("mm", "mm²") if result.in_mm else ("px", "px²")
+    header = ["#", f"Long axis ({unit})", f"Short axis ({unit})", f"Area ({area})", "Centre (x, y px)",
+              "Mean probability"]
+    rows = []
+    for lesion in result.lesions:
+        sizes = ((lesion.long_axis_mm, lesion.short_axis_mm, lesion.area_mm2) if result.in_mm
+                 else (lesion.long_axis_px, lesion.short_axis_px, lesion.area_px))
+        rows.append([str(lesion.number), f"{sizes[0]:.1f}", f"{sizes[1]:.1f}", f"{sizes[2]:.1f}",
+                     f"{lesion.centroid[1]:.0f}, {lesion.centroid[0]:.0f}", f"{lesion.mean_probability:.2f}"])
+    return header, rows
 
-    ``scan_png`` and ``overlay`` are read from ``store`` unless the caller already holds them."""
+
+def render_pdf(report: Report, store: BlobStore, scan_png: bytes | None = None, overlay: bytes | None = None,
+               outline: bytes | None = None) -> bytes:
+    """The report as a PDF: identifiers, result, probabilities, images, nodule segmentation (outlines and the
+    lesion table), findings, sign-off, notice.
+
+    ``scan_png``, ``overlay`` and ``outline`` are read from ``store`` unless the caller already holds them."""
     from fpdf import FPDF
 
     scan = report.scan
@@ -292,6 +322,7 @@ def render_pdf(report: Report, store: BlobStore, scan_png: bytes | None = None, 
     line("Left: the scan. Right: regions that drove the raw output (Grad-CAM; not validated for this image)."
          if report.out_of_domain else "Left: the scan. Right: regions that drove the prediction (Grad-CAM).", size=8)
     pdf.ln(2)
+    _segmentation_section(pdf, line, report, store, outline, family)
     line("Findings", size=12, height=7)
     line(report.findings or "(none recorded)")
     pdf.ln(2)
@@ -300,6 +331,45 @@ def render_pdf(report: Report, store: BlobStore, scan_png: bytes | None = None, 
     pdf.ln(3)
     line(NOTICE, size=9)
     return bytes(pdf.output())
+
+
+def _segmentation_section(pdf, line, report: Report, store: BlobStore, outline: bytes | None, family: str) -> None:
+    result = report.segmentation
+    if result is None:
+        return
+    line("Nodule segmentation", size=12, height=7)
+    if report.out_of_domain:
+        line("Raw output: the scan is outside the images the models were validated on.", size=9)
+    if not result.available or not result.lesion_count:
+        line(result.summary)
+        if result.available:
+            line(f"Segmentation model: {result.model_name} version {result.model_version}.", size=8)
+        pdf.ln(2)
+        return
+    line(f"{result.summary}. Segmentation model: {result.model_name} version {result.model_version} "
+         f"(lesion threshold {result.threshold:.2f}).", size=9)
+    line("Sizes in mm from the DICOM pixel spacing." if result.in_mm else
+         "Sizes in PIXELS: the scan does not state its pixel spacing (not a DICOM upload).", size=8)
+    outline = outline if outline is not None else store.get(report.outline_sha256)
+    width = 60
+    top = pdf.get_y()
+    if pdf.will_page_break(width * report.scan.height / report.scan.width + 4):
+        pdf.add_page()
+        top = pdf.get_y()
+    pdf.image(io.BytesIO(outline), x=pdf.l_margin, y=top, w=width)
+    pdf.set_y(top + width * report.scan.height / report.scan.width + 2)
+    header, rows = lesion_rows(result)
+    pdf.set_font(family, size=8)
+    with pdf.table(first_row_as_headings=True, text_align="RIGHT", col_widths=(6, 16, 16, 16, 22, 16)) as table:
+        for cells in [header, *rows]:
+            row = table.row()
+            for cell in cells:
+                row.cell(cell)
+    pdf.ln(1)
+    if result.lesion_count > len(result.lesions):
+        line(f"{result.lesion_count - len(result.lesions)} smaller lesions are not listed.", size=8)
+    line("Outlines: the segmentation model's lesions, numbered as in the table (decision support; verify).", size=8)
+    pdf.ln(2)
 
 
 def _aware(moment: dt.datetime) -> dt.datetime:

@@ -2,6 +2,7 @@
 
 from flask import Blueprint, Response, abort, g
 
+from portal import segmentation
 from portal.extensions import blobs
 from portal.models import Role, Scan, User, db
 from portal.security import login_required, record
@@ -30,3 +31,27 @@ def image(scan_id: int):
     record("scan_viewed", scan)
     db.session.commit()
     return Response(blobs.store.get(scan.image_sha256), mimetype="image/png")
+
+
+def patient_pseudonym(scan: Scan) -> str:
+    """The PatientID that downloads of a scan's DICOM objects carry: the portal's own, never the upload's."""
+    return f"RADASSIST-{scan.patient_id}"
+
+
+def dicom_download(content: bytes, filename: str) -> Response:
+    return Response(content, mimetype="application/dicom",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                             "Cache-Control": "private, no-store"})
+
+
+@bp.get("/<int:scan_id>/scan.dcm")
+@login_required
+def dicom(scan_id: int):
+    """The de-identified DICOM the portal keeps of a DICOM upload (what a report's DICOM SEG references)."""
+    scan = visible_scan(scan_id)
+    if scan.kind != "dicom":
+        abort(404)
+    record("scan_downloaded", scan, detail="dicom")
+    db.session.commit()
+    dataset = segmentation.downloadable_dicom(blobs.store.get(scan.original_sha256), patient_pseudonym(scan))
+    return dicom_download(segmentation.dicom_bytes(dataset), f"radassist-scan-{scan.id}.dcm")

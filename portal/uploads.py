@@ -141,7 +141,9 @@ def _save(store, item: AcceptedScan, patient: User, uploader: User, self_submitt
                 original_sha256=put(item.original), image_sha256=put(item.png), width=item.width,
                 height=item.height, modality=item.modality, self_submitted=self_submitted,
                 deidentified=True if item.kind == "dicom" else None,
-                dicom_patient_hash=patient_id_hash(item.source_patient_id) if item.source_patient_id else None)
+                dicom_patient_hash=patient_id_hash(item.source_patient_id) if item.source_patient_id else None,
+                pixel_spacing_row_mm=item.pixel_spacing_mm[0] if item.pixel_spacing_mm else None,
+                pixel_spacing_column_mm=item.pixel_spacing_mm[1] if item.pixel_spacing_mm else None)
     db.session.add(scan)
     db.session.flush()
     return scan

@@ -154,8 +154,30 @@ class Worker:
             self._failed(jobs, f"scan storage: {error}", retryable=True)
             self.queue.done(self.name, offered)
             return None
-        future = self._model_calls.submit(self.client.explain_batch, images)
+        future = self._model_calls.submit(self._analyse, images)
         return _InFlight(jobs, offered, images, future, time.perf_counter())
+
+    def _analyse(self, images: list[bytes]) -> list[tuple]:
+        """(classifier's prediction, segmenter's answer or why there is none) for each image: the classifier's
+        errors are the batch's; the segmenter's only cost a report its outlines."""
+        predictions = self.client.explain_batch(images)
+        return list(zip(predictions, self._segment(images), strict=True))
+
+    def _segment(self, images: list[bytes]) -> list:
+        from serving.client import InvalidInput, ServingClientError
+
+        if not self.client.segmentation_model_name:
+            return ["no segmentation model is configured"] * len(images)
+        try:
+            return self.client.segment_batch(images)
+        except InvalidInput as error:
+            if len(images) > 1:
+                return [answer for image in images for answer in self._segment([image])]
+            return [f"the segmentation model rejected this image: {error}"]
+        except (ServingClientError, OSError) as error:
+            log.warning("segmentation unavailable for %d images: %s", len(images), error)
+            return [f"the segmentation model {self.client.segmentation_model_name} did not answer "
+                    f"({type(error).__name__})"] * len(images)
 
     def _receive(self, batch: "_InFlight") -> int:
         from serving.client import (
@@ -170,7 +192,7 @@ class Worker:
 
         try:
             try:
-                predictions = batch.future.result()
+                answers = batch.future.result()
             except InvalidInput as error:
                 if len(batch.jobs) > 1:  # find the one bad image: the others still get their reports
                     for job in batch.jobs:
@@ -189,7 +211,7 @@ class Worker:
                 return len(batch.jobs)
             self._outage_backoff = 0.0
             model_seconds = time.perf_counter() - batch.started
-            written = self._write_reports(batch, predictions)
+            written = self._write_reports(batch, answers)
             log.info("%d reports: model answered after %.2fs, written in %.2fs", written, model_seconds,
                      time.perf_counter() - batch.started - model_seconds)
             return len(batch.jobs)
@@ -197,16 +219,19 @@ class Worker:
             if batch.offered:
                 self.queue.done(self.name, batch.offered)
 
-    def _write_reports(self, batch: "_InFlight", predictions) -> int:
+    def _write_reports(self, batch: "_InFlight", answers) -> int:
         """One commit per report: a report that cannot be written (blob store or database error) is retried later
         and never costs the others theirs, nor this process its life."""
         uncertain_below = self.app.config["REPORT_UNCERTAIN_BELOW"]
         written = 0
-        for job, image, prediction in zip(batch.jobs, batch.images, predictions, strict=True):
+        for job, image, (prediction, segmentation) in zip(batch.jobs, batch.images, answers, strict=True):
             try:
-                report = reports.create_model_report(job.scan, image, prediction, self.store, uncertain_below)
+                report = reports.create_model_report(job.scan, image, prediction, self.store, uncertain_below,
+                                                     segmentation=segmentation)
+                segmenter = (f", {segmentation.model_name} v{segmentation.model_version}"
+                             if not isinstance(segmentation, str) else ", no segmentation")
                 record("report_drafted_by_model", report,
-                       detail=f"{prediction.model_name} v{prediction.model_version}, worker {self.name}")
+                       detail=f"{prediction.model_name} v{prediction.model_version}{segmenter}, worker {self.name}")
                 finish(job)
                 db.session.commit()
                 written += 1
@@ -257,7 +282,7 @@ def model_client(config):
         client_key=config["MODEL_SERVER_TLS_KEY"], token_file=config["MODEL_SERVER_TOKEN_FILE"],
         server_name=config["MODEL_SERVER_TLS_NAME"])
     return ServingClient(config["MODEL_SERVER"], config["MODEL_NAME"], timeout=config["MODEL_TIMEOUT"], retries=2,
-                         security=security)
+                         security=security, segmentation_model_name=config["SEGMENTATION_MODEL_NAME"])
 
 
 def main(app: Flask, name: str | None = None) -> None:

@@ -11,6 +11,8 @@ import time
 
 import requests
 
+from radassist import contract
+
 PASSWORD = "correct horse battery"  # of the accounts Stack creates
 
 
@@ -123,6 +125,11 @@ class Stack:
                     **(env or {})}
         self.model_base, self.workdir, self.processes = model_base, workdir, []
         self.report_workers, self.users, self.portal_args = report_workers, users, tuple(portal_args)
+        if not any(arg.startswith("--model-name") or arg.startswith("--model-config-file") for arg in server_args):
+            # The classifier, and the segmenter where the base path holds one (reports then carry its lesions).
+            server_args = ("--model-name", contract.MODEL_NAME, *server_args)
+            if os.path.isdir(os.path.join(model_base, contract.SEGMENTATION_MODEL_NAME)):
+                server_args = ("--model-name", contract.SEGMENTATION_MODEL_NAME, *server_args)
         self.server = ModelServerProcess(model_base, *server_args, log_path=os.path.join(workdir, "serve.log"),
                                          env=self.env, scheme=scheme, verify=self._verify, grpc_port=self.grpc,
                                          rest_port=self.rest)

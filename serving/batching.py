@@ -62,7 +62,7 @@ class BatchScheduler:
         parts = [task.future.result(timeout=timeout) for task in tasks]
         if len(parts) == 1:
             return parts[0]
-        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        return {key: concatenate_padded([part[key] for part in parts]) for key in parts[0]}
 
     def close(self) -> None:
         self._closed = True
@@ -129,3 +129,15 @@ class BatchScheduler:
             task.future.set_result(self._run(task.inputs))
         except Exception as error:  # noqa: BLE001 - delivered to the caller
             task.future.set_exception(error)
+
+
+def concatenate_padded(arrays: list[np.ndarray]) -> np.ndarray:
+    """Concatenates along axis 0, padding with zeros to the largest trailing shape: the pieces of a split request
+    whose outputs are padded to their own largest image (the segmenter's maps) join as one answer padded to the
+    request's largest."""
+    shape = tuple(max(sizes) for sizes in zip(*(array.shape[1:] for array in arrays), strict=True))
+    if all(array.shape[1:] == shape for array in arrays):
+        return np.concatenate(arrays)
+    return np.concatenate([np.pad(array, [(0, 0)] + [(0, want - have) for have, want in
+                                                      zip(array.shape[1:], shape, strict=True)])
+                           for array in arrays])

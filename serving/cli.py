@@ -13,6 +13,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def cmd_serve(args) -> int:
     from serving.authentication import TlsFiles, read_file
     from serving.batching import BatchingOptions
+    from serving.model_config import ModelConfigError, read_model_config
     from serving.model_store import VersionPolicy
     from serving.server import JsonLogFormatter, ServerConfig, serve
     from serving.validation import RequestLimits
@@ -27,6 +28,16 @@ def cmd_serve(args) -> int:
         if len(token) < 16:
             raise SystemExit(f"serve: the token in {args.token_file} is shorter than 16 characters")
 
+    models = None
+    if args.model_config_file:
+        if args.model_name or args.pin_version:
+            raise SystemExit("serve: --model-config-file names the models and their versions; drop --model-name "
+                             "and --pin-version")
+        try:
+            models = read_model_config(args.model_config_file)
+        except ModelConfigError as error:
+            raise SystemExit(f"serve: {error}") from error
+
     handler = logging.StreamHandler()
     handler.setFormatter(JsonLogFormatter())
     logging.getLogger().handlers[:] = [handler]
@@ -34,6 +45,7 @@ def cmd_serve(args) -> int:
     config = ServerConfig(
         model_base_path=args.model_base_path,
         model_names=args.model_name or [MODEL_NAME],
+        models=models,
         grpc_port=args.grpc_port,
         rest_port=args.rest_port,
         host=args.host,
@@ -57,6 +69,9 @@ def add_commands(areas) -> None:
                        help="folder or s3:// URI holding <model name>/<integer version>/ SavedModels")
     serve.add_argument("--model-name", action="append",
                        help=f"model to serve (repeatable; default {MODEL_NAME})")
+    serve.add_argument("--model-config-file", default=os.environ.get("RADASSIST_MODEL_CONFIG_FILE"),
+                       help="TF Serving's model config file (a model_config_list text proto): the models, each "
+                            "with its base_path and version policy; replaces --model-name and --model-base-path")
     serve.add_argument("--grpc-port", type=int, default=int(os.environ.get("RADASSIST_GRPC_PORT", 8500)))
     serve.add_argument("--rest-port", type=int, default=int(os.environ.get("RADASSIST_REST_PORT", 8501)))
     serve.add_argument("--host", default=os.environ.get("RADASSIST_SERVE_HOST", "127.0.0.1"),

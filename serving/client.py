@@ -15,7 +15,16 @@ import time
 import grpc
 import numpy as np
 
-from radassist.contract import MODEL_NAME, ContractError, Input, ModelInfo, Output, Signature
+from radassist.contract import (
+    LESION_OUTPUTS,
+    MODEL_NAME,
+    SEGMENTATION_MODEL_NAME,
+    ContractError,
+    Input,
+    ModelInfo,
+    Output,
+    Signature,
+)
 from serving import tf_serving_api as api
 from serving.authentication import read_file
 
@@ -80,6 +89,37 @@ class Prediction:
         return self.display_names.get(self.class_name, self.class_name)
 
 
+@dataclasses.dataclass(frozen=True)
+class Lesion:
+    """One connected component of the segmenter's map at its threshold, in input pixels."""
+
+    area: float                       # px
+    centroid: tuple[float, float]     # (y, x)
+    long_axis: float                  # px: the largest in-plane diameter
+    short_axis: float                 # px: the width perpendicular to it
+    long_axis_angle: float            # degrees from the x axis (y down)
+    box: tuple[float, float, float, float]  # (y0, x0, y1, x1)
+    mean_probability: float
+    max_probability: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Segmentation:
+    """The segmenter's answer for one image."""
+
+    probability: np.ndarray           # float32 [H, W]: nodule probability per input pixel
+    lesions: tuple[Lesion, ...]       # largest first (at most the model's max; ``lesion_count`` counts them all)
+    lesion_count: int
+    threshold: float                  # the model's lesion threshold (chosen on validation)
+    model_name: str
+    model_version: int
+
+    @property
+    def mask(self) -> np.ndarray:
+        """bool [H, W]: the pixels the lesions are made of."""
+        return self.probability >= self.threshold
+
+
 def _map_error(error: grpc.RpcError) -> ServingClientError:
     code, details = error.code(), error.details()
     if code == grpc.StatusCode.UNAVAILABLE:
@@ -117,9 +157,14 @@ class ChannelSecurity:
 
 
 class ServingClient:
+    """The classifier (``model_name``, optionally pinned to ``version``) and the segmenter
+    (``segmentation_model_name``, its newest version) of one model server."""
+
     def __init__(self, address: str, model_name: str = MODEL_NAME, timeout: float = 30.0, retries: int = 3,
-                 backoff: float = 0.5, version: int | None = None, security: ChannelSecurity | None = None):
+                 backoff: float = 0.5, version: int | None = None, security: ChannelSecurity | None = None,
+                 segmentation_model_name: str = SEGMENTATION_MODEL_NAME):
         self.address, self.model_name, self.timeout = address, model_name, timeout
+        self.segmentation_model_name = segmentation_model_name
         self.retries, self.backoff, self.version = retries, backoff, version
         security = security or ChannelSecurity()
         options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
@@ -138,7 +183,7 @@ class ServingClient:
         self._model_status = self._channel.unary_unary(
             api.GET_MODEL_STATUS_METHOD, request_serializer=GetModelStatusRequest.SerializeToString,
             response_deserializer=GetModelStatusResponse.FromString)
-        self._infos: dict[int, ModelInfo] = {}  # per model version: a version never changes
+        self._infos: dict[tuple[str, int], ModelInfo] = {}  # per model and version: a version never changes
         self._infos_lock = threading.Lock()
 
     def close(self) -> None:
@@ -163,36 +208,41 @@ class ServingClient:
         raise ServerUnavailable("unreachable")  # pragma: no cover - the loop always returns or raises
 
     def _request(self, signature: str, values: list[bytes], input_name: str = Input.IMAGES,
-                 version: int | None = None):
+                 version: int | None = None, model_name: str | None = None):
         request = PredictRequest()
-        request.model_spec.name = self.model_name
+        request.model_spec.name = model_name or self.model_name
         request.model_spec.signature_name = signature
-        version = self.version if version is None else version
+        if model_name in (None, self.model_name) and version is None:
+            version = self.version  # the pin is the classifier's
         if version is not None:
             request.model_spec.version.value = version
         request.inputs[input_name].CopyFrom(api.string_tensor(values))
         return request
 
-    def model_info(self, version: int | None = None) -> tuple[int, ModelInfo]:
-        """(version, ModelInfo) of ``version`` (default: the client's pinned version, else the newest served)."""
-        version = self.version if version is None else version
-        if version is not None and version in self._infos:
-            return version, self._infos[version]
+    def model_info(self, version: int | None = None, model_name: str | None = None) -> tuple[int, ModelInfo]:
+        """(version, ModelInfo) of ``version`` of ``model_name`` (default: the classifier, at the client's pinned
+        version, else the newest served)."""
+        model_name = model_name or self.model_name
+        if model_name == self.model_name and version is None:
+            version = self.version
+        if version is not None and (model_name, version) in self._infos:
+            return version, self._infos[model_name, version]
         try:
-            response = self._call(self._predict, self._request(Signature.MODEL_INFO, [b""], Input.REQUEST, version))
+            response = self._call(self._predict, self._request(Signature.MODEL_INFO, [b""], Input.REQUEST, version,
+                                                               model_name))
         except ModelNotFound as error:
             if "signature" not in str(error).lower():
                 raise
-            raise ModelContractError(f"model {self.model_name!r} has no {Signature.MODEL_INFO!r} signature: it was "
+            raise ModelContractError(f"model {model_name!r} has no {Signature.MODEL_INFO!r} signature: it was "
                                      "exported without RadAssist's model contract") from error
         served_version = int(response.model_spec.version.value)
         try:
             info = ModelInfo.from_json(api.to_ndarray(response.outputs[Output.MODEL_INFO])[0])
         except (KeyError, IndexError, ContractError) as error:
-            raise ModelContractError(f"model {self.model_name!r} version {served_version}: unreadable model "
+            raise ModelContractError(f"model {model_name!r} version {served_version}: unreadable model "
                                      f"info ({error})") from error
         with self._infos_lock:
-            self._infos[served_version] = info
+            self._infos[model_name, served_version] = info
         return served_version, info
 
     def _predictions(self, response, with_heatmap: bool) -> list[Prediction]:
@@ -248,11 +298,46 @@ class ServingClient:
         response = self._call(self._predict, self._request(Signature.EXPLAIN, images))
         return self._predictions(response, with_heatmap=True)
 
-    def model_status(self) -> list[dict]:
+    def segment(self, image: bytes) -> Segmentation:
+        """The segmenter's nodule probability map and lesions for one encoded image."""
+        return self.segment_batch([image])[0]
+
+    def segment_batch(self, images: list[bytes]) -> list[Segmentation]:
+        """Segmentations of several encoded images (one call, one batch), each at its own size."""
+        if not images:
+            return []
+        name = self.segmentation_model_name
+        response = self._call(self._predict, self._request(Signature.SEGMENT, images, model_name=name))
+        version = int(response.model_spec.version.value)
+        _, info = self.model_info(version, name)
+        outputs = {k: api.to_ndarray(v) for k, v in response.outputs.items()}
+        missing = {Output.PROBABILITY_MAP, Output.IMAGE_SIZE, Output.LESION_COUNT, *LESION_OUTPUTS} - set(outputs)
+        if missing or info.lesion_threshold is None:
+            raise ModelContractError(f"model {name!r} version {version} is not a segmenter: it gave no "
+                                     f"{sorted(missing) or 'lesion threshold in its model info'}")
+        results = []
+        for i, (height, width) in enumerate(outputs[Output.IMAGE_SIZE].tolist()):
+            shown = min(int(outputs[Output.LESION_COUNT][i]), len(outputs[Output.LESION_AREA][i]))
+            found = tuple(Lesion(
+                area=float(outputs[Output.LESION_AREA][i, row]),
+                centroid=tuple(float(v) for v in outputs[Output.LESION_CENTROID][i, row]),
+                long_axis=float(outputs[Output.LESION_LONG_AXIS][i, row]),
+                short_axis=float(outputs[Output.LESION_SHORT_AXIS][i, row]),
+                long_axis_angle=float(outputs[Output.LESION_LONG_AXIS_ANGLE][i, row]),
+                box=tuple(float(v) for v in outputs[Output.LESION_BOX][i, row]),
+                mean_probability=float(outputs[Output.LESION_MEAN_PROBABILITY][i, row]),
+                max_probability=float(outputs[Output.LESION_MAX_PROBABILITY][i, row])) for row in range(shown))
+            results.append(Segmentation(
+                probability=np.asarray(outputs[Output.PROBABILITY_MAP][i, :height, :width], np.float32),
+                lesions=found, lesion_count=int(outputs[Output.LESION_COUNT][i]),
+                threshold=float(info.lesion_threshold), model_name=name, model_version=version))
+        return results
+
+    def model_status(self, model_name: str | None = None) -> list[dict]:
         """The model's versions as the server reports them: ``version``, ``state`` (TF Serving's name: AVAILABLE,
         LOADING, END, ...) and ``error`` ("" when none)."""
         request = GetModelStatusRequest()
-        request.model_spec.name = self.model_name
+        request.model_spec.name = model_name or self.model_name
         response = self._call(self._model_status, request)
         state = "tensorflow.serving.ModelVersionStatus.State"
         return [{"version": int(s.version), "state": api.enum_value_name(state, s.state),

@@ -29,7 +29,7 @@ MAX_WARMUP_RECORDS = 1000
 START, LOADING, AVAILABLE, UNLOADING, END = 10, 20, 30, 40, 50
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class VersionPolicy:
     """Which versions to serve: the latest ``latest`` ones, or exactly the ``pinned`` ones."""
 
@@ -167,14 +167,30 @@ def _run(function, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in outputs.items()}
 
 
-class ModelManager:
-    """Keeps the policy's versions of each model loaded; thread-safe lookups for the servers."""
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """Where one served model's versions live: ``<storage>/<folder>/<version>/``, and which of them to serve."""
 
-    def __init__(self, storage: ModelStorage, model_names: list[str], policy: VersionPolicy | None = None,
+    name: str
+    storage: ModelStorage
+    folder: str
+    policy: VersionPolicy = VersionPolicy()
+
+
+class ModelManager:
+    """Keeps the policy's versions of each model loaded; thread-safe lookups for the servers.
+
+    Models come from one storage (``<base>/<model name>/``, one policy for all) or, with ``sources``, each from its
+    own folder with its own policy (a model config file's entries).
+    """
+
+    def __init__(self, storage: ModelStorage | None, model_names: list[str], policy: VersionPolicy | None = None,
                  batching: BatchingOptions | None = None, poll_seconds: float = 2.0, on_change=None,
-                 on_batch=None):
-        self.storage, self.model_names = storage, list(model_names)
-        self.policy = policy or VersionPolicy()
+                 on_batch=None, sources: list[ModelSource] | None = None):
+        if sources is None:
+            sources = [ModelSource(name, storage, name, policy or VersionPolicy()) for name in model_names]
+        self._sources = {source.name: source for source in sources}
+        self.model_names = list(self._sources)
         self.batching = batching
         self.poll_seconds = poll_seconds
         self.on_change = on_change or (lambda: None)
@@ -215,13 +231,14 @@ class ModelManager:
             self._sync(name)
 
     def _sync(self, name: str) -> None:
-        available = self.storage.list_versions(name)
+        source = self._sources[name]
+        available = source.storage.list_versions(source.folder)
         failed = self._failed[name]
         for version in [v for v in failed if v in available]:
             # A version that failed while it was still being copied is retried once its files change.
-            if self.storage.fingerprint(name, version) != failed[version][1]:
+            if source.storage.fingerprint(source.folder, version) != failed[version][1]:
                 del failed[version]
-        wanted = self.policy.select([v for v in available if v not in failed])
+        wanted = source.policy.select([v for v in available if v not in failed])
         with self._lock:
             loaded = dict(self._versions[name])
         for version in wanted:
@@ -236,15 +253,16 @@ class ModelManager:
         for version in retired:
             log.info("unloading %s version %d", name, version.version)
             version.unload()
-            self.storage.release(version.path)
+            source.storage.release(version.path)
         if retired:
             self.on_change()
 
     def _load(self, name: str, version: int) -> None:
         started = time.time()
         path = None
+        storage, folder = self._sources[name].storage, self._sources[name].folder
         try:
-            path = self.storage.local_path(name, version)
+            path = storage.local_path(folder, version)
             served = ServedVersion(name, version, path, self.batching, self.on_batch)
             served.load()
             warmups = served.warm_up()
@@ -253,12 +271,12 @@ class ModelManager:
             message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             log.error("failed to load %s version %d: %s", name, version, message)
             try:
-                fingerprint = self.storage.fingerprint(name, version)
+                fingerprint = storage.fingerprint(folder, version)
             except Exception:  # noqa: BLE001 - without a fingerprint the version is retried on the next poll
                 fingerprint = ()
             self._failed[name][version] = (message, fingerprint)
             if path:
-                self.storage.release(path)
+                storage.release(path)
             self.on_change()
             return
         with self._lock:

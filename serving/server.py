@@ -16,7 +16,8 @@ from serving.authentication import TlsFiles, TokenInterceptor
 from serving.batching import BatchingOptions
 from serving.grpc_service import Inference, ModelService, PredictionService
 from serving.metrics import Metrics
-from serving.model_store import ModelManager, VersionPolicy
+from serving.model_config import ServedModel
+from serving.model_store import ModelManager, ModelSource, VersionPolicy
 from serving.storage import storage_for
 from serving.validation import DEFAULT_LIMITS, RequestLimits
 
@@ -25,8 +26,9 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class ServerConfig:
-    model_base_path: str
+    model_base_path: str             # with model_names: <base>/<name>/<version>/ (ignored when ``models`` is given)
     model_names: list[str]
+    models: list[ServedModel] | None = None  # a model config file's entries: each model's own folder and policy
     grpc_port: int = 8500
     rest_port: int = 8501
     host: str = "127.0.0.1"         # a cluster binds 0.0.0.0 behind its NetworkPolicy, with TLS and a token
@@ -54,10 +56,16 @@ class ModelServer:
     def __init__(self, config: ServerConfig):
         self.config = config
         self.metrics = Metrics()
-        self.manager = ModelManager(storage_for(config.model_base_path), config.model_names, config.policy,
-                                    config.batching, config.poll_seconds,
+        sources = None
+        if config.models:
+            storages = {}  # one storage (one S3 client and cache) per parent folder
+            sources = [ModelSource(model.name, storages.setdefault(model.parent, storage_for(model.parent)),
+                                   model.folder, model.policy) for model in config.models]
+            config.model_names = [model.name for model in config.models]
+        self.manager = ModelManager(None if sources else storage_for(config.model_base_path), config.model_names,
+                                    config.policy, config.batching, config.poll_seconds,
                                     on_change=lambda: self.metrics.set_loaded(self.manager.loaded()),
-                                    on_batch=self.metrics.batch_size.observe)
+                                    on_batch=self.metrics.batch_size.observe, sources=sources)
         self.inference = Inference(self.manager, self.metrics, config.limits)
         self._grpc = None
         self._rest = None
@@ -89,8 +97,9 @@ class ModelServer:
         self.rest_port = self._rest.server_port
         self._rest_thread = threading.Thread(target=self._rest.serve_forever, name="rest", daemon=True)
         self._rest_thread.start()
-        log.info("serving %s from %s: gRPC :%d, REST :%d on %s (%s, %s), loaded %s",
-                 ",".join(self.config.model_names), self.config.model_base_path, self.grpc_port, self.rest_port,
+        where = (", ".join(f"{m.name} from {m.base_path}" for m in self.config.models) if self.config.models
+                 else f"{','.join(self.config.model_names)} from {self.config.model_base_path}")
+        log.info("serving %s: gRPC :%d, REST :%d on %s (%s, %s), loaded %s", where, self.grpc_port, self.rest_port,
                  self.config.host, "TLS" if self.config.tls else "no TLS",
                  "bearer token" if self.config.token else "no authentication", self.manager.loaded())
         return self

@@ -85,12 +85,13 @@ def segmenter_pipeline_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def contract_model_base(tmp_path_factory) -> str:
-    """A model base path holding the tiny contract model (tests/contract_model.py) as radassist/1: the serving and
-    portal tests serve it and start at once, without a pipeline run."""
+    """A model base path holding the tiny contract models (tests/contract_model.py) as radassist/1 and
+    radassist-seg/1: the serving and portal tests serve them and start at once, without a pipeline run."""
     import contract_model
 
     base = tmp_path_factory.mktemp("contract-model") / "models"
     contract_model.build(str(base / "radassist" / "1"))
+    contract_model.build_segmenter(str(base / contract_model.SEGMENTER_NAME / "1"))
     return str(base)
 
 
@@ -235,10 +236,11 @@ ServerProcess = ModelServerProcess
 
 @pytest.fixture(scope="module")
 def model_server(contract_model_base, tmp_path_factory):
-    """The contract model served by a real ``radassist serve``, over this module's own copy of its base path."""
+    """The contract classifier and segmenter served by a real ``radassist serve``, over this module's own copy of
+    their base path."""
     base = tmp_path_factory.mktemp("serving") / "models"
     shutil.copytree(contract_model_base, base)
-    process = ServerProcess(str(base)).start()
+    process = ServerProcess(str(base), "--model-name", "radassist", "--model-name", "radassist-seg").start()
     yield process
     process.stop()
 

@@ -9,7 +9,8 @@ output of the real model, and behaviour simple enough to assert on:
 - ``needs_review``: top probability under ``uncertain_below``;
 - ``heatmap``: the image's own brightness on a 28 x 28 grid, over the whole image (``crop_box``);
 - undecodable images fail the call with INVALID_ARGUMENT, as the real model's decoding does.
-The real pipeline's model is still exercised end to end by the pipeline test and one serving test.
+The real pipeline's model is still exercised end to end by the pipeline test and one serving test. The contract
+segmenter (``build_segmenter``) does the same for radassist-seg.
 """
 
 import os
@@ -18,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from radassist.contract import MODEL_INFO_PATH, Input, ModelInfo, Output, Signature
+from radassist.contract import LESION_OUTPUTS, MODEL_INFO_PATH, Input, ModelInfo, Output, Signature
 
 CLASS_NAMES = ("adenocarcinoma", "large.cell.carcinoma", "squamous.cell.carcinoma", "normal")
 DISPLAY_NAMES = ("Adenocarcinoma", "Large cell carcinoma", "Squamous cell carcinoma", "Normal")
@@ -118,4 +119,75 @@ def grey_png(level: int, contrast: int = 60, size: int = 96) -> bytes:
     """A greyscale test image of mean grey ``level`` (0..255) with a ``contrast`` gradient (0: uniform, "blank")."""
     ramp = np.linspace(-contrast / 2, contrast / 2, size)[None, :].repeat(size, 0)
     pixels = np.clip(level + ramp, 0, 255).astype(np.uint8)
+    return tf.io.encode_png(pixels[..., None]).numpy()
+
+
+# --- the segmenter (radassist-seg): the contract of components/segmentation/export.py ------------------------
+SEGMENTER_NAME = "radassist-seg"
+LESION_THRESHOLD = 0.5
+NODULE_GREY = 200  # the contract segmenter's "nodule": pixels at least this bright (p >= LESION_THRESHOLD)
+
+
+class ContractSegmenter(tf.Module):
+    """``segment``: the nodule probability is the pixel's brightness ramped from 150 (0) to 250 (1), so a white
+    disc on a grey slice is one lesion of the disc's size and grey_png images (under 200) hold none; the lesions are
+    the real graph's (components/segmentation/lesions.py)."""
+
+    def __init__(self, info: ModelInfo):
+        super().__init__()
+        self.info_json = tf.constant(info.to_json())
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=Input.IMAGES)])
+    def segment(self, images):
+        from components.segmentation import lesions
+
+        def grey(encoded):
+            return tf.reduce_mean(tf.cast(tf.io.decode_image(encoded, channels=3, expand_animations=False),
+                                          tf.float32), axis=-1)
+
+        sizes = tf.map_fn(lambda encoded: tf.shape(grey(encoded)), images, fn_output_signature=tf.int32)
+        largest = tf.reduce_max(sizes, axis=0)
+
+        def one(encoded):
+            probability = tf.clip_by_value((grey(encoded) - 150.0) / 100.0, 0.0, 1.0)
+            found = lesions.measure(probability, LESION_THRESHOLD)
+            size = tf.shape(probability)
+            padded = tf.pad(probability, [[0, largest[0] - size[0]], [0, largest[1] - size[1]]])
+            return {Output.PROBABILITY_MAP: padded, Output.LESION_COUNT: found["count"],
+                    **{name: found[name.removeprefix("lesion_")] for name in LESION_OUTPUTS}}
+
+        rows = lesions.MAX_LESIONS
+        spec = {Output.PROBABILITY_MAP: tf.TensorSpec([None, None], tf.float32),
+                Output.LESION_COUNT: tf.TensorSpec([], tf.int32),
+                **{name: tf.TensorSpec([rows, *{Output.LESION_CENTROID: [2], Output.LESION_BOX: [4]}.get(name, [])],
+                                       tf.float32) for name in LESION_OUTPUTS}}
+        result = tf.map_fn(one, images, fn_output_signature=spec)
+        result[Output.IMAGE_SIZE] = sizes
+        return result
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=Input.REQUEST)])
+    def describe(self, request):
+        return {Output.MODEL_INFO: tf.fill(tf.shape(request), self.info_json)}
+
+
+def build_segmenter(export_dir: str) -> str:
+    """Writes the contract segmenter to ``export_dir`` (e.g. <base>/radassist-seg/1); returns it."""
+    info = ModelInfo(class_names=("background", "nodule"), class_display_names=("Background", "Nodule"),
+                     image_size=128, signatures=(Signature.SEGMENT, Signature.MODEL_INFO),
+                     lesion_threshold=LESION_THRESHOLD)
+    model = ContractSegmenter(info)
+    tf.saved_model.save(model, export_dir, signatures={Signature.SEGMENT: model.segment,
+                                                       Signature.MODEL_INFO: model.describe})
+    os.makedirs(os.path.dirname(os.path.join(export_dir, MODEL_INFO_PATH)), exist_ok=True)
+    with open(os.path.join(export_dir, MODEL_INFO_PATH), "w") as handle:
+        handle.write(info.to_json())
+    return export_dir
+
+
+def disc_png(radius: float, centre: tuple[float, float] = (60.0, 70.0), size: tuple[int, int] = (128, 160),
+             background: int = 90) -> bytes:
+    """A grey slice with one white disc (a "nodule" for the contract segmenter) of ``radius`` px."""
+    y, x = np.mgrid[:size[0], :size[1]]
+    pixels = np.full(size, background, np.uint8)
+    pixels[(y - centre[0]) ** 2 + (x - centre[1]) ** 2 <= radius ** 2] = 255
     return tf.io.encode_png(pixels[..., None]).numpy()

@@ -90,3 +90,22 @@ def test_only_the_report_workers_may_reach_the_model_server():
     assert not any(key in client_label for key in labels["portal-web"])
     for name in ("networkpolicy.yaml",):
         assert name in _documents(os.path.join(INFRA, "serving", "base", "kustomization.yaml"))[0]["resources"]
+
+
+def test_both_model_servers_serve_both_models_from_one_tf_serving_config():
+    """TF Serving and our server read the same model config file (base/models.config): the classifier and the
+    segmenter, each from its folder of the models bucket."""
+    from radassist.contract import MODEL_NAME, SEGMENTATION_MODEL_NAME
+    from serving.model_config import read_model_config
+
+    models = read_model_config(os.path.join(INFRA, "serving", "base", "models.config"))
+    assert [(m.name, m.folder) for m in models] == [(MODEL_NAME, MODEL_NAME),
+                                                   (SEGMENTATION_MODEL_NAME, SEGMENTATION_MODEL_NAME)]
+    for overlay, flag in (("tf-serving", "--model_config_file="), ("radassist-server", "--model-config-file=")):
+        (deployment,) = _documents(os.path.join(INFRA, "serving", overlay, "deployment.yaml"))
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        (path,) = [arg.split("=", 1)[1].split()[0] for arg in container["args"] if arg.startswith(flag)]
+        mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+        volumes = {volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]}
+        assert path == os.path.join(mounts["model-config"], "models.config")
+        assert volumes["model-config"]["configMap"]["name"] == "model-config"

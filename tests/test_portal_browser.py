@@ -216,3 +216,32 @@ def test_another_site_cannot_frame_the_portal(browser, stack, tmp_path):
         direct.close()
     finally:
         evil.shutdown()
+
+
+def test_a_report_outlines_the_nodule_and_toggles_to_grad_cam(browser, stack, tmp_path):
+    """The segmenter's lesion, outlined on the slice with its size in the lesion table; one click shows Grad-CAM
+    in its place, another the outlines again."""
+    from contract_model import disc_png
+
+    nodule = tmp_path / "nodule.png"
+    nodule.write_bytes(disc_png(12, centre=(70.0, 90.0), size=(160, 192)))
+    page = browser.new_page()
+    _login(page, stack["url"], "doctor@example.org")
+    _upload_and_wait(page, "Pam Other", [str(nodule)], shot=None)
+    page.click("#batch-jobs a >> nth=0")
+    page.wait_for_selector("#segmentation")
+    assert "1 lesion; largest 25.0 x 25.0 px" in page.inner_text("#segmentation-summary")
+    assert "pixels" in page.inner_text("#size-units")
+    cells = page.locator("#lesion-table tbody tr").first.locator("td").all_inner_texts()
+    assert cells[:3] == ["1", "25.0", "25.0"]
+    outline, gradcam = page.locator("#outline-image"), page.locator("#gradcam-image")
+    _wait_until_loaded(outline)
+    assert outline.is_visible() and not gradcam.is_visible()
+    _shot(page, "doctor-report-lesion-outlines")
+    page.click("label[for=show-gradcam]")
+    assert gradcam.is_visible() and not outline.is_visible()
+    _wait_until_loaded(gradcam)
+    _shot(page, "doctor-report-gradcam")
+    page.click("label[for=show-outlines]")
+    assert outline.is_visible()
+    page.close()

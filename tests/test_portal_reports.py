@@ -217,13 +217,17 @@ def test_fhir_export_is_a_valid_r4_diagnostic_report(reporting_app, auth, client
     assert document["subject"]["reference"] == f"Patient/{patient_id}"
     assert document["performer"][0]["reference"] == f"Practitioner/{user_id(app, 'doctor@example.org')}"
     contained = {resource["id"]: resource for resource in document["contained"]}
-    for reference in document["result"]:  # every result points at a contained Observation
+    for reference in document["result"]:  # every result points at a contained Observation, by its model
         observation = contained[reference["reference"].lstrip("#")]
-        assert observation["resourceType"] == "Observation" and observation["device"]["reference"] == "#model"
+        lesion = reference["reference"].startswith("#lesion")
+        assert observation["resourceType"] == "Observation"
+        assert observation["device"]["reference"] == ("#segmenter" if lesion else "#model")
     values = [contained[r["reference"][1:]]["valueQuantity"]["value"] for r in document["result"]
               if r["reference"].startswith("#probability-")]
     assert len(values) == len(CLASS_NAMES) and sum(values) == pytest.approx(1.0, abs=1e-4)
-    assert {"#ood-score"} == {r["reference"] for r in document["result"]} - {f"#probability-{i}" for i in range(4)}
+    others = {r["reference"] for r in document["result"]} - {f"#probability-{i}" for i in range(4)}
+    assert {"#ood-score"} == {name for name in others if not name.startswith("#lesion")}
+    assert contained["segmenter"]["deviceName"][0]["name"] == "radassist-seg"
     assert contained["model"]["version"][0]["value"].isdigit()
     assert document["conclusionCode"][0]["coding"][0]["code"] in CLASS_NAMES
     assert "not a diagnosis" in document["conclusion"] and "No mass." in document["conclusion"]
