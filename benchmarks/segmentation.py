@@ -1,38 +1,55 @@
-"""Segmentation benchmark (issue 13), in progress: the CPU recipe on the LIDC-IDRI crops, against the readers.
+"""Segmentation benchmark (issue 13): the segmenter trained by its TFX pipeline (CPU recipe) on the LIDC-IDRI crops,
+served beside the classifier from one model config file, measured through the model server's ``segment`` signature
+exactly as the portal calls it.
 
-- ``test_patient_dice_mean``: Dice against the >= 2-of-4 consensus per test slice, averaged per patient, then over
-  the test patients; a bootstrap 95 % CI over patients; IoU; Dice by consensus area; Dice on crops shifted
-  off-centre (the crops are all centred on their nodule, so a model may learn "the centre").
-- ``reader_agreement_dice_mean``: each reader's mask against the consensus (>= 2) of the other three readers, on
-  the test slices that >= 3 readers outlined, averaged the same way: the human anchor.
-- ``full_slice_detection_sensitivity`` / ``full_slice_false_positives_per_slice``: on the 108 whole 512 x 512
-  slices (../lidc-idri-nodule-slices, lung-masked and z-scored by their source: mapped here to the crops'
-  intensities by quantiles), the share of nodules a lesion overlaps, and lesions that overlap none.
-- ``train_seconds``: the CPU recipe's training time on this machine.
+- ``test_patient_dice_mean``: Dice of the lesion mask (the served map at the model's threshold) against the >= 2-of-4
+  consensus, per test slice, averaged per patient, then over the test patients; a bootstrap 95 % CI over patients;
+  also IoU, Dice by consensus area and on crops whose content is shifted off-centre (the crops are all centred on
+  their nodule, so a model may learn "the centre").
+- ``reader_agreement_dice_mean``: each reader's mask against the consensus (>= 2) of the other three readers, on the
+  test slices that >= 3 readers outlined, averaged the same way: the human anchor.
+- ``full_slice_detection_sensitivity`` / ``full_slice_false_positives_per_slice``: on the 108 whole 512 x 512 slices
+  (../lidc-idri-nodule-slices: lung-masked and z-scored by their source, exported here as min-max 8-bit PNGs, the
+  way any float image becomes a picture), the share of nodules (the mask's 8-connected components) that a served
+  lesion overlaps, and the served lesions that overlap none.
+- ``gradcam_pointing_game``: share of those slices where the classifier's Grad-CAM maximum (its ``explain``
+  signature, mapped back through ``crop_box`` and ``crop_angle``) falls inside the nodule mask.
+- ``train_seconds``: the recipe's training time in the Trainer (2 cores here); ``segment_ms_p50``: one 512 x 512 slice
+  per ``segment`` call over gRPC, median of the timed calls.
 
-Not yet measured here (the model is not yet exported or served): ``gradcam_pointing_game`` and
-``segment_ms_p50``; the script writes no result file until it measures every key the issue names.
-
-Usage: python -m benchmarks.segmentation --data ../shared/data/lung-seg --seeds 0
+Usage: python -m benchmarks.segmentation --data ../shared/data/lung-seg --chest-ct ../shared/data/chest-ct
+       (``--segmenter-base``/``--classifier-base``: already trained model bases instead of running the pipelines)
 """
 
 import argparse
-import dataclasses
 import glob
 import gzip
+import io
+import json
 import os
 import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
 
 import numpy as np
-import tensorflow as tf
+from PIL import Image
 from scipy import ndimage
 
-from components.segmentation import lesions, recipe
+from benchmarks import write_result
+from components.segmentation import recipe
 from components.segmentation.data import load_crops
+from radassist.contract import MODEL_NAME, SEGMENTATION_MODEL_NAME
 
-AREA_BINS = ((0, 20), (20, 50), (50, 150), (150, None))  # consensus area, px
+RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
+AREA_BINS = ((0, 20), (20, 50), (50, 150), (150, None))  # consensus area, px (the Transform graph's size bins)
 SHIFTS = ((24, -20), (-30, 30))                          # (rows, columns) the crop content moves
-QUANTILES = np.linspace(0.5, 99.5, 199)
+MIN_AREA_PIXELS = 3                                      # as components/segmentation/lesions.py
+POINTING_TOLERANCE_PX = 8                                # the tolerant variant: Grad-CAM's maximum this near the mask
+TARGETS = {"test_patient_dice_mean": 0.82, "full_slice_detection_sensitivity": 0.8,
+           "full_slice_false_positives_per_slice": 0.5, "train_seconds": 1200, "segment_ms_p50": 400}
 
 
 def bootstrap_ci(values: np.ndarray, patients: np.ndarray, draws: int = 2000, seed: int = 0) -> list[float]:
@@ -67,94 +84,222 @@ def reader_agreement(masks: np.ndarray, patients: np.ndarray) -> tuple[float, in
 
 
 def full_slices(data_dir: str):
-    """(image float [512, 512], mask bool) of each whole slice."""
+    """(name, image float [512, 512], mask bool) of each whole slice."""
     for path in sorted(glob.glob(os.path.join(data_dir, "lidc-idri-nodule-slices", "images", "*.npy.gz"))):
         mask_path = path.replace(f"{os.sep}images{os.sep}", f"{os.sep}masks{os.sep}").replace("_NI", "_MA")
         with gzip.open(path) as image, gzip.open(mask_path) as mask:
-            yield np.load(image), np.load(mask)
+            yield os.path.basename(path), np.load(image), np.load(mask).astype(bool)
 
 
-def to_crop_intensities(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """uint8 slice whose pixels inside the lungs (not the source's flat background) follow the crops' quantiles."""
-    background = np.median(image)
-    inside = image[image != background]
-    levels = np.percentile(inside, QUANTILES)
-    mapped = np.interp(image, levels, reference)
-    return np.clip(np.where(image == background, reference[0], mapped), 0, 255).astype(np.uint8)
+def png(pixels: np.ndarray) -> bytes:
+    """An 8-bit grey PNG of any array (min-max scaled unless already uint8)."""
+    if pixels.dtype != np.uint8:
+        low, high = float(pixels.min()), float(pixels.max())
+        pixels = np.round((pixels - low) / max(high - low, 1e-6) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
-def full_slice_detection(model, threshold: float, data_dir: str, reference: np.ndarray) -> dict:
-    """Nodules found and false lesions over the whole slices: a lesion is a component of at least
-    lesions.MIN_AREA_PIXELS at the threshold (the graph's own labelling), found when it overlaps a nodule."""
-    found = missed = false_positives = slices = 0
-    for image, mask in full_slices(data_dir):
-        probability = recipe.probabilities(model, to_crop_intensities(image, reference)[None] / 255.0)[0]
-        labels = lesions.connected_components(tf.constant(probability >= threshold)).numpy()
-        areas = np.bincount(labels.ravel())
-        kept = {label for label in range(1, len(areas)) if areas[label] >= lesions.MIN_AREA_PIXELS}
-        nodules, count = ndimage.label(mask, structure=np.ones((3, 3)))
-        for nodule in range(1, count + 1):
-            hit = bool(set(np.unique(labels[nodules == nodule])) & kept)
-            found, missed = found + hit, missed + (not hit)
-        false_positives += sum(1 for label in kept if not mask[labels == label].any())
-        slices += 1
-    return {"sensitivity": found / max(found + missed, 1), "false_positives_per_slice": false_positives / slices,
-            "nodules": found + missed, "slices": slices}
+def lesion_labels(segmentation) -> np.ndarray:
+    """The served map's lesions as labels (8-connected components of at least MIN_AREA_PIXELS at the threshold),
+    the same as the graph's; 0 elsewhere."""
+    labels, count = ndimage.label(segmentation.mask, structure=np.ones((3, 3)))
+    areas = np.bincount(labels.ravel(), minlength=count + 1)
+    keep = areas >= MIN_AREA_PIXELS
+    keep[0] = False
+    return np.where(keep[labels], labels, 0)
 
 
-def run_seed(seed: int, data, data_dir: str, config: recipe.SegmentationConfig) -> dict:
-    train, val, test = data.of_split("train"), data.of_split("val"), data.of_split("test")
-    trained = recipe.train(dataclasses.replace(config, seed=seed), train.images / 255.0, train.consensus,
-                           progress=lambda e, n, loss: print(f"  seed {seed} epoch {e}/{n} loss {loss:.3f}",
-                                                             flush=True))
-    threshold = recipe.choose_threshold(recipe.probabilities(trained.model, val.images / 255.0), val.consensus,
-                                        val.patient_id)
-    probability = recipe.probabilities(trained.model, test.images / 255.0)
-    predicted, target = probability >= threshold, test.consensus
+def detection(found: np.ndarray, mask: np.ndarray) -> tuple[int, int, int]:
+    """(nodules a lesion overlaps, nodules, lesions overlapping no nodule) on one slice."""
+    nodules, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    hits = sum(bool((found[nodules == nodule] > 0).any()) for nodule in range(1, count + 1))
+    false = sum(1 for label in np.unique(found) if label and not mask[found == label].any())
+    return hits, count, false
+
+
+def gradcam_peak(prediction) -> tuple[float, float]:
+    """The input pixel (y, x) at the centre of the Grad-CAM map's hottest cell: the cell's place in the square the
+    model saw (``crop_box``), turned back by ``crop_angle`` about the square's centre (as the portal's overlay)."""
+    heat = np.asarray(prediction.heatmap)
+    row, column = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    y0, x0, y1, x1 = prediction.crop_box
+    across = (row + 0.5) / heat.shape[0] * (y1 - y0) - (y1 - y0) / 2
+    along = (column + 0.5) / heat.shape[1] * (x1 - x0) - (x1 - x0) / 2
+    angle = np.deg2rad(prediction.crop_angle or 0.0)
+    dx = along * np.cos(angle) - across * np.sin(angle)
+    dy = along * np.sin(angle) + across * np.cos(angle)
+    return (y0 + y1) / 2 + dy, (x0 + x1) / 2 + dx
+
+
+def _run_pipeline(args: list[str], log_path: str) -> None:
+    command = [sys.executable, "-m", "radassist.cli", "pipeline", "run", *args]
+    print("running", " ".join(command[2:]), f"(log {log_path})", flush=True)
+    with open(log_path, "w") as log:
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _model_info(base: str, name: str) -> dict:
+    (path,) = sorted(glob.glob(os.path.join(base, name, "*", "assets.extra", "radassist_model.json")))[-1:]
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def crop_scores(client, crops, threshold_note: list) -> dict:
+    """Served Dice/IoU on the test crops, as they are and shifted."""
+    test = crops.of_split("test")
+    target = test.consensus
+    served = [s for start in range(0, len(test), 32)
+              for s in client.segment_batch([png(image) for image in test.images[start:start + 32]])]
+    threshold_note.append(served[0].threshold)
+    predicted = np.stack([s.mask for s in served])
     dice = recipe.dice(predicted, target)
     area = target.sum(axis=(1, 2))
     by_size = {}
     for low, high in AREA_BINS:
         rows = (area >= low) & (area < (high or np.inf))
-        by_size[f"{low}-{high or 'max'}px"] = {"slices": int(rows.sum()), "dice": float(dice[rows].mean())}
-    shifts = {}
+        by_size[f"{low}-{high or 'max'}px"] = {"slices": int(rows.sum()),
+                                               "patient_dice_mean": recipe.patient_mean(dice[rows],
+                                                                                        test.patient_id[rows])}
+    moved_scores = {}
     for offset in SHIFTS:
-        moved = recipe.probabilities(trained.model, shifted(test.images, offset) / 255.0) >= threshold
-        shifts[f"{offset[0]},{offset[1]}"] = recipe.patient_mean(
-            recipe.dice(moved, shifted(target.astype(np.uint8), offset).astype(bool)), test.patient_id)
-    reference = np.percentile(train.images, QUANTILES)
-    return {
-        "seed": seed, "threshold": threshold, "train_seconds": trained.train_seconds, "policy": trained.policy,
-        "test_patient_dice_mean": recipe.patient_mean(dice, test.patient_id),
-        "test_patient_dice_ci95": bootstrap_ci(dice, test.patient_id),
-        "test_patient_iou_mean": recipe.patient_mean(recipe.iou(predicted, target), test.patient_id),
-        "dice_by_consensus_area": by_size, "shifted_patient_dice": shifts,
-        "full_slice": full_slice_detection(trained.model, threshold, data_dir, reference),
-    }
+        moved = shifted(test.images, offset)
+        masks = shifted(target.astype(np.uint8), offset).astype(bool)
+        answer = [s for start in range(0, len(test), 32)
+                  for s in client.segment_batch([png(image) for image in moved[start:start + 32]])]
+        moved_scores[f"{offset[0]},{offset[1]}"] = recipe.patient_mean(
+            recipe.dice(np.stack([s.mask for s in answer]), masks), test.patient_id)
+    return {"dice": dice, "patients": test.patient_id,
+            "test_patient_iou_mean": recipe.patient_mean(recipe.iou(predicted, target), test.patient_id),
+            "dice_by_consensus_area": by_size, "shifted_patient_dice_mean": moved_scores,
+            "test_slices": int(len(test)), "test_patients": int(len(np.unique(test.patient_id)))}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="RadAssist segmentation benchmark (in progress)")
+    parser = argparse.ArgumentParser(description="RadAssist segmentation benchmark (issue 13)")
     parser.add_argument("--data", default="../shared/data/lung-seg")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--epochs", type=int, default=None, help="override the CPU recipe's epochs")
+    parser.add_argument("--chest-ct", default="../shared/data/chest-ct", help="the classifier's data (pointing game)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--segmenter-base", help="a model base holding radassist-seg (skips its pipeline run)")
+    parser.add_argument("--classifier-base", help="a model base holding radassist (skips its pipeline run)")
+    parser.add_argument("--workdir", help="where the pipelines and the server write (default: a temporary folder)")
+    parser.add_argument("--timed-calls", type=int, default=40)
+    parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "segmentation.json"))
     args = parser.parse_args()
-    config = recipe.SegmentationConfig()
-    if args.epochs:
-        config = dataclasses.replace(config, epochs=args.epochs)
-    data = load_crops(os.path.join(args.data, "lidc-idri-nodule-crops128"))
-    test = data.of_split("test")
-    agreement, patients = reader_agreement(test.masks, test.patient_id)
-    print(f"reader_agreement_dice_mean {agreement:.3f} ({patients} test patients); {platform.processor()}")
-    for seed in args.seeds:
-        result = run_seed(seed, data, args.data, config)
-        print(f"seed {seed}: test_patient_dice_mean {result['test_patient_dice_mean']:.3f} "
-              f"CI {result['test_patient_dice_ci95']}, IoU {result['test_patient_iou_mean']:.3f}, "
-              f"threshold {result['threshold']}, train {result['train_seconds']:.0f}s ({result['policy']})")
-        print(f"  by consensus area: {result['dice_by_consensus_area']}")
-        print(f"  shifted: {result['shifted_patient_dice']}")
-        print(f"  full slices: {result['full_slice']}")
+    from radassist.stack import ModelServerProcess
+    from serving.client import ServingClient
+    from serving.model_config import ServedModel, format_model_config
+
+    started = time.time()
+    workdir = args.workdir or tempfile.mkdtemp(prefix="radassist-seg-bench-")
+    os.makedirs(workdir, exist_ok=True)
+    segmenter_base = args.segmenter_base or os.path.join(workdir, "segmenter", "models")
+    if not args.segmenter_base:
+        _run_pipeline(["--task", "segmenter", "--data", os.path.join(args.data, "lidc-idri-nodule-crops128"),
+                       "--output", os.path.join(workdir, "segmenter"), "--seed", str(args.seed)],
+                      os.path.join(workdir, "segmenter.log"))
+    classifier_base = args.classifier_base or os.path.join(workdir, "classifier", "models")
+    if not args.classifier_base:
+        _run_pipeline(["--data", args.chest_ct, "--output", os.path.join(workdir, "classifier"), "--seed",
+                       str(args.seed)], os.path.join(workdir, "classifier.log"))
+    info = _model_info(segmenter_base, SEGMENTATION_MODEL_NAME)
+    config = os.path.join(workdir, "models.config")
+    with open(config, "w") as handle:
+        handle.write(format_model_config([ServedModel(MODEL_NAME, os.path.join(classifier_base, MODEL_NAME)),
+                                          ServedModel(SEGMENTATION_MODEL_NAME,
+                                                      os.path.join(segmenter_base, SEGMENTATION_MODEL_NAME))]))
+    os.makedirs(os.path.join(workdir, "empty"), exist_ok=True)
+    server = ModelServerProcess(os.path.join(workdir, "empty"), "--model-config-file", config,
+                                "--max-request-bytes", str(256 << 20)).start()
+    try:
+        with ServingClient(server.address, timeout=600) as client:
+            result = measure(client, args, info)
+    finally:
+        server.stop()
+    result.update({"benchmark": "segmentation", "seed": args.seed, "workdir": workdir,
+                   "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                               "processor": platform.processor()},
+                   "wall_seconds": round(time.time() - started, 1)})
+    print_table(result)
+    write_result(result, args.output)
+
+
+def measure(client, args, info: dict) -> dict:
+    crops = load_crops(os.path.join(args.data, "lidc-idri-nodule-crops128"), splits=("test",))
+    test = crops.of_split("test")
+    agreement, agreement_patients = reader_agreement(test.masks, test.patient_id)
+    threshold = []
+    scores = crop_scores(client, crops, threshold)
+    hits = nodules = false_positives = slices = pointed = pointed_near = 0
+    per_slice = []
+    for name, image, mask in full_slices(args.data):
+        encoded = png(image)
+        (segmentation,) = client.segment_batch([encoded])
+        found = lesion_labels(segmentation)
+        slice_hits, slice_nodules, slice_false = detection(found, mask)
+        explained = client.explain(encoded)
+        y, x = gradcam_peak(explained)
+        inside = 0 <= round(y) < mask.shape[0] and 0 <= round(x) < mask.shape[1] and mask[round(y), round(x)]
+        distance = ndimage.distance_transform_edt(~mask)
+        near = 0 <= round(y) < mask.shape[0] and 0 <= round(x) < mask.shape[1] and \
+            distance[round(y), round(x)] <= POINTING_TOLERANCE_PX
+        hits, nodules, false_positives = hits + slice_hits, nodules + slice_nodules, false_positives + slice_false
+        pointed, pointed_near, slices = pointed + bool(inside), pointed_near + bool(near), slices + 1
+        per_slice.append({"slice": name, "nodules": slice_nodules, "found": slice_hits,
+                          "false_positives": slice_false, "gradcam_peak_in_nodule": bool(inside),
+                          "classifier_in_domain": explained.in_domain})
+    slice_png = png(next(full_slices(args.data))[1])
+    for _ in range(3):
+        client.segment(slice_png)  # warm: the first calls trace
+    timings = []
+    for _ in range(args.timed_calls):
+        begin = time.perf_counter()
+        client.segment(slice_png)
+        timings.append((time.perf_counter() - begin) * 1000)
+    return {
+        "test_patient_dice_mean": recipe.patient_mean(scores["dice"], scores["patients"]),
+        "reader_agreement_dice_mean": agreement,
+        "full_slice_detection_sensitivity": hits / max(nodules, 1),
+        "full_slice_false_positives_per_slice": false_positives / max(slices, 1),
+        "gradcam_pointing_game": pointed / max(slices, 1),
+        "train_seconds": info.get("train_seconds"),
+        "segment_ms_p50": statistics.median(timings),
+        "targets": TARGETS,
+        "details": {
+            "test_patient_dice_ci95": bootstrap_ci(scores["dice"], scores["patients"]),
+            "test_patient_iou_mean": scores["test_patient_iou_mean"],
+            "dice_by_consensus_area": scores["dice_by_consensus_area"],
+            "shifted_patient_dice_mean": scores["shifted_patient_dice_mean"],
+            "test_slices": scores["test_slices"], "test_patients": scores["test_patients"],
+            "reader_agreement_patients": agreement_patients,
+            "lesion_threshold": threshold[0],
+            "full_slices": slices, "full_slice_nodules": nodules,
+            "gradcam_pointing_game_within_px": {"tolerance_px": POINTING_TOLERANCE_PX,
+                                                "share": pointed_near / max(slices, 1)},
+            "segment_ms": {"p50": statistics.median(timings), "p90": float(np.percentile(timings, 90)),
+                           "calls": len(timings), "image": "512 x 512 PNG, one per call, gRPC"},
+            "trainer_seconds": info.get("training_seconds"),
+            "training": info.get("training"), "training_dtype_policy": info.get("training_dtype_policy"),
+            "valid_patient_dice_mean": info.get("valid_patient_dice_mean"),
+            "per_full_slice": per_slice,
+        },
+    }
+
+
+def print_table(result: dict) -> None:
+    print(f"{'measure':<40}{'value':>10}{'target':>10}")
+    for key in ("test_patient_dice_mean", "reader_agreement_dice_mean", "full_slice_detection_sensitivity",
+                "full_slice_false_positives_per_slice", "gradcam_pointing_game", "train_seconds", "segment_ms_p50"):
+        target = TARGETS.get(key, "")
+        value = result[key]
+        print(f"{key:<40}{value:>10.3f}{target!s:>10}" if isinstance(value, float) else f"{key:<40}{value!s:>10}")
+    details = result["details"]
+    print(f"Dice CI95 {details['test_patient_dice_ci95']}, IoU {details['test_patient_iou_mean']:.3f}, "
+          f"shifted {details['shifted_patient_dice_mean']}, threshold {details['lesion_threshold']}")
+    print(f"by consensus area: {details['dice_by_consensus_area']}")
 
 
 if __name__ == "__main__":
     main()
+

@@ -6,6 +6,7 @@ version of the registered model, tagged with the TFX pipeline run id, the data f
 serving version directory.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -105,7 +106,29 @@ def log_pipeline_run(
     model_info: dict | None = None,
 ) -> dict:
     """Logs one pipeline run; returns {"run_id", "registered_version"} (version None when nothing was pushed)."""
-    mlflow.set_tracking_uri(tracking_uri)
+    with _tracking(tracking_uri):
+        return _log_pipeline_run(tracking_uri=tracking_uri, experiment=experiment,
+                                 registered_model_name=registered_model_name, pipeline_run_id=pipeline_run_id,
+                                 description=description, params=params, audit=audit, results=results,
+                                 blessed=blessed, pushed_dir=pushed_dir, model_uri=model_uri, model_info=model_info)
+
+
+@contextlib.contextmanager
+def _tracking(uri: str):
+    """MLflow's tracking URI for the block only: MLflow keeps it process-wide and in $MLFLOW_TRACKING_URI, so a
+    second pipeline run in the same process (another task's, with another store) would otherwise log into this
+    one's store."""
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def _log_pipeline_run(*, tracking_uri: str, experiment: str, registered_model_name: str, pipeline_run_id: str,
+                      description: str, params: dict, audit: dict, results: dict, blessed: bool,
+                      pushed_dir: str | None, model_uri: str, model_info: dict | None) -> dict:
     mlflow.set_experiment(experiment)
     fingerprint = audit.get("data_fingerprint", "")
     with mlflow.start_run(run_name=f"tfx-{pipeline_run_id}") as run:

@@ -6,7 +6,6 @@ import json
 import os
 import pathlib
 
-import mlflow
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -152,8 +151,7 @@ def test_second_run_is_evaluated_against_the_blessed_baseline(run):
 
 
 def test_mlflow_logs_every_run_and_registers_only_pushed_models(run):
-    mlflow.set_tracking_uri("sqlite:///" + str(run["output"] / "mlflow" / "mlflow.db"))
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri="sqlite:///" + str(run["output"] / "mlflow" / "mlflow.db"))
     experiment = client.get_experiment_by_name("radassist-training")
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
     assert [r.data.tags["blessed"] for r in runs] == ["true", "false"]

@@ -96,3 +96,22 @@ def test_the_benchmarks_shift_moves_content_and_readers_are_scored_against_the_o
     masks[0, 2, 0, 0] = True                 # one reader outlines a pixel more: 2 * 4 / (5 + 4) for that reader
     agreement, _ = bench.reader_agreement(masks, np.array(["A", "B"]))
     assert agreement == pytest.approx((1 + 1 + 8 / 9) / 3)
+
+
+def test_the_benchmark_maps_the_grad_cam_peak_to_input_pixels_and_counts_detections():
+    from types import SimpleNamespace
+
+    from benchmarks import segmentation as bench
+
+    heat = np.zeros((4, 4))
+    heat[0, 3] = 1.0  # the top-right cell of a 40-pixel square whose top-left is at (10, 20)
+    upright = SimpleNamespace(heatmap=heat, crop_box=(10.0, 20.0, 50.0, 60.0), crop_angle=0.0)
+    assert bench.gradcam_peak(upright) == pytest.approx((15.0, 55.0))
+    turned = SimpleNamespace(heatmap=heat, crop_box=(10.0, 20.0, 50.0, 60.0), crop_angle=90.0)
+    assert bench.gradcam_peak(turned) == pytest.approx((45.0, 55.0))  # turned clockwise: top-right -> bottom-right
+    mask = np.zeros((20, 20), bool)
+    mask[2:5, 2:5] = mask[12:15, 12:15] = True
+    found = np.zeros((20, 20), int)
+    found[3, 3] = found[3, 4] = 1  # overlaps the first nodule
+    found[17, 2] = 2               # overlaps none
+    assert bench.detection(found, mask) == (1, 2, 1)

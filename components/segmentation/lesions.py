@@ -16,20 +16,39 @@ MAX_LESIONS = 16            # lesions reported per image, largest first (the cou
 MIN_AREA_PIXELS = 3         # smaller components are speckle, not lesions
 FERET_ANGLES = 90           # caliper directions, every 2 degrees: the largest diameter is off by < 0.02 %
 _MAX_PROPAGATION_STEPS = 4096
+_POOLS_PER_STEP = 4
+
+
+def _spread_along_runs(labels: tf.Tensor, inside: tf.Tensor) -> tf.Tensor:
+    """Every pixel of each horizontal run of the mask takes the run's largest label (one step along a whole run)."""
+    height, width = tf.shape(labels)[0], tf.shape(labels)[1]
+    starts = inside * (1.0 - tf.pad(inside[:, :-1], [[0, 0], [1, 0]]))
+    run = tf.cast(tf.cumsum(starts, axis=1) * inside, tf.int32)  # 1, 2, ... along each row; 0 outside the mask
+    runs_per_row = width // 2 + 2
+    segments = tf.where(inside > 0, tf.range(height)[:, None] * runs_per_row + run, 0)
+    largest = tf.math.unsorted_segment_max(labels, segments, height * runs_per_row)
+    return tf.gather(tf.maximum(largest, 0.0), segments) * inside
 
 
 def connected_components(mask: tf.Tensor) -> tf.Tensor:
     """8-connected components of a bool [H, W] mask: int32 labels 1..K (0 outside the mask), K the count.
 
-    Every pixel starts with its own id and takes the largest id in its 3x3 neighbourhood inside the mask until
-    nothing changes (as many rounds as the longest lesion is across, a few for nodules).
+    Every pixel starts with its own id; the largest id spreads along whole runs of each row and column and through
+    3x3 neighbourhoods (the diagonal steps) inside the mask until nothing changes: a few rounds for any compact
+    lesion, and at most about one per bend of a winding one (one-pixel steps would take as many rounds as the
+    lesion is long, which a large blob on an unusual image makes slow).
     """
     shape = tf.shape(mask)
     inside = tf.cast(mask, tf.float32)
     ids = tf.reshape(tf.range(1, shape[0] * shape[1] + 1, dtype=tf.float32), shape) * inside  # exact below 2^24
 
+    inside_t = tf.transpose(inside)
+
     def step(i, labels, _):
-        spread = tf.nn.max_pool2d(labels[None, ..., None], 3, 1, "SAME")[0, ..., 0] * inside
+        spread = _spread_along_runs(labels, inside)
+        spread = tf.transpose(_spread_along_runs(tf.transpose(spread), inside_t))
+        for _ in range(_POOLS_PER_STEP):  # cheap 3x3 steps between the costlier run steps: mazes converge too
+            spread = tf.nn.max_pool2d(spread[None, ..., None], 3, 1, "SAME")[0, ..., 0] * inside
         return i + 1, spread, tf.reduce_any(tf.not_equal(spread, labels))
 
     _, labels, _ = tf.while_loop(lambda i, _, changed: changed & (i < _MAX_PROPAGATION_STEPS), step,
