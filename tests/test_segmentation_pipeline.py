@@ -12,6 +12,7 @@ import tensorflow as tf
 from ml_metadata.proto import metadata_store_pb2
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from tensorflow_serving.apis import prediction_log_pb2
 
 from components import evaluation
 from components.segmentation import features
@@ -117,6 +118,9 @@ def test_the_pushed_segmenter_outlines_and_measures_any_size_of_slice(segmenter_
         recorded = json.load(handle)
     assert recorded["lesion_threshold"] == info.lesion_threshold and recorded["train_examples"] == 24
     assert len(recorded["reference_quantiles"]) == 65
+    warmup = os.path.join(version, "assets.extra", "tf_serving_warmup_requests")
+    (record,) = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(warmup)]
+    assert record.predict_log.request.model_spec.signature_name == Signature.SEGMENT
 
 
 def test_mlflow_registers_the_segmenter_under_its_own_name(segmenter_pipeline_run):

@@ -21,12 +21,11 @@ import os
 
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from components.segmentation import features, intensity, lesions
 from components.segmentation.evaluation import LESION_MASK
 from components.segmentation.unet import ENCODER_STRIDE
-from components.trainer.export import WARMUP_FILE, synthetic_scan_png
+from components.trainer.export import synthetic_scan_png, write_warmup_requests
 from radassist.contract import MODEL_INFO_PATH, Input, ModelInfo, Output, Signature
 
 MAX_WORKING_SIDE = 1024  # px: larger slices are segmented downscaled to this (memory: the encoder's first block)
@@ -125,27 +124,14 @@ def build_signatures(model, tft_layer, raw_feature_spec: dict, reference: np.nda
             "transform_features": transform_features, Signature.MODEL_INFO: describe}
 
 
-def write_warmup_requests(export_dir: str, model_name: str) -> str:
-    """TF Serving warm-up records: one ``segment`` request with a whole synthetic 512 x 512 slice."""
-    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=model_name,
-                                                                        signature_name=Signature.SEGMENT))
-    request.inputs[Input.IMAGES].CopyFrom(tf.make_tensor_proto([synthetic_scan_png(512)], dtype=tf.string))
-    record = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
-    extra = os.path.join(export_dir, "assets.extra")
-    tf.io.gfile.makedirs(extra)
-    path = os.path.join(extra, WARMUP_FILE)
-    with tf.io.TFRecordWriter(path) as writer:
-        writer.write(record.SerializeToString())
-    return path
-
-
 def export(model, tft_layer, raw_feature_spec: dict, reference: np.ndarray, threshold: float, export_dir: str,
            model_name: str, info: dict) -> None:
     """Saves the U-Net with every signature, warm-up records and the info file (contract fields plus ``info``)."""
     model.tft_layer = tft_layer  # tracked: the Transform graph and its assets are saved with the model
     signatures = build_signatures(model, tft_layer, raw_feature_spec, reference, threshold)
     model.save(export_dir, save_format="tf", signatures=signatures, include_optimizer=False)
-    write_warmup_requests(export_dir, model_name)
+    # TF Serving's warm-up: one segment request with a whole synthetic 512 x 512 slice.
+    write_warmup_requests(export_dir, model_name, Signature.SEGMENT, [synthetic_scan_png(512)])
     record = {**model_info(threshold).to_dict(), "min_lesion_area_px": lesions.MIN_AREA_PIXELS,
               "max_lesions": lesions.MAX_LESIONS, "max_working_side": MAX_WORKING_SIDE,
               "reference_quantiles": [round(float(v), 3) for v in reference], **info}

@@ -117,12 +117,14 @@ def synthetic_scan_png(size: int = 256) -> bytes:
     return tf.io.encode_png(tf.constant(image.astype(np.uint8)[..., None])).numpy()
 
 
-def write_warmup_requests(export_dir: str, model_name: str) -> str:
-    """TF Serving warm-up records (assets.extra/tf_serving_warmup_requests): one predict_image request."""
+def write_warmup_requests(export_dir: str, model_name: str, signature_name: str = Signature.PREDICT_IMAGE,
+                          images: list[bytes] | None = None) -> str:
+    """TF Serving warm-up records (assets.extra/tf_serving_warmup_requests): one request of ``signature_name`` with
+    ``images`` (default: one synthetic scan)."""
     request = predict_pb2.PredictRequest(
-        model_spec=model_pb2.ModelSpec(name=model_name, signature_name=Signature.PREDICT_IMAGE)
+        model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name)
     )
-    request.inputs[Input.IMAGES].CopyFrom(tf.make_tensor_proto([synthetic_scan_png()], dtype=tf.string))
+    request.inputs[Input.IMAGES].CopyFrom(tf.make_tensor_proto(images or [synthetic_scan_png()], dtype=tf.string))
     record = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
     extra = os.path.join(export_dir, "assets.extra")
     tf.io.gfile.makedirs(extra)
