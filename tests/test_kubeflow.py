@@ -37,6 +37,23 @@ def test_compiled_spec_parses_as_a_kfp_pipeline_spec(tmp_path):
     assert "s3://bucket/chest-ct" in text
 
 
+def test_the_segmenter_compiles_from_the_same_create_pipeline(tmp_path):
+    options = PipelineOptions(data_root="s3://bucket/lidc-crops", model_base="s3://bucket/models",
+                              mlflow_tracking_uri="http://mlflow:5000", task="segmenter", training={"epochs": 4})
+    path = kubeflow_runner.compile_pipeline(output_file=str(tmp_path / "seg.json"),
+                                            image="registry.example/radassist-train:1.2.3",
+                                            pipeline_root="s3://bucket/root", options=options)
+    spec_dict = kubeflow_runner.pipeline_spec(path)
+    spec = json_format.ParseDict(spec_dict, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    tasks = set(spec.root.dag.tasks)
+    assert tasks >= EXPECTED_TASKS - {"CtExampleGen", "LeakageAudit"} | {"NoduleExampleGen"}
+    assert not tasks & {"CtExampleGen", "LeakageAudit"} and spec.pipeline_info.name == "radassist-seg"
+    text = json.dumps(spec_dict)
+    for expected in ("components.segmentation.run_fn.run_fn", "components.segmentation.preprocessing",
+                     "radassist-seg", "s3://bucket/lidc-crops", "SliceDice"):
+        assert expected in text, expected
+
+
 class _FakeKfpClient:
     """Stands in for a Kubeflow cluster, which tests cannot run; records what would be sent."""
 
