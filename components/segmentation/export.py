@@ -12,14 +12,13 @@ Names are radassist/contract.py's. Signatures:
 - ``transform_features``: ``examples`` -> the Transform graph's features (TFMA reads the consensus target and the
   size bin from it).
 - ``model_info``: ``request`` [N] -> contract.ModelInfo JSON (with the lesion threshold).
-The ``segment`` signature canonicalises intensities like the Transform graph (components/segmentation/intensity.py),
-against the reference quantile function that graph's analyzer computed.
+The ``segment`` signature canonicalises intensities with the Transform graph's own function
+(components/segmentation/intensity.py).
 """
 
 import json
 import os
 
-import numpy as np
 import tensorflow as tf
 
 from components.segmentation import features, intensity, lesions
@@ -48,9 +47,8 @@ def _round_up(value: tf.Tensor, multiple: int) -> tf.Tensor:
     return (value + multiple - 1) // multiple * multiple
 
 
-def build_segment(model, reference: np.ndarray, threshold: float):
+def build_segment(model, threshold: float):
     """The ``segment`` computation, images [N] -> SEGMENT_OUTPUTS, closing over the Keras U-Net."""
-    reference = tf.constant(reference, tf.float32)
 
     def segment(images: tf.Tensor) -> dict[str, tf.Tensor]:
         images = tf.reshape(images, [-1])
@@ -66,7 +64,7 @@ def build_segment(model, reference: np.ndarray, threshold: float):
             grey = intensity.decode_grey(encoded)
             grey = tf.cond(tf.reduce_all(tf.equal(size, work)), lambda: grey,
                            lambda: tf.image.resize(grey, work, antialias=True))
-            canonical = intensity.canonical(grey, reference)
+            canonical = intensity.canonical(grey)
             return tf.image.pad_to_bounding_box(canonical, 0, 0, padded[0], padded[1])
 
         batch = tf.map_fn(prepare, (images, sizes, working),
@@ -96,8 +94,8 @@ def build_segment(model, reference: np.ndarray, threshold: float):
     return segment
 
 
-def build_signatures(model, tft_layer, raw_feature_spec: dict, reference: np.ndarray, threshold: float) -> dict:
-    segment = build_segment(model, reference, threshold)
+def build_signatures(model, tft_layer, raw_feature_spec: dict, threshold: float) -> dict:
+    segment = build_segment(model, threshold)
     info_json = tf.constant(model_info(threshold).to_json())
     inputs_spec = {key: raw_feature_spec[key] for key in (features.IMAGE_KEY, features.READER_MASKS_KEY)}
 
@@ -124,16 +122,16 @@ def build_signatures(model, tft_layer, raw_feature_spec: dict, reference: np.nda
             "transform_features": transform_features, Signature.MODEL_INFO: describe}
 
 
-def export(model, tft_layer, raw_feature_spec: dict, reference: np.ndarray, threshold: float, export_dir: str,
-           model_name: str, info: dict) -> None:
+def export(model, tft_layer, raw_feature_spec: dict, threshold: float, export_dir: str, model_name: str,
+           info: dict) -> None:
     """Saves the U-Net with every signature, warm-up records and the info file (contract fields plus ``info``)."""
     model.tft_layer = tft_layer  # tracked: the Transform graph and its assets are saved with the model
-    signatures = build_signatures(model, tft_layer, raw_feature_spec, reference, threshold)
+    signatures = build_signatures(model, tft_layer, raw_feature_spec, threshold)
     model.save(export_dir, save_format="tf", signatures=signatures, include_optimizer=False)
     # TF Serving's warm-up: one segment request with a whole synthetic 512 x 512 slice.
     write_warmup_requests(export_dir, model_name, Signature.SEGMENT, [synthetic_scan_png(512)])
     record = {**model_info(threshold).to_dict(), "min_lesion_area_px": lesions.MIN_AREA_PIXELS,
               "max_lesions": lesions.MAX_LESIONS, "max_working_side": MAX_WORKING_SIDE,
-              "reference_quantiles": [round(float(v), 3) for v in reference], **info}
+              "intensity": "min-max per image to 0..1 (components/segmentation/intensity.py)", **info}
     with tf.io.gfile.GFile(os.path.join(export_dir, MODEL_INFO_PATH), "w") as handle:
         json.dump(record, handle, indent=2)

@@ -20,7 +20,6 @@ CROP_SIZE = 128                  # the crops' side, px (training examples; the s
 GREY_KEY = "grey"                # float32 [H, W, 1] in 0..1: the canonical slice (intensities matched)
 MASK_KEY = "mask"                # float32 [H, W, 1] {0, 1}: the consensus
 CONSENSUS_AREA_KEY = "consensus_area"  # int64: consensus pixels
-REFERENCE_KEY = "reference_quantiles"  # float32 [QUANTILE_LEVELS]: the training slices' mean quantile function
 SIZE_BIN_KEY = "nodule_size"     # string: the consensus area's bin, TFMA's size slices
 SIZE_BINS = ((0, 20, "<20px"), (20, 50, "20-50px"), (50, 150, "50-150px"), (150, None, ">=150px"))
 

@@ -1,12 +1,11 @@
 """tf.Transform ``preprocessing_fn`` of the segmenter: encoded slice and reader masks -> canonical grey image and
 consensus target (>= CONSENSUS_READERS of the readers), with the consensus area and its size bin for TFMA's slices,
-and the reference quantile function (the analyzer's constant, repeated per example: the ``segment`` signature
-matches slices of any size to it). The graph ships inside the exported SavedModel (its ``transform_features``
-signature gives TFMA the target).
+The graph ships inside the exported SavedModel (its ``transform_features`` signature gives TFMA the target; the
+``segment`` signature applies the same intensity function, components/segmentation/intensity.py, to slices of any
+size).
 """
 
 import tensorflow as tf
-import tensorflow_transform as tft
 
 from components.segmentation import features, intensity
 
@@ -33,11 +32,9 @@ def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     images = tf.reshape(inputs[features.IMAGE_KEY], [-1])
     size = features.CROP_SIZE
     grey = tf.map_fn(intensity.decode_grey, images, fn_output_signature=tf.TensorSpec([size, size, 1], tf.float32))
-    reference = tft.mean(tf.map_fn(intensity.quantiles, grey), reduce_instance_dims=False, name="reference_quantiles")
-    canonical = tf.map_fn(lambda g: intensity.canonical(g, reference), grey)
+    canonical = tf.map_fn(intensity.canonical, grey)
     masks = tf.map_fn(consensus, inputs[features.READER_MASKS_KEY],
                       fn_output_signature=tf.TensorSpec([size, size, 1], tf.float32))
     area = tf.cast(tf.reduce_sum(masks, axis=[1, 2, 3]), tf.int64)
     return {features.GREY_KEY: canonical, features.MASK_KEY: masks, features.CONSENSUS_AREA_KEY: area,
-            features.SIZE_BIN_KEY: size_bin(area),
-            features.REFERENCE_KEY: tf.tile(reference[None], [tf.shape(images)[0], 1])}
+            features.SIZE_BIN_KEY: size_bin(area)}

@@ -22,7 +22,6 @@ class Split:
     grey: np.ndarray      # float32 [N, H, W] in 0..1, canonical
     target: np.ndarray    # bool [N, H, W], the consensus
     patient: np.ndarray   # str [N]
-    reference: np.ndarray  # float32 [QUANTILE_LEVELS]: the Transform analyzer's reference quantile function
 
 
 def load_split(file_pattern: list[str], tf_transform_output: tft.TFTransformOutput, batch_size: int = 64) -> Split:
@@ -37,15 +36,14 @@ def load_split(file_pattern: list[str], tf_transform_output: tft.TFTransformOutp
 
     dataset = (tf.data.TFRecordDataset(tf.io.gfile.glob(file_pattern), compression_type="GZIP")
                .batch(batch_size).map(transform))
-    grey, target, patient, reference = [], [], [], None
+    grey, target, patient = [], [], []
     for transformed, patients in dataset:
         grey.append(transformed[features.GREY_KEY].numpy()[..., 0])
         target.append(transformed[features.MASK_KEY].numpy()[..., 0] > 0.5)
         patient.append(patients.numpy().astype(str))
-        reference = transformed[features.REFERENCE_KEY].numpy()[0]
     if not grey:
         raise ValueError(f"no examples in {file_pattern}: check the data directory and the ExampleGen counts")
-    return Split(np.concatenate(grey), np.concatenate(target), np.concatenate(patient), reference)
+    return Split(np.concatenate(grey), np.concatenate(target), np.concatenate(patient))
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
@@ -77,5 +75,5 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         "training_seconds": round(time.time() - started, 1),
     }
     export.export(trained.model, tf_transform_output.transform_features_layer(), tf_transform_output.raw_feature_spec(),
-                  train.reference, threshold, fn_args.serving_model_dir, model_name, info)
+                  threshold, fn_args.serving_model_dir, model_name, info)
     log.info("exported %s in %.0fs total", fn_args.serving_model_dir, time.time() - started)
