@@ -79,7 +79,8 @@ STALE_STATUS = dt.timedelta(minutes=2)
 
 
 def served_versions() -> tuple[list[dict], str | None, ServiceStatus | None]:
-    """The model's versions as the report workers last saw them, a problem to show (or None), and that report."""
+    """The models' versions as the report workers last saw them (each with its ``model``: the classifier's, then
+    the segmenter's), a problem to show (or None), and that report."""
     row = db.session.get(ServiceStatus, ServiceStatus.MODEL_SERVER)
     if row is None:
         return [], "No report worker has reported on the model server yet.", None
@@ -88,7 +89,15 @@ def served_versions() -> tuple[list[dict], str | None, ServiceStatus | None]:
     if utcnow() - row.updated_at > STALE_STATUS:
         problem = (f"No report worker has reported since {row.updated_at:%Y-%m-%d %H:%M} UTC (last: "
                    f"{row.reported_by}); reports may not be being written.")
-    return status.get("versions", []), problem, row
+    config = current_app.config
+    versions = [{**version, "model": config["MODEL_NAME"]} for version in status.get("versions", [])]
+    segmenter = status.get("segmenter")
+    if segmenter:
+        versions += [{**version, "model": segmenter["name"]} for version in segmenter["versions"]]
+        if segmenter.get("error") and not problem:
+            problem = (f"The segmentation model {segmenter['name']} did not answer: {segmenter['error']} "
+                       "(reports are written without lesion outlines)")
+    return versions, problem, row
 
 
 @bp.get("/models")

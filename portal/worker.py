@@ -81,6 +81,13 @@ class Worker:
             status = {"versions": self.client.model_status(), "error": None}
         except (ServingClientError, OSError) as error:
             status = {"versions": [], "error": str(error)[:500]}
+        segmenter = self.client.segmentation_model_name
+        if segmenter:
+            try:
+                status["segmenter"] = {"name": segmenter, "versions": self.client.model_status(segmenter),
+                                       "error": None}
+            except (ServingClientError, OSError) as error:
+                status["segmenter"] = {"name": segmenter, "versions": [], "error": str(error)[:500]}
         name = ServiceStatus.MODEL_SERVER
         row = db.session.get(ServiceStatus, name) or ServiceStatus(name=name)
         row.status_json, row.reported_by, row.updated_at = json.dumps(status), self.name, utcnow()

@@ -520,6 +520,11 @@ def test_admin_models_page_lists_served_versions_and_usage(reporting_app, auth, 
     page = client.get("/admin/models").get_data(as_text=True)
     assert "AVAILABLE" in page and "jobs done</th><td>1" in page and "As reported by test-worker" in page
     assert re.search(r"<td>radassist</td><td>\d+</td><td>AVAILABLE</td>", page)
+    assert re.search(r"<td>radassist-seg</td><td>\d+</td><td>AVAILABLE</td>", page)  # the segmenter beside it
+    with app.app_context():
+        lone = ServingClient(model_server.address, timeout=30, retries=0, segmentation_model_name="not-deployed")
+        Worker(app, lone, queue=DatabaseQueue(poll_seconds=0.01), name="test-worker").report_model_status()
+    assert "The segmentation model not-deployed did not answer" in client.get("/admin/models").get_data(as_text=True)
     with app.app_context():
         make_worker(app, "127.0.0.1:1", retries=0).report_model_status()
     down = client.get("/admin/models")
