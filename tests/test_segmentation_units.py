@@ -119,3 +119,15 @@ def test_the_run_summary_shows_dice_by_nodule_size():
     text = format_summary(summary)
     assert "Dice" in text and "nodule_size=<20px" in text and "0.800" in text and "accuracy" not in text
     assert "data: train" not in text and "pushed version 7" in text
+
+
+def test_intensities_are_min_max_scaled_so_a_linear_window_change_gives_the_same_input():
+    from components.segmentation import intensity
+
+    rng = np.random.default_rng(0)
+    grey = rng.uniform(20, 200, (16, 24, 1)).astype(np.float32)
+    windowed = 0.5 * grey + 60  # another export's level and width
+    first, second = intensity.canonical(tf.constant(grey)).numpy(), intensity.canonical(tf.constant(windowed)).numpy()
+    np.testing.assert_allclose(first, second, atol=1e-5)
+    assert first.min() == 0.0 and first.max() == pytest.approx(1.0)
+    assert not intensity.canonical(tf.fill([8, 8, 1], 90.0)).numpy().any()  # a uniform image is all 0, not NaN
