@@ -133,6 +133,30 @@ def gradcam_peak(prediction) -> tuple[float, float]:
     return (y0 + y1) / 2 + dy, (x0 + x1) / 2 + dx
 
 
+def draw_figure(samples: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], path: str) -> None:
+    """Whole slices side by side: the readers' nodule outlined in green, the served lesions in amber (the portal's
+    colour), each titled with what was found."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(samples), figsize=(4 * len(samples), 4.4))
+    for axis, (name, image, mask, lesions) in zip(np.atleast_1d(axes), samples, strict=True):
+        axis.imshow(image, cmap="gray")
+        axis.contour(mask, levels=[0.5], colors=["#00d000"], linewidths=1.2)
+        if lesions.any():
+            axis.contour(lesions > 0, levels=[0.5], colors=["#ffd600"], linewidths=1.0)
+        hits, nodules, false = detection(lesions, mask)
+        axis.set_title(f"{name.split('.')[0]}\n{hits}/{nodules} found, {false} false", fontsize=9)
+        axis.axis("off")
+    figure.suptitle("Whole LIDC slices: readers' consensus (green), served lesions (amber)")
+    figure.tight_layout(rect=(0, 0, 1, 0.92))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    print(f"wrote {path}")
+
+
 def _run_pipeline(args: list[str], log_path: str) -> None:
     command = [sys.executable, "-m", "radassist.cli", "pipeline", "run", *args]
     print("running", " ".join(command[2:]), f"(log {log_path})", flush=True)
@@ -232,7 +256,7 @@ def measure(client, args, info: dict) -> dict:
     threshold = []
     scores = crop_scores(client, crops, threshold)
     hits = nodules = false_positives = slices = pointed = pointed_near = 0
-    per_slice = []
+    per_slice, pictures = [], []
     for name, image, mask in full_slices(args.data):
         encoded = png(image)
         (segmentation,) = client.segment_batch([encoded])
@@ -244,11 +268,14 @@ def measure(client, args, info: dict) -> dict:
         distance = ndimage.distance_transform_edt(~mask)
         near = 0 <= round(y) < mask.shape[0] and 0 <= round(x) < mask.shape[1] and \
             distance[round(y), round(x)] <= POINTING_TOLERANCE_PX
+        if len(per_slice) % 27 == 0:  # four slices across the set, one of each of several patients
+            pictures.append((name, image, mask, found))
         hits, nodules, false_positives = hits + slice_hits, nodules + slice_nodules, false_positives + slice_false
         pointed, pointed_near, slices = pointed + bool(inside), pointed_near + bool(near), slices + 1
         per_slice.append({"slice": name, "nodules": slice_nodules, "found": slice_hits,
                           "false_positives": slice_false, "gradcam_peak_in_nodule": bool(inside),
                           "classifier_in_domain": explained.in_domain})
+    draw_figure(pictures, args.output.removesuffix(".json") + ".png")
     slice_png = png(next(full_slices(args.data))[1])
     for _ in range(3):
         client.segment(slice_png)  # warm: the first calls trace
