@@ -71,7 +71,8 @@ def add_commands(areas) -> None:
                        help=f"model to serve (repeatable; default {MODEL_NAME})")
     serve.add_argument("--model-config-file", default=os.environ.get("RADASSIST_MODEL_CONFIG_FILE"),
                        help="TF Serving's model config file (a model_config_list text proto): the models, each "
-                            "with its base_path and version policy; replaces --model-name and --model-base-path")
+                            "with its base_path and version policy; replaces --model-name, --model-base-path and the "
+                            "version flags")
     serve.add_argument("--grpc-port", type=int, default=int(os.environ.get("RADASSIST_GRPC_PORT", 8500)))
     serve.add_argument("--rest-port", type=int, default=int(os.environ.get("RADASSIST_REST_PORT", 8501)))
     serve.add_argument("--host", default=os.environ.get("RADASSIST_SERVE_HOST", "127.0.0.1"),

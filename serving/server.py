@@ -59,9 +59,12 @@ class ModelServer:
         sources = None
         if config.models:
             storages = {}  # one storage (one S3 client and cache) per parent folder
-            sources = [ModelSource(model.name, storages.setdefault(model.parent, storage_for(model.parent)),
-                                   model.folder, model.policy) for model in config.models]
-            config.model_names = [model.name for model in config.models]
+            for model in config.models:
+                if model.parent not in storages:
+                    storages[model.parent] = storage_for(model.parent)
+            sources = [ModelSource(model.name, storages[model.parent], model.folder, model.policy)
+                       for model in config.models]
+            config.model_names = [model.name for model in config.models]  # what the logs and /readyz name
         self.manager = ModelManager(None if sources else storage_for(config.model_base_path), config.model_names,
                                     config.policy, config.batching, config.poll_seconds,
                                     on_change=lambda: self.metrics.set_loaded(self.manager.loaded()),
