@@ -13,7 +13,14 @@ _DONE = {metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CAC
 _FAILED = {metadata_store_pb2.Execution.FAILED, metadata_store_pb2.Execution.CANCELED}
 
 
-def _node_name(execution) -> str:
+def node_name(store, execution) -> str:
+    """The pipeline node's id ("NoduleExampleGen"), from the execution's node context; else its component type."""
+    try:
+        for context in store.get_contexts_by_execution(execution.id):
+            if context.type == "node" and "." in context.name:
+                return context.name.split(".", 1)[1]
+    except Exception:  # noqa: BLE001 - the writer may hold the database for a moment
+        pass
     return execution.type.rsplit(".", 1)[-1] if execution.type else f"execution {execution.id}"
 
 
@@ -48,16 +55,17 @@ class PipelineProgress:
 
     def _update(self) -> None:
         try:
-            executions = [e for e in self._store().get_executions() if e.id not in self._seen_before]
+            store = self._store()
+            executions = [e for e in store.get_executions() if e.id not in self._seen_before]
         except Exception:  # noqa: BLE001 - the writer may hold the database for a moment
             return
         done = [e for e in executions if e.last_known_state in _DONE]
         running = [e for e in executions if e.last_known_state == metadata_store_pb2.Execution.RUNNING]
         failed = [e for e in executions if e.last_known_state in _FAILED]
         if failed:
-            description = f"FAILED: {_node_name(failed[-1])}"
+            description = f"FAILED: {node_name(store, failed[-1])}"
         elif running:
-            description = f"running {_node_name(running[-1])}"
+            description = f"running {node_name(store, running[-1])}"
         else:
             description = self.bar.desc
         state = (min(len(done), len(self._nodes)), description)

@@ -18,6 +18,7 @@ from components import evaluation
 from components.segmentation import features
 from pipelines.metadata import read_only_store
 from radassist.contract import SEGMENT_OUTPUTS, SEGMENTATION_MODEL_NAME, ModelInfo, Output, Signature
+from radassist.progress import node_name
 
 pytestmark = pytest.mark.slow
 COMPONENTS = {"NoduleExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform", "Trainer",
@@ -50,6 +51,8 @@ def test_every_component_completes_in_its_own_pipeline(segmenter_pipeline_run):
         context = store.get_context_by_type_and_name("node", f"radassist-seg.{node_id}")
         states = [execution.last_known_state for execution in store.get_executions_by_context(context.id)]
         assert states == [metadata_store_pb2.Execution.COMPLETE], (node_id, states)
+    # The progress bar names each running step by its node ("NoduleExampleGen", not "FileBasedExampleGen").
+    assert {node_name(store, execution) for execution in store.get_executions()} == COMPONENTS
 
 
 def test_examples_keep_the_manifests_patient_wise_split_and_skip_a_slice_without_its_masks(segmenter_pipeline_run):
