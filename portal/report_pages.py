@@ -53,7 +53,8 @@ def view(report_id: int):
                            newest=newest, notice=reports.NOTICE,
                            not_analysed=reports.NOT_ANALYSED,
                            ood_explanation=reports.ood_explanation(report.ood_reason),
-                           segmentation=segmented, lesion_table=lesion_table)
+                           segmentation=segmented, lesion_table=lesion_table,
+                           gradcam_caveat=reports.GRADCAM_CAVEAT)
 
 
 @bp.get("/reports/<int:report_id>/overlay.jpg")

@@ -20,6 +20,10 @@ from portal.storage import BlobStore
 NOTICE = ("Decision support, not a diagnosis. The classification and the highlighted region come from a machine "
           "learning model and must be reviewed by a qualified radiologist before any clinical use.")
 DEFAULT_UNCERTAIN_BELOW = 0.6  # for models exported without their own review line
+# What the heat map is worth, measured (benchmarks/results/segmentation.json, gradcam_pointing_game): said wherever it
+# is shown, so no one reads it as the nodule's place.
+GRADCAM_CAVEAT = ("Grad-CAM shows what drove the classification, not where a nodule is: on whole LIDC-IDRI slices its "
+                  "maximum fell inside the nodule on none of 108. Use the lesion outlines to locate nodules.")
 NOT_ANALYSED = "Not analysed: outside the images this model was validated on"
 # The model's machine-readable out-of-distribution reasons (components/trainer/ood.py), for people.
 OOD_REASONS = {
@@ -321,6 +325,7 @@ def render_pdf(report: Report, store: BlobStore, scan_png: bytes | None = None, 
     pdf.set_y(image_top + width * scan.height / scan.width + 2)
     line("Left: the scan. Right: regions that drove the raw output (Grad-CAM; not validated for this image)."
          if report.out_of_domain else "Left: the scan. Right: regions that drove the prediction (Grad-CAM).", size=8)
+    line(GRADCAM_CAVEAT, size=8)
     pdf.ln(2)
     _segmentation_section(pdf, line, report, store, outline, family)
     line("Findings", size=12, height=7)

@@ -93,6 +93,7 @@ def test_reports_outline_lesions_beside_gradcam_and_size_them_in_pixels_without_
     assert "1 lesion; largest 21.0 x 21.0 px" in page and 'id="lesion-table"' in page
     assert "Long axis (px)" in page and "Area (px²)" in page and "does not state its pixel spacing" in page
     assert 'id="show-outlines"' in page and 'id="show-gradcam"' in page  # the toggle beside Grad-CAM
+    assert "not where a nodule is" in page  # what the heat map is worth, measured
     assert "radassist-seg version 1" in page and "Download DICOM SEG" not in page  # a PNG has no DICOM
     outline = client.get(f"/reports/{ids['nodule.png']}/outline.png")
     assert outline.status_code == 200 and outline.mimetype == "image/png"
@@ -114,7 +115,7 @@ def test_reports_outline_lesions_beside_gradcam_and_size_them_in_pixels_without_
     none = client.get(f"/api/reports/{ids['clear.png']}/fhir").get_json()
     assert any(item.get("valueString") == "No nodule found on this slice" for item in none["contained"])
     text = pdf_text(client.get(f"/reports/{ids['nodule.png']}/report.pdf").data)
-    assert "Nodule segmentation" in text and "PIXELS" in text and "21.0" in text
+    assert "Nodule segmentation" in text and "PIXELS" in text and "21.0" in text and "not where a nodule is" in text
 
 
 def _ct_with_nodule(radius: int = 8) -> bytes:
