@@ -112,19 +112,26 @@ def read_scan_image(path: str, data_root: str) -> ScanImage:
     )
 
 
-class _ToExample(beam.DoFn):
-    def __init__(self, data_root: str):
-        self._data_root = data_root
+def scan_example(path: str, data_root: str) -> tf.train.Example:
+    return read_scan_image(path, data_root).to_example()
 
-    def process(self, path: str):
+
+class ToExample(beam.DoFn):
+    """``to_example(item, data_root)`` for each input; a SkippedFile is logged and counted (Beam counters
+    ``<component>:skipped_<reason>`` and ``<component>:examples``), never a failure. Both ExampleGens use it."""
+
+    def __init__(self, to_example, data_root: str, component: str):
+        self._to_example, self._data_root, self._component = to_example, data_root, component
+
+    def process(self, item):
         try:
-            scan = read_scan_image(path, self._data_root)
+            example = self._to_example(item, self._data_root)
         except SkippedFile as skipped:
-            log.warning("CtExampleGen skipped %s", skipped)
-            beam.metrics.Metrics.counter("CtExampleGen", f"skipped_{skipped.reason}").inc()
+            log.warning("%s skipped %s", self._component, skipped)
+            beam.metrics.Metrics.counter(self._component, f"skipped_{skipped.reason}").inc()
             return
-        beam.metrics.Metrics.counter("CtExampleGen", "examples").inc()
-        yield scan.to_example()
+        beam.metrics.Metrics.counter(self._component, "examples").inc()
+        yield example
 
 
 @beam.ptransform_fn
@@ -139,7 +146,7 @@ def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: dict,  # noqa: N8
         pipeline
         | "ListFiles" >> beam.Create(paths)
         | "Reshuffle" >> beam.Reshuffle()
-        | "ToExample" >> beam.ParDo(_ToExample(data_root))
+        | "ToExample" >> beam.ParDo(ToExample(scan_example, data_root, "CtExampleGen"))
     )
 
 

@@ -11,7 +11,7 @@ from portal.extensions import blobs, report_jobs
 from portal.jobs import batch_progress, enqueue_scans, latest_jobs
 from portal.models import Batch, JobStatus, Report, Role, db
 from portal.reports import ReportError
-from portal.scans import dicom_download, patient_pseudonym, sees_patient, visible_scan
+from portal.scans import attachment, patient_pseudonym, sees_patient, visible_scan
 from portal.security import login_required, record, role_required
 
 bp = Blueprint("reports", __name__)
@@ -57,24 +57,27 @@ def view(report_id: int):
                            gradcam_caveat=reports.GRADCAM_CAVEAT)
 
 
+def _report_picture(report_id: int, digest_of, action: str, mimetype: str) -> Response:
+    """One of a report's pictures from the blob store (404 when the report has none), its viewing audited."""
+    report = visible_report(report_id)
+    digest = digest_of(report)
+    if not digest:
+        abort(404)
+    record(action, report)
+    db.session.commit()
+    return Response(blobs.store.get(digest), mimetype=mimetype)
+
+
 @bp.get("/reports/<int:report_id>/overlay.jpg")
 @login_required
 def overlay(report_id: int):
-    report = visible_report(report_id)
-    record("overlay_viewed", report)
-    db.session.commit()
-    return Response(blobs.store.get(report.overlay_sha256), mimetype="image/jpeg")
+    return _report_picture(report_id, lambda report: report.overlay_sha256, "overlay_viewed", "image/jpeg")
 
 
 @bp.get("/reports/<int:report_id>/outline.png")
 @login_required
 def outline(report_id: int):
-    report = visible_report(report_id)
-    if not report.outline_sha256:
-        abort(404)
-    record("outline_viewed", report)
-    db.session.commit()
-    return Response(blobs.store.get(report.outline_sha256), mimetype="image/png")
+    return _report_picture(report_id, lambda report: report.outline_sha256, "outline_viewed", "image/png")
 
 
 @bp.get("/reports/<int:report_id>/segmentation.dcm")
@@ -95,7 +98,7 @@ def dicom_segmentation(report_id: int):
         return view(report_id=report.id), 409
     record("report_downloaded", report, detail="dicom-seg")
     db.session.commit()
-    return dicom_download(content, f"radassist-segmentation-{report.id}-v{report.version}.dcm")
+    return attachment(content, "application/dicom", f"radassist-segmentation-{report.id}-v{report.version}.dcm")
 
 
 @bp.get("/reports/<int:report_id>/report.pdf")
@@ -104,10 +107,8 @@ def pdf(report_id: int):
     report = visible_report(report_id)
     record("report_downloaded", report, detail="pdf")
     db.session.commit()
-    filename = f"radassist-report-{report.id}-v{report.version}.pdf"
-    return Response(blobs.store.get(report.pdf_sha256), mimetype="application/pdf",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"',
-                             "Cache-Control": "private, no-store"})
+    return attachment(blobs.store.get(report.pdf_sha256), "application/pdf",
+                      f"radassist-report-{report.id}-v{report.version}.pdf")
 
 
 def _doctor_action(report_id: int, action):

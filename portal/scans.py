@@ -38,8 +38,9 @@ def patient_pseudonym(scan: Scan) -> str:
     return f"RADASSIST-{scan.patient_id}"
 
 
-def dicom_download(content: bytes, filename: str) -> Response:
-    return Response(content, mimetype="application/dicom",
+def attachment(content: bytes, mimetype: str, filename: str) -> Response:
+    """A download of clinical content: saved, never cached (reports, DICOM objects)."""
+    return Response(content, mimetype=mimetype,
                     headers={"Content-Disposition": f'attachment; filename="{filename}"',
                              "Cache-Control": "private, no-store"})
 
@@ -54,4 +55,4 @@ def dicom(scan_id: int):
     record("scan_downloaded", scan, detail="dicom")
     db.session.commit()
     dataset = segmentation.downloadable_dicom(blobs.store.get(scan.original_sha256), patient_pseudonym(scan))
-    return dicom_download(segmentation.dicom_bytes(dataset), f"radassist-scan-{scan.id}.dcm")
+    return attachment(segmentation.dicom_bytes(dataset), "application/dicom", f"radassist-scan-{scan.id}.dcm")

@@ -54,10 +54,10 @@ def test_an_example_carries_the_slice_and_its_readers_and_bad_files_are_skipped(
     assert Image.open(io.BytesIO(feature[features.IMAGE_KEY].bytes_list.value[0])).size == (128, 128)
     shutil.copytree(SAMPLE, tmp_path / "crops")
     (tmp_path / "crops" / "masks" / f"{item.pair_id}_mask-1.png").unlink()
-    with pytest.raises(example_gen.SkippedSlice, match="missing"):
+    with pytest.raises(example_gen.SkippedFile, match="missing"):
         example_gen.to_example(item, str(tmp_path / "crops"))
     (tmp_path / "crops" / item.path).write_bytes(_png(np.zeros((64, 64))))
-    with pytest.raises(example_gen.SkippedSlice) as skipped:
+    with pytest.raises(example_gen.SkippedFile) as skipped:
         example_gen.to_example(item, str(tmp_path / "crops"))
     assert skipped.value.reason == "unexpected_format"
 

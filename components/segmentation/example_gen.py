@@ -25,17 +25,12 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
+from components.ct_example_gen import SkippedFile, ToExample
 from components.segmentation import features
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "MANIFEST.csv"
-
-
-class SkippedSlice(Exception):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,22 +71,22 @@ def read_manifest(data_root: str) -> list[ManifestSlice]:
 
 def _read_png(path: str, expect_size: int) -> bytes:
     if not tf.io.gfile.exists(path):
-        raise SkippedSlice("missing", path)
+        raise SkippedFile("missing", path)
     with tf.io.gfile.GFile(path, "rb") as handle:
         encoded = handle.read()
     try:
         with Image.open(io.BytesIO(encoded)) as image:
             image.load()
             if image.format != "PNG" or image.size != (expect_size, expect_size):
-                raise SkippedSlice("unexpected_format", f"{path}: {image.format} {image.size}, expected a "
+                raise SkippedFile("unexpected_format", f"{path}: {image.format} {image.size}, expected a "
                                    f"{expect_size} x {expect_size} PNG")
     except (OSError, SyntaxError, ValueError) as error:
-        raise SkippedSlice("not_an_image", f"{path}: {error}") from error
+        raise SkippedFile("not_an_image", f"{path}: {error}") from error
     return encoded
 
 
 def to_example(item: ManifestSlice, data_root: str) -> tf.train.Example:
-    """The slice's tf.Example. Raises SkippedSlice for a missing, unreadable or odd-sized image or mask."""
+    """The slice's tf.Example. Raises SkippedFile for a missing, unreadable or odd-sized image or mask."""
     size = features.CROP_SIZE
     image = _read_png(os.path.join(data_root, item.path), size)
     masks = [_read_png(os.path.join(data_root, "masks", f"{item.pair_id}_mask-{reader}.png"), size)
@@ -109,21 +104,6 @@ def to_example(item: ManifestSlice, data_root: str) -> tf.train.Example:
         features.SHA256_KEY: _bytes(hashlib.sha256(image).hexdigest().encode()),
         features.CENTER_SLICE_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(item.is_center_slice)])),
     }))
-
-
-class _ToExample(beam.DoFn):
-    def __init__(self, data_root: str):
-        self._data_root = data_root
-
-    def process(self, item: ManifestSlice):
-        try:
-            example = to_example(item, self._data_root)
-        except SkippedSlice as skipped:
-            log.warning("NoduleExampleGen skipped %s", skipped)
-            beam.metrics.Metrics.counter("NoduleExampleGen", f"skipped_{skipped.reason}").inc()
-            return
-        beam.metrics.Metrics.counter("NoduleExampleGen", "examples").inc()
-        yield example
 
 
 class Executor(BaseExampleGenExecutor):
@@ -144,7 +124,8 @@ class Executor(BaseExampleGenExecutor):
             result[split.name] = (pipeline
                                   | f"List[{split.name}]" >> beam.Create(chosen)
                                   | f"Reshuffle[{split.name}]" >> beam.Reshuffle()
-                                  | f"ToExample[{split.name}]" >> beam.ParDo(_ToExample(data_root)))
+                                  | f"ToExample[{split.name}]" >> beam.ParDo(ToExample(to_example, data_root,
+                                                                                    "NoduleExampleGen")))
         return result
 
 

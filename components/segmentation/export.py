@@ -48,9 +48,10 @@ def _round_up(value: tf.Tensor, multiple: int) -> tf.Tensor:
 
 
 def build_segment(model, threshold: float):
-    """The ``segment`` computation, images [N] -> SEGMENT_OUTPUTS, closing over the Keras U-Net."""
+    """The ``segment`` computation, images [N] -> SEGMENT_OUTPUTS (with ``with_lesions=False`` the maps and sizes
+    only, for TFMA), closing over the Keras U-Net."""
 
-    def segment(images: tf.Tensor) -> dict[str, tf.Tensor]:
+    def segment(images: tf.Tensor, with_lesions: bool = True) -> dict[str, tf.Tensor]:
         images = tf.reshape(images, [-1])
         sizes = tf.map_fn(lambda encoded: tf.shape(intensity.decode_grey(encoded))[:2], images,
                           fn_output_signature=tf.int32)
@@ -77,16 +78,18 @@ def build_segment(model, threshold: float):
             chart = chart[:work[0], :work[1]]
             chart = tf.cond(tf.reduce_all(tf.equal(size, work)), lambda: chart,
                             lambda: tf.image.resize(chart[..., None], size)[..., 0])
-            found = lesions.measure(chart, threshold)
-            result = {Output.PROBABILITY_MAP: tf.pad(chart, [[0, largest[0] - size[0]], [0, largest[1] - size[1]]]),
-                      Output.LESION_COUNT: found["count"]}
-            result.update({name: found[field] for name, field in _LESION_FIELDS.items()})
+            result = {Output.PROBABILITY_MAP: tf.pad(chart, [[0, largest[0] - size[0]], [0, largest[1] - size[1]]])}
+            if with_lesions:
+                found = lesions.measure(chart, threshold)
+                result[Output.LESION_COUNT] = found["count"]
+                result.update({name: found[field] for name, field in _LESION_FIELDS.items()})
             return result
 
         rows, dims = lesions.MAX_LESIONS, {Output.LESION_CENTROID: [2], Output.LESION_BOX: [4]}
-        signature = {Output.PROBABILITY_MAP: tf.TensorSpec([None, None], tf.float32),
-                     Output.LESION_COUNT: tf.TensorSpec([], tf.int32),
-                     **{name: tf.TensorSpec([rows, *dims.get(name, [])], tf.float32) for name in _LESION_FIELDS}}
+        signature = {Output.PROBABILITY_MAP: tf.TensorSpec([None, None], tf.float32)}
+        if with_lesions:
+            signature[Output.LESION_COUNT] = tf.TensorSpec([], tf.int32)
+            signature.update({name: tf.TensorSpec([rows, *dims.get(name, [])], tf.float32) for name in _LESION_FIELDS})
         result = tf.map_fn(finish, (probability, sizes, working), fn_output_signature=signature)
         result[Output.IMAGE_SIZE] = sizes
         return result
@@ -106,7 +109,7 @@ def build_signatures(model, tft_layer, raw_feature_spec: dict, threshold: float)
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=Input.EXAMPLES)])
     def serve_examples(examples):
         parsed = tf.io.parse_example(examples, {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
-        probability = segment(parsed[features.IMAGE_KEY])[Output.PROBABILITY_MAP]
+        probability = segment(parsed[features.IMAGE_KEY], with_lesions=False)[Output.PROBABILITY_MAP]
         return {Output.PROBABILITY_MAP: probability,
                 LESION_MASK: tf.cast(probability >= threshold, tf.float32)[..., None]}
 
