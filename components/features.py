@@ -7,6 +7,7 @@ The signature, input and output names the served model shares with its consumers
 CLASS_NAMES = ("adenocarcinoma", "large.cell.carcinoma", "squamous.cell.carcinoma", "normal")
 CLASS_DISPLAY_NAMES = ("Adenocarcinoma", "Large cell carcinoma", "Squamous cell carcinoma", "Normal")
 NUM_CLASSES = len(CLASS_NAMES)
+NEGATIVE_CLASSES = ("normal",)  # no cancer: the rest are the cancers the worklist ranks by
 
 # VGG16's native input; Grad-CAM on the default feature layer, block4_conv3, has IMAGE_SIZE // 8 = 28 cells a side.
 IMAGE_SIZE = 224

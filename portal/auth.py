@@ -16,7 +16,8 @@ from portal.security import (
 )
 
 bp = Blueprint("auth", __name__)
-HOME = {Role.ADMIN.value: "admin.doctors", Role.DOCTOR.value: "doctor.patients", Role.PATIENT.value: "patient.home"}
+HOME = {Role.ADMIN.value: "admin.doctors", Role.DOCTOR.value: "doctor.worklist_page",
+        Role.PATIENT.value: "patient.home"}
 
 
 def home_url() -> str:

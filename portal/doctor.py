@@ -1,7 +1,8 @@
 """Doctor pages: their own patients only."""
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, g, jsonify, redirect, render_template, request, url_for
 
+from portal import worklist
 from portal.accounts import AccountError, create_from_form
 from portal.extensions import limiter, new_account_limit, user_key
 from portal.models import Role, Scan, User, db
@@ -59,3 +60,40 @@ def upload(patient_id: int):
     result = save_upload(found, g.user, self_submitted=False)
     return render_template("upload_result.html", patient=found, result=result,
                            back=url_for("doctor.patient", patient_id=found.id)), upload_status(result)
+
+
+@bp.get("/worklist")
+@role_required(Role.DOCTOR)
+def worklist_page():
+    """All the doctor's scans, what needs a human first; filters, order and page live in the URL."""
+    try:
+        filters = worklist.Filters.from_args(request.args)
+    except worklist.FilterError as error:
+        flash(f"Worklist filter not understood: {error}. Showing the whole worklist.", "error")
+        return redirect(url_for("doctor.worklist_page"))
+    if filters.patient_id:
+        own_patient(filters.patient_id)
+    if filters.batch_id:
+        from portal.report_pages import visible_batch
+
+        visible_batch(filters.batch_id)
+    found = worklist.page(g.user, filters)
+    record("worklist_viewed", detail=f"{filters.query_string() or 'default'}: {len(found.rows)} of {found.total}")
+    db.session.commit()
+    patients_listed = db.session.scalars(db.select(User).where(User.doctor_id == g.user.id).order_by(User.name)).all()
+    return render_template("doctor/worklist.html", page=found, filters=filters, patients=patients_listed,
+                           classes=worklist.classes(g.user), states=worklist.STATES, flags=worklist.FLAGS,
+                           sorts=worklist.SORTS, page_sizes=worklist.PAGE_SIZES)
+
+
+@bp.get("/worklist/rows")
+@role_required(Role.DOCTOR)
+def worklist_rows():
+    """Live updates: the rows of the given scans (``?scan=1&scan=2``, at most 100), rendered as on the page."""
+    scan_ids = [int(value) for value in request.args.getlist("scan")[:100] if value.isdigit()]
+    context = request.args.get("worklist", "")
+    rows = worklist.rows(g.user, scan_ids)
+    template = "doctor/_worklist_row.html"
+    return jsonify({"rows": [{"scan": row.scan.id, "settled": row.settled,
+                              "html": render_template(template, row=row, worklist_query=context)}
+                             for row in rows]})

@@ -111,6 +111,7 @@ class Scan(db.Model):
     """One uploaded CT slice. Bytes live in the blob store under their sha256; this row is the metadata."""
 
     __tablename__ = "scans"
+    __table_args__ = (sa.Index("ix_scans_patient_created", "patient_id", "created_at"),)  # the worklist's
 
     id: Mapped[int] = mapped_column(primary_key=True)
     patient_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
@@ -174,6 +175,7 @@ class Job(db.Model):
     """
 
     __tablename__ = "jobs"
+    __table_args__ = (sa.Index("ix_jobs_scan_id_id", "scan_id", "id"),)  # a scan's latest job
 
     id: Mapped[int] = mapped_column(primary_key=True)
     batch_id: Mapped[int] = mapped_column(sa.ForeignKey("batches.id"), index=True)
@@ -195,6 +197,12 @@ class Job(db.Model):
 class ReportStatus(enum.StrEnum):
     DRAFT = "draft"
     FINAL = "final"
+
+
+def class_title(class_name: str, titles_json: str | None) -> str:
+    """The display name a report's model gave ``class_name`` ("large.cell.carcinoma" -> "Large cell carcinoma")."""
+    titles = json.loads(titles_json) if titles_json else {}
+    return titles.get(class_name) or class_name.replace(".", " ").replace("_", " ").capitalize()
 
 
 class Report(db.Model):
@@ -228,6 +236,11 @@ class Report(db.Model):
     segmentation_json: Mapped[str | None] = mapped_column(sa.Text)
     outline_sha256: Mapped[str | None] = mapped_column(sa.String(64))
     lesion_mask_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    # What the worklist sorts and filters by, kept as columns (the JSON above cannot be ordered by in SQL): the
+    # probability of any class but the model's negative ones (None when the model names none) and the lesions
+    # the segmenter found (None: no segmentation).
+    cancer_probability: Mapped[float | None] = mapped_column()
+    lesion_count: Mapped[int | None] = mapped_column()
     model_name: Mapped[str] = mapped_column(sa.String(128))
     model_version: Mapped[int] = mapped_column()
     findings: Mapped[str] = mapped_column(sa.Text, default="")
@@ -259,9 +272,7 @@ class Report(db.Model):
         return SegmentationResult.from_json(self.segmentation_json) if self.segmentation_json else None
 
     def class_title(self, class_name: str) -> str:
-        """The display name the model gave ``class_name`` ("large.cell.carcinoma" -> "Large cell carcinoma")."""
-        titles = json.loads(self.class_titles_json) if self.class_titles_json else {}
-        return titles.get(class_name) or class_name.replace(".", " ").replace("_", " ").capitalize()
+        return class_title(class_name, self.class_titles_json)
 
     @property
     def out_of_domain(self) -> bool:
@@ -276,6 +287,13 @@ class Report(db.Model):
     @property
     def is_final(self) -> bool:
         return self.status == ReportStatus.FINAL.value
+
+    @property
+    def state(self) -> str:
+        """draft, final, amendment (a draft correcting a final version) or amended (a final correction)."""
+        if self.version > 1:
+            return "amended" if self.is_final else "amendment"
+        return self.status
 
     def visible_to(self, user: User) -> bool:
         """Whether ``user``'s role may see this version of a report they may otherwise access: patients see

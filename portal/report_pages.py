@@ -4,9 +4,11 @@ Every lookup goes through ``visible_report`` / ``visible_batch``: someone else's
 that it exists. Patients see final reports, and the model's draft only for scans they submitted themselves.
 """
 
+from urllib.parse import parse_qsl
+
 from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 
-from portal import reports, segmentation
+from portal import reports, segmentation, worklist
 from portal.extensions import blobs, report_jobs
 from portal.jobs import batch_progress, enqueue_scans, latest_jobs
 from portal.models import Batch, JobStatus, Report, Role, db
@@ -50,11 +52,29 @@ def view(report_id: int):
     segmented = report.segmentation
     lesion_table = reports.lesion_rows(segmented) if segmented and segmented.lesion_count else None
     return render_template("reports/view.html", report=report, scan=report.scan, history=history,
-                           newest=newest, notice=reports.NOTICE,
+                           newest=newest, notice=reports.NOTICE, worklist_nav=_worklist_nav(report),
                            not_analysed=reports.NOT_ANALYSED,
                            ood_explanation=reports.ood_explanation(report.ood_reason),
                            segmentation=segmented, lesion_table=lesion_table,
                            gradcam_caveat=reports.GRADCAM_CAVEAT)
+
+
+def _worklist_nav(report: Report) -> dict | None:
+    """For a report opened from the doctor's worklist (``?wl=<the worklist's query>``): its URL and the previous
+    and next reports in that list's order, so a doctor reads through it from the report pages."""
+    if g.user.role != Role.DOCTOR.value or "wl" not in request.args:
+        return None
+    query = request.args["wl"][:2000]
+    try:
+        filters = worklist.Filters.from_args(dict(parse_qsl(query)))
+    except worklist.FilterError:
+        return None
+    previous, following = worklist.neighbours(g.user, filters, report.scan_id)
+    def link(report_id):
+        return url_for("reports.view", report_id=report_id, wl=query) if report_id else None
+
+    return {"query": query, "list": url_for("doctor.worklist_page") + (f"?{query}" if query else ""),
+            "previous": link(previous), "next": link(following)}
 
 
 def _report_picture(report_id: int, digest_of, action: str, mimetype: str) -> Response:
@@ -111,8 +131,23 @@ def pdf(report_id: int):
                       f"radassist-report-{report.id}-v{report.version}.pdf")
 
 
-def _doctor_action(report_id: int, action):
+def _worklist_next(report: Report) -> int | None:
+    """The report after ``report`` in the worklist the form came from (its ``wl`` field), or None."""
+    if "wl" not in request.form:
+        return None
+    try:
+        filters = worklist.Filters.from_args(dict(parse_qsl(request.form["wl"][:2000])))
+    except worklist.FilterError:
+        return None
+    return worklist.neighbours(g.user, filters, report.scan_id)[1]
+
+
+def _doctor_action(report_id: int, action, then_next: bool = False):
+    """Runs ``action(report)`` and shows the result (the report it returns, else this one). From a worklist the
+    doctor stays in it; with ``then_next`` (sign-off) they go on to the report that came next before the action
+    (signing moves a report down the list)."""
     report = visible_report(report_id)
+    following = _worklist_next(report) if then_next else None
     try:
         result = action(report)
     except ReportError as error:
@@ -120,7 +155,8 @@ def _doctor_action(report_id: int, action):
         flash(str(error), "error")
         return view(report_id=report.id), 409  # the page itself, with the reason: a 409 redirect is not followed
     db.session.commit()
-    return redirect(url_for("reports.view", report_id=(result or report).id))
+    back_to = {"wl": request.form["wl"][:2000]} if "wl" in request.form else {}  # still reading through a worklist
+    return redirect(url_for("reports.view", report_id=following or (result or report).id, **back_to))
 
 
 @bp.post("/reports/<int:report_id>/findings")
@@ -142,9 +178,10 @@ def sign(report_id: int):
             reports.update_findings(report, request.form["findings"], g.user, blobs.store)
         reports.sign_off(report, g.user, blobs.store)
         record("report_signed", report, detail=f"version {report.version}")
-        flash(f"Report version {report.version} signed off. It can no longer be changed.", "info")
+        flash(f"Report {report.id} version {report.version} ({report.scan.name}) signed off. It can no longer be "
+              "changed.", "info")
 
-    return _doctor_action(report_id, sign_off)
+    return _doctor_action(report_id, sign_off, then_next=True)
 
 
 @bp.post("/reports/<int:report_id>/amend")

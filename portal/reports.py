@@ -154,6 +154,8 @@ def create_model_report(scan: Scan, scan_png: bytes, prediction, store: BlobStor
         model_name=prediction.model_name, model_version=prediction.model_version, findings="",
         segmentation_json=segmented.to_json() if segmented else None,
         outline_sha256=store.put(outline) if outline else None, lesion_mask_sha256=mask_sha256,
+        cancer_probability=None if prediction.cancer_probability is None else round(prediction.cancer_probability, 6),
+        lesion_count=segmented.lesion_count if segmented and segmented.available else None,
         created_at=utcnow())
     db.session.add(report)
     db.session.flush()
@@ -196,7 +198,8 @@ def amend(report: Report, doctor: User, reason: str, store: BlobStore) -> Report
         ood_score=report.ood_score, ood_reason=report.ood_reason, overlay_sha256=report.overlay_sha256,
         model_name=report.model_name, model_version=report.model_version,
         segmentation_json=report.segmentation_json, outline_sha256=report.outline_sha256,
-        lesion_mask_sha256=report.lesion_mask_sha256,
+        lesion_mask_sha256=report.lesion_mask_sha256, cancer_probability=report.cancer_probability,
+        lesion_count=report.lesion_count,
         findings=report.findings, amendment_reason=reason.strip()[:2000], author_id=doctor.id, created_at=utcnow())
     db.session.add(amendment)
     db.session.flush()

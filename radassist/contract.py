@@ -87,12 +87,17 @@ class ModelInfo:
     uncertain_below: float | None = None  # the review line behind ``needs_review``
     contract_version: int = CONTRACT_VERSION
     lesion_threshold: float | None = None  # a segmenter's: the probability at and above which a pixel is lesion
+    # A classifier's classes that mean "no cancer" (the worklist ranks by the probability of the others); empty when
+    # the model does not say (exported before it could).
+    negative_classes: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.class_names or len(set(self.class_names)) != len(self.class_names):
             raise ContractError(f"model info: class_names must be distinct and non-empty, not {self.class_names}")
         if len(self.class_display_names) != len(self.class_names):
             raise ContractError("model info: one display name per class is needed")
+        if not set(self.negative_classes) <= set(self.class_names):
+            raise ContractError(f"model info: negative_classes {self.negative_classes} are not all classes")
         if self.contract_version > CONTRACT_VERSION:
             raise ContractError(f"model info: contract version {self.contract_version} is newer than this "
                                 f"software's {CONTRACT_VERSION}; upgrade the portal and client")
@@ -105,7 +110,7 @@ class ModelInfo:
         return {"contract_version": self.contract_version, "class_names": list(self.class_names),
                 "class_display_names": list(self.class_display_names), "image_size": self.image_size,
                 "signatures": list(self.signatures), "uncertain_below": self.uncertain_below,
-                "lesion_threshold": self.lesion_threshold}
+                "lesion_threshold": self.lesion_threshold, "negative_classes": list(self.negative_classes)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -123,7 +128,8 @@ class ModelInfo:
                        else float(values["uncertain_below"]),
                        contract_version=int(values.get("contract_version", CONTRACT_VERSION)),
                        lesion_threshold=None if values.get("lesion_threshold") is None
-                       else float(values["lesion_threshold"]))
+                       else float(values["lesion_threshold"]),
+                       negative_classes=tuple(str(n) for n in values.get("negative_classes", ())))
         except (KeyError, TypeError, ValueError) as error:
             if isinstance(error, ContractError):
                 raise

@@ -79,10 +79,18 @@ class Prediction:
     needs_review: bool | None = None   # top probability under the model's validated "uncertain" line
     crop_box: tuple[float, float, float, float] | None = None  # (y0, x0, y1, x1) in input pixels: what the model saw
     crop_angle: float | None = None    # degrees that square is turned about its centre (the model deskews)
+    negative_classes: tuple[str, ...] = ()  # the model's "no cancer" classes (its info); () when it does not say
 
     @property
     def confidence(self) -> float:
         return self.probabilities[self.class_name]
+
+    @property
+    def cancer_probability(self) -> float | None:
+        """The probability of any class but the model's negative ones (None when the model names none)."""
+        if not self.negative_classes:
+            return None
+        return max(0.0, 1.0 - sum(self.probabilities[name] for name in self.negative_classes))
 
     @property
     def display_name(self) -> str:
@@ -277,7 +285,7 @@ class ServingClient:
                 ood_reason=optional(Output.OOD_REASON, i, bytes.decode),
                 needs_review=optional(Output.NEEDS_REVIEW, i, bool),
                 crop_box=optional(Output.CROP_BOX, i, lambda box: tuple(float(v) for v in box)),
-                crop_angle=optional(Output.CROP_ANGLE, i, float)))
+                crop_angle=optional(Output.CROP_ANGLE, i, float), negative_classes=info.negative_classes))
         return results
 
     def predict(self, images: list[bytes]) -> list[Prediction]:

@@ -97,7 +97,8 @@ def build(export_dir: str, class_names: tuple[str, ...] = CLASS_NAMES,
     info = ModelInfo(class_names=tuple(class_names), class_display_names=tuple(display_names), image_size=224,
                      signatures=(Signature.SERVING_DEFAULT, Signature.PREDICT_IMAGE, Signature.EXPLAIN,
                                  Signature.MODEL_INFO),
-                     uncertain_below=uncertain_below)
+                     uncertain_below=uncertain_below,
+                     negative_classes=tuple(name for name in class_names if name == "normal"))
     model = ContractModel(info)
     tf.saved_model.save(model, export_dir, signatures={
         Signature.SERVING_DEFAULT: model.serve_examples, Signature.PREDICT_IMAGE: model.predict_image,

@@ -20,7 +20,7 @@ def _user_id(app, email: str) -> int:
 def test_each_role_lands_on_its_home(auth):
     assert auth.login("admin@example.org").headers["Location"] == "/admin/doctors"
     auth.logout()
-    assert auth.login("doctor@example.org").headers["Location"] == "/doctor/patients"
+    assert auth.login("doctor@example.org").headers["Location"] == "/doctor/worklist"
     auth.logout()
     assert auth.login("patient@example.org").headers["Location"] == "/me/"
 
@@ -34,7 +34,7 @@ def test_wrong_password_is_refused_and_audited(app, auth):
 
 def test_redirect_after_login_stays_on_this_site(auth):
     assert auth.login("doctor@example.org", next_url="?next=//evil.example/phish").headers["Location"] == \
-        "/doctor/patients"
+        "/doctor/worklist"
 
 
 def test_forms_without_csrf_token_are_rejected(client, auth):

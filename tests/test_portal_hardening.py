@@ -64,7 +64,7 @@ def test_sessions_end_after_idle_time_and_when_the_account_is_disabled(app, auth
                                     "/\t/evil.example", "javascript:alert(1)", "/%0d%0a/evil.example"])
 def test_login_never_redirects_to_another_site(auth, target):
     location = auth.login("doctor@example.org", next_url=f"?next={target}").headers["Location"]
-    assert location == "/doctor/patients", location
+    assert location == "/doctor/worklist", location
 
 
 def test_login_redirects_to_a_local_page(auth):

@@ -46,7 +46,7 @@ def model_info(classifier: Classifier) -> ModelInfo:
                      image_size=features.IMAGE_SIZE,
                      signatures=(Signature.SERVING_DEFAULT, Signature.PREDICT_IMAGE, Signature.EXPLAIN,
                                  Signature.MODEL_INFO),
-                     uncertain_below=float(classifier.uncertain_below))
+                     uncertain_below=float(classifier.uncertain_below), negative_classes=features.NEGATIVE_CLASSES)
 
 
 def build_signatures(classifier: Classifier, tft_layer) -> dict:
