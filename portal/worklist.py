@@ -110,6 +110,7 @@ class Row:
     report: Report | None
     job: Job | None
     signer: User | None
+    rank: int             # the priority rank (RANK_*), from the query
 
     @property
     def state(self) -> str:
@@ -201,6 +202,10 @@ def _priority():
                    else_=RANK_UNSIGNED)
 
 
+def _row_columns(patient, signer) -> tuple:
+    return Scan, patient, Report, Job, signer, _priority().label("rank")
+
+
 def _order(filters: Filters, patient) -> list:
     def direction(column):
         return (column.desc() if filters.descending else column.asc()).nulls_last()
@@ -236,7 +241,7 @@ class Page:
 
 def page(doctor: User, filters: Filters) -> Page:
     """One page of the worklist (a page past the end is empty; the count says how many there are)."""
-    query, patient = _query(doctor, filters, lambda patient, signer: (Scan, patient, Report, Job, signer))
+    query, patient = _query(doctor, filters, _row_columns)
     ordered = query.order_by(*_order(filters, patient)).limit(filters.per_page).offset(
         (filters.page - 1) * filters.per_page)
     rows = [Row(*values) for values in db.session.execute(ordered).all()]
@@ -248,7 +253,7 @@ def rows(doctor: User, scan_ids: list[int]) -> list[Row]:
     """The worklist rows of these scans (those of the doctor's patients only), for live updates."""
     if not scan_ids:
         return []
-    query, _ = _query(doctor, Filters(), lambda patient, signer: (Scan, patient, Report, Job, signer))
+    query, _ = _query(doctor, Filters(), _row_columns)
     return [Row(*values) for values in db.session.execute(query.where(Scan.id.in_(scan_ids))).all()]
 
 

@@ -245,3 +245,91 @@ def test_a_report_outlines_the_nodule_and_toggles_to_grad_cam(browser, stack, tm
     page.click("label[for=show-outlines]")
     assert outline.is_visible()
     page.close()
+
+
+def _worklist_rows(page) -> list[dict]:
+    return page.eval_on_selector_all(
+        "#worklist tbody tr.wl-row",
+        "rows => rows.map(r => ({scan: r.dataset.scan, rank: Number(r.dataset.rank), settled: r.dataset.settled,"
+        " cancer: r.dataset.cancer === '' ? null : Number(r.dataset.cancer),"
+        " selected: r.classList.contains('selected'), text: r.innerText}))")
+
+
+def test_the_worklist_triages_filters_pages_and_reads_from_the_keyboard(browser, stack, tmp_path):
+    """A doctor uploads 30 slices (real ones, blank pictures, discs the contract segmenter outlines) and reads them
+    from the upload's worklist: most urgent first, filters and pages in the URL, j/k/Enter, then n/p and s in the
+    report."""
+    from contract_model import disc_png
+    from PIL import Image
+
+    files = _ten_real_slices()[1:]  # the first went to this patient in an earlier test (repeats are refused)
+    for index in range(17):
+        path = tmp_path / f"disc-{index:02d}.png"
+        path.write_bytes(disc_png(6 + index % 8, centre=(50.0 + index, 60.0 + 2 * index), size=(160, 192),
+                                  background=60 + index))
+        files.append(str(path))
+    for index in range(4):
+        path = tmp_path / f"blank-{index}.png"
+        Image.new("L", (300 + index, 300), 100 + index).save(path)
+        files.append(str(path))
+    page = browser.new_page()
+    _login(page, stack["url"], "doctor@example.org")
+    assert "/doctor/worklist" in page.url
+    _upload_and_wait(page, "Pam Other", files, shot=None)
+    page.click("#batch-worklist")
+    page.wait_for_selector("#worklist")
+    rows = _worklist_rows(page)
+    assert len(rows) == 25 and "1–25 of 30 scans" in page.inner_text("#worklist-count")
+    assert all(row["settled"] == "1" for row in rows)
+    order = [(row["rank"], -(row["cancer"] if row["cancer"] is not None else -1)) for row in rows]
+    assert order == sorted(order)  # out of domain, uncertain, then by cancer probability
+    assert rows[0]["rank"] == 0 and "Out of domain" in rows[0]["text"]  # the blank pictures lead
+    _shot(page, "worklist-batch")
+
+    page.click("#page-next")
+    page.wait_for_selector("#page-prev")
+    assert "26–30 of 30" in page.inner_text("#worklist-count") and "page=2" in page.url and "batch=" in page.url
+    assert len(_worklist_rows(page)) == 5
+
+    page.select_option("select[name=flag]", "lesion")
+    page.click("#apply-filters")
+    page.wait_for_selector("#worklist")
+    assert "flag=lesion" in page.url and "batch=" in page.url
+    lesions = _worklist_rows(page)
+    assert lesions and all("Lesion " in row["text"] for row in lesions)
+    _shot(page, "worklist-lesions")
+    page.reload()  # bookmarkable: the same URL gives the same list
+    assert [row["scan"] for row in _worklist_rows(page)] == [row["scan"] for row in lesions]
+
+    page.select_option("select[name=flag]", "")
+    page.select_option("select[name=state]", "unsigned")
+    page.click("#apply-filters")
+    page.wait_for_selector("#worklist")
+    listed = _worklist_rows(page)
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    page.keyboard.press("k")
+    page.keyboard.press("j")
+    assert [row["selected"] for row in _worklist_rows(page)][:3] == [False, True, False]
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#worklist-nav")
+    second_report = page.url
+    page.keyboard.press("n")
+    page.wait_for_selector("#previous-report")
+    third_report = page.url
+    assert third_report != second_report
+    page.keyboard.press("p")
+    page.wait_for_selector("#worklist-nav")
+    assert page.url == second_report
+    _shot(page, "worklist-report-navigation")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.keyboard.press("s")
+    page.wait_for_selector("text=signed off. It can no longer be changed")
+    assert page.url == third_report  # signed, and on to what came next
+    page.click("#back-to-worklist")
+    page.wait_for_selector("#worklist")
+    assert len(_worklist_rows(page)) == min(25, len(listed)) and listed[1]["scan"] not in \
+        [row["scan"] for row in _worklist_rows(page)]
+    page.set_viewport_size({"width": 820, "height": 1180})  # a tablet held upright
+    _shot(page, "worklist-tablet")
+    page.close()

@@ -144,6 +144,27 @@ def test_bulk_upload_becomes_draft_reports_with_overlay_and_pdf(reporting_app, a
     assert patient_page.count("v1 draft") == 3
 
 
+def test_the_worklist_fills_in_as_the_worker_reports(reporting_app, auth, client, model_server):
+    """Uploaded scans are in the batch's worklist at once (being analysed); the worker's reports carry the cancer
+    probability the model's negative classes give and the segmenter's lesion count, and the rows settle."""
+    app = reporting_app
+    _, batch_id = doctor_uploads(app, auth, client, 3)
+    page = client.get(f"/doctor/worklist?batch={batch_id}").get_data(as_text=True)
+    assert page.count('data-settled="0"') == 3 and "Being analysed" in page
+    drain(app, make_worker(app, model_server.address))
+    with app.app_context():
+        reports = db.session.scalars(db.select(Report)).all()
+        scan_ids = [report.scan_id for report in reports]
+        for report in reports:
+            assert report.cancer_probability == pytest.approx(1 - report.probabilities["normal"], abs=1e-5)
+            assert report.lesion_count is not None and report.lesion_count >= 0
+    query = "&".join(f"scan={scan_id}" for scan_id in scan_ids)
+    rows = client.get(f"/doctor/worklist/rows?{query}").get_json()["rows"]
+    assert len(rows) == 3 and all(row["settled"] for row in rows)
+    page = client.get(f"/doctor/worklist?batch={batch_id}").get_data(as_text=True)
+    assert page.count('data-settled="1"') == 3 and "cancer " in page
+
+
 def _sign(client, report_id: int, findings: str):
     token = csrf_token(client, f"/reports/{report_id}")
     return client.post(f"/reports/{report_id}/sign", data={"csrf_token": token, "findings": findings})
