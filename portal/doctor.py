@@ -78,12 +78,14 @@ def worklist_page():
 
         visible_batch(filters.batch_id)
     found = worklist.page(g.user, filters)
-    record("worklist_viewed", detail=f"{filters.query_string() or 'default'}: {len(found.rows)} of {found.total}")
-    db.session.commit()
     patients_listed = db.session.scalars(db.select(User).where(User.doctor_id == g.user.id).order_by(User.name)).all()
-    return render_template("doctor/worklist.html", page=found, filters=filters, patients=patients_listed,
+    html = render_template("doctor/worklist.html", page=found, filters=filters, patients=patients_listed,
                            classes=worklist.classes(g.user), states=worklist.STATES, flags=worklist.FLAGS,
                            sorts=worklist.SORTS, page_sizes=worklist.PAGE_SIZES)
+    # Audited after rendering: a commit expires the loaded rows, which the page would then read again one by one.
+    record("worklist_viewed", detail=f"{filters.query_string() or 'default'}: {len(found.rows)} of {found.total}")
+    db.session.commit()
+    return html
 
 
 @bp.get("/worklist/rows")

@@ -143,26 +143,20 @@ class Row:
         return flags
 
 
-def _latest():
-    """Subqueries: each scan's newest report version and its latest job."""
-    newest_report = (sa.select(Report.scan_id, sa.func.max(Report.version).label("version"))
-                     .group_by(Report.scan_id).subquery("newest_report"))
-    latest_job = (sa.select(Job.scan_id, sa.func.max(Job.id).label("job_id"))
-                  .group_by(Job.scan_id).subquery("latest_job"))
-    return newest_report, latest_job
-
-
 def _query(doctor: User, filters: Filters, columns):
-    """``columns`` of the doctor's worklist under ``filters`` (no order, no paging), and the aliases it joins."""
+    """``columns`` of the doctor's worklist under ``filters`` (no order, no paging), and the patient alias.
+
+    Each scan's newest report version and latest job are correlated lookups (indexes (scan_id, version) and
+    (scan_id, id)): the database walks the doctor's scans only, never every report and job."""
     patient, signer = aliased(User, name="patient"), aliased(User, name="signer")
-    newest_report, latest_job = _latest()
+    newest_version = (sa.select(sa.func.max(Report.version)).where(Report.scan_id == Scan.id)
+                      .correlate(Scan).scalar_subquery())
+    latest_job = sa.select(sa.func.max(Job.id)).where(Job.scan_id == Scan.id).correlate(Scan).scalar_subquery()
     query = (sa.select(*columns(patient, signer))
              .select_from(Scan)
              .join(patient, Scan.patient_id == patient.id)
-             .outerjoin(newest_report, newest_report.c.scan_id == Scan.id)
-             .outerjoin(Report, (Report.scan_id == Scan.id) & (Report.version == newest_report.c.version))
-             .outerjoin(latest_job, latest_job.c.scan_id == Scan.id)
-             .outerjoin(Job, Job.id == latest_job.c.job_id)
+             .outerjoin(Report, (Report.scan_id == Scan.id) & (Report.version == newest_version))
+             .outerjoin(Job, Job.id == latest_job)
              .outerjoin(signer, Report.signed_by_id == signer.id)
              .where(patient.doctor_id == doctor.id))
     failed = Job.status == JobStatus.FAILED.value

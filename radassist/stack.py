@@ -157,12 +157,14 @@ class Stack:
         self.names["serve"] = self.server.process
         self._wait(f"{self.server.rest}/readyz")
 
-    def start(self) -> "Stack":
-        """Creates the users, starts both processes and waits for them; stops what it started if any step fails."""
+    def start(self, model_server: bool = True) -> "Stack":
+        """Creates the users, starts both processes (the portal alone without ``model_server``: pages that need no
+        model) and waits for them; stops what it started if any step fails."""
         try:
             for role, email, name, doctor in self.users:
                 self.create_user(role, email, name, doctor)
-            self.start_server()
+            if model_server:
+                self.start_server()
             self._spawn("portal", "portal", "--host", "127.0.0.1", "--port", str(self.port), "--report-workers",
                         str(self.report_workers), *self.portal_args)
             self._wait(f"{self.url}/login")
