@@ -88,15 +88,16 @@ def window(hounsfield: np.ndarray, centre: float, width: float) -> np.ndarray:
     return (np.clip((hounsfield - low) / (high - low), 0, 1) * 255).round().astype(np.uint8)
 
 
-def _from_dicom(name: str, data: bytes) -> AcceptedScan:
-    import pydicom
+def dicom_pixels(dataset) -> tuple[np.ndarray, bool]:
+    """The one frame of a DICOM dataset the portal reads (the middle one of a multi-frame object: a small file
+    cannot make us decode many), as float64 [rows, columns]: Hounsfield units for CT with a rescale (True), else
+    the stored values (False). Sizes are checked against IMAGE_LIMITS before any pixel is decoded."""
     from pydicom.pixels import pixel_array
 
-    dataset = pydicom.dcmread(io.BytesIO(data))
     rows, columns = int(dataset.get("Rows") or 0), int(dataset.get("Columns") or 0)
     frames = int(dataset.get("NumberOfFrames") or 1)
-    IMAGE_LIMITS.check_size(columns, rows, frames)  # before any pixel is decoded
-    try:  # one frame only (the middle one of a multi-frame object): a small file cannot make us decode many
+    IMAGE_LIMITS.check_size(columns, rows, frames)
+    try:
         pixels = pixel_array(dataset, index=frames // 2) if frames > 1 else dataset.pixel_array
     except Exception as error:  # noqa: BLE001 - pydicom raises many types for unsupported encodings
         raise ImageRejected(f"its pixel data cannot be decoded ({dataset.file_meta.TransferSyntaxUID.name})") from error
@@ -105,10 +106,19 @@ def _from_dicom(name: str, data: bytes) -> AcceptedScan:
     elif pixels.ndim != 2:
         raise ImageRejected(f"its pixel data has an unexpected shape {list(pixels.shape)}")
     pixels = pixels.astype(np.float64)
+    if str(dataset.get("Modality", "")) == "CT" and "RescaleSlope" in dataset:
+        return pixels * float(dataset.RescaleSlope) + float(dataset.RescaleIntercept), True
+    return pixels, False
+
+
+def _from_dicom(name: str, data: bytes) -> AcceptedScan:
+    import pydicom
+
+    dataset = pydicom.dcmread(io.BytesIO(data))
+    pixels, hounsfield = dicom_pixels(dataset)
     modality = str(dataset.get("Modality", "")) or None
-    if modality == "CT" and "RescaleSlope" in dataset:
-        hounsfield = pixels * float(dataset.RescaleSlope) + float(dataset.RescaleIntercept)
-        gray = window(hounsfield, *LUNG_WINDOW)
+    if hounsfield:
+        gray = window(pixels, *LUNG_WINDOW)
     else:
         low, high = np.percentile(pixels, [0.5, 99.5])
         gray = window(pixels, (low + high) / 2, max(high - low, 1.0))

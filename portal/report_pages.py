@@ -11,7 +11,7 @@ from flask import Blueprint, Response, abort, flash, g, redirect, render_templat
 from portal import reports, segmentation, worklist
 from portal.extensions import blobs, report_jobs
 from portal.jobs import batch_progress, enqueue_scans, latest_jobs
-from portal.models import Batch, JobStatus, Report, Role, db
+from portal.models import Batch, JobStatus, Report, Role, Scan, db
 from portal.reports import ReportError
 from portal.scans import attachment, patient_pseudonym, sees_patient, visible_scan
 from portal.security import login_required, record, role_required
@@ -51,8 +51,15 @@ def view(report_id: int):
     newest = history[-1] if history else report
     segmented = report.segmentation
     lesion_table = reports.lesion_rows(segmented) if segmented and segmented.lesion_count else None
+    other_scans, other_reports = [], {}
+    if g.user.role == Role.DOCTOR.value:  # the same patient's other scans, to compare side by side
+        other_scans = db.session.scalars(db.select(Scan).where(Scan.patient_id == report.scan.patient_id,
+                                                               Scan.id != report.scan_id)
+                                         .order_by(Scan.created_at.desc(), Scan.id.desc()).limit(12)).all()
+        other_reports = reports.latest_reports([other.id for other in other_scans], g.user)
     return render_template("reports/view.html", report=report, scan=report.scan, history=history,
                            newest=newest, notice=reports.NOTICE, worklist_nav=_worklist_nav(report),
+                           other_scans=other_scans, other_reports=other_reports,
                            not_analysed=reports.NOT_ANALYSED,
                            ood_explanation=reports.ood_explanation(report.ood_reason),
                            segmentation=segmented, lesion_table=lesion_table,
@@ -98,6 +105,13 @@ def overlay(report_id: int):
 @login_required
 def outline(report_id: int):
     return _report_picture(report_id, lambda report: report.outline_sha256, "outline_viewed", "image/png")
+
+
+@bp.get("/reports/<int:report_id>/lesion-mask.png")
+@login_required
+def lesion_mask(report_id: int):
+    """The segmenter's lesion mask (255 = lesion, at the stored image's size): the viewer outlines it."""
+    return _report_picture(report_id, lambda report: report.lesion_mask_sha256, "lesion_mask_viewed", "image/png")
 
 
 @bp.get("/reports/<int:report_id>/segmentation.dcm")

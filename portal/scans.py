@@ -2,10 +2,10 @@
 
 import io
 
-from flask import Blueprint, Response, abort, g, request
+from flask import Blueprint, Response, abort, g, jsonify, request, url_for
 from PIL import Image
 
-from portal import segmentation
+from portal import segmentation, viewer
 from portal.extensions import blobs
 from portal.models import Role, Scan, User, db
 from portal.security import login_required, record
@@ -36,6 +36,46 @@ def image(scan_id: int):
     return Response(blobs.store.get(scan.image_sha256), mimetype="image/png")
 
 
+def _viewer_image(scan: Scan) -> viewer.ViewerImage:
+    return viewer.viewer_image(scan.kind, blobs.store.get(scan.original_sha256))
+
+
+@bp.get("/<int:scan_id>/viewer.json")
+@login_required
+def viewer_description(scan_id: int):
+    """Size, unit (HU or grey), pixel spacing and window presets of the scan's full-resolution pixels."""
+    scan = visible_scan(scan_id)
+    described = _viewer_image(scan).describe()
+    described["pixels_url"] = url_for("scans.viewer_pixels", scan_id=scan.id)
+    return jsonify(described)
+
+
+@bp.get("/<int:scan_id>/pixels.bin")
+@login_required
+def viewer_pixels(scan_id: int):
+    """The full-resolution pixels, little-endian int16 row by row (viewer.json gives the size), for the viewer to
+    window as the doctor drags."""
+    scan = visible_scan(scan_id)
+    record("scan_viewed", scan, detail="viewer")
+    db.session.commit()
+    return Response(viewer.pixels(_viewer_image(scan)), mimetype="application/octet-stream")
+
+
+@bp.get("/<int:scan_id>/rendered.png")
+@login_required
+def rendered(scan_id: int):
+    """The full-resolution scan through a window (``?centre=&width=``, default the first preset), rendered here."""
+    scan = visible_scan(scan_id)
+    image = _viewer_image(scan)
+    try:
+        centre, width = viewer.parse_window(request.args.get("centre"), request.args.get("width"), image)
+    except viewer.WindowError as error:
+        return jsonify({"error": str(error)}), 400
+    record("scan_viewed", scan, detail=f"rendered {centre:g}/{width:g}")
+    db.session.commit()
+    return Response(viewer.render_png(image, centre, width), mimetype="image/png")
+
+
 THUMBNAIL_SIDE = 128  # the worklist's pictures: twice the shown size, for high-density screens
 
 
@@ -43,18 +83,14 @@ THUMBNAIL_SIDE = 128  # the worklist's pictures: twice the shown size, for high-
 @login_required
 def thumbnail(scan_id: int):
     """A small picture of the scan for lists. Not audited one by one: the list that shows it is (a page of 100
-    thumbnails would otherwise write 100 audit rows); the same bytes for the same scan, so browsers keep it."""
+    thumbnails would otherwise write 100 audit rows). Like every page of a signed-in user, never cached."""
     scan = visible_scan(scan_id)
-    etag = f"{scan.image_sha256}-{THUMBNAIL_SIDE}"
-    if request.if_none_match.contains(etag):
-        return Response(status=304, headers={"ETag": f'"{etag}"', "Cache-Control": "private, max-age=86400"})
     with Image.open(io.BytesIO(blobs.store.get(scan.image_sha256))) as image:
         image = image.convert("L")
         image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR)
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
-    return Response(buffer.getvalue(), mimetype="image/png",
-                    headers={"ETag": f'"{etag}"', "Cache-Control": "private, max-age=86400"})
+    return Response(buffer.getvalue(), mimetype="image/png")
 
 
 def patient_pseudonym(scan: Scan) -> str:

@@ -9,6 +9,7 @@ import glob
 import hashlib
 import http.server
 import os
+import re
 import shutil
 import threading
 import time
@@ -332,4 +333,84 @@ def test_the_worklist_triages_filters_pages_and_reads_from_the_keyboard(browser,
         [row["scan"] for row in _worklist_rows(page)]
     page.set_viewport_size({"width": 820, "height": 1180})  # a tablet held upright
     _shot(page, "worklist-tablet")
+    page.close()
+
+
+_CANVAS_SUM = ("c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let s = 0;"
+               " for (let i = 0; i < d.length; i += 4) s += d[i] + 2 * d[i + 1] + 3 * d[i + 2]; return s; }")
+
+
+def _wait_ready(page, selector: str, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while page.locator(f"{selector}[data-ready='1']").count() == 0:
+        assert time.time() < deadline, f"{selector} did not load"
+        time.sleep(0.1)
+
+
+def test_the_viewer_windows_zooms_overlays_measures_and_compares(browser, stack, tmp_path):
+    """A DICOM CT slice in the report's viewer: presets and the window change the rendered pixels, so do zoom and
+    the Grad-CAM overlay; the ruler measures in mm from the DICOM pixel spacing; another scan of the patient opens
+    beside it."""
+    from contract_model import disc_png
+    from pydicom.data import get_testdata_file
+
+    ct = tmp_path / "ct.dcm"
+    shutil.copy(get_testdata_file("CT_small.dcm", download=False), ct)
+    earlier = tmp_path / "earlier.png"
+    earlier.write_bytes(disc_png(9, centre=(80.0, 70.0), size=(200, 200), background=70))
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    _login(page, stack["url"], "doctor@example.org")
+    _upload_and_wait(page, "Pam Other", [str(ct), str(earlier)], shot=None)
+    page.click("#batch-jobs a >> nth=0")
+    _wait_ready(page, "#scan-viewer")
+    canvas = page.locator("#scan-viewer canvas")
+    status = page.locator("#scan-viewer .viewer-status")
+    assert "W/L 1500/-600 HU" in status.inner_text()  # the lung window first
+    lung = canvas.evaluate(_CANVAS_SUM)
+    _shot(page, "viewer-lung-window")
+
+    page.select_option("#scan-viewer select[name=preset]", "bone")
+    assert "W/L 1800/400 HU" in status.inner_text()
+    bone = canvas.evaluate(_CANVAS_SUM)
+    assert bone != lung
+    page.click("#scan-viewer button[data-tool=window]")  # drag right: a wider window
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + 100, box["y"] + 100)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 180, box["y"] + 100, steps=5)
+    page.mouse.up()
+    assert canvas.evaluate(_CANVAS_SUM) != bone and "W/L 1800/400" not in status.inner_text()
+
+    assert page.locator("#scan-viewer select[name=preset]").input_value() == "custom"
+    page.keyboard.press("1")  # back to the first preset
+    assert canvas.evaluate(_CANVAS_SUM) == lung
+    assert page.locator("#scan-viewer select[name=preset]").input_value() == "lung"
+    page.keyboard.press("+")
+    page.keyboard.press("+")
+    zoomed = canvas.evaluate(_CANVAS_SUM)
+    assert zoomed != lung and "zoom" in status.inner_text()
+    page.keyboard.press("g")  # the Grad-CAM overlay on
+    assert page.locator("#scan-viewer input[name=overlay-gradcam]").is_checked()
+    assert canvas.evaluate(_CANVAS_SUM) != zoomed
+    _shot(page, "viewer-zoomed-gradcam")
+    page.keyboard.press("g")
+    page.keyboard.press("0")
+    assert canvas.evaluate(_CANVAS_SUM) == lung
+
+    page.keyboard.press("m")
+    page.mouse.move(box["x"] + 60, box["y"] + 200)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 300, box["y"] + 200, steps=8)
+    page.mouse.up()
+    assert re.search(r"ruler \d+\.\d mm", status.inner_text()), status.inner_text()
+    _shot(page, "viewer-ruler-mm")
+
+    compare = page.locator("#previous-scans button[data-compare-scan]")
+    assert compare.count() >= 1  # Pam Other's other uploads
+    compare.first.click()
+    _wait_ready(page, "#compare-viewer .viewer")
+    assert page.locator("#compare-viewer canvas").evaluate(_CANVAS_SUM) > 0
+    _shot(page, "viewer-compare-side-by-side")
+    page.set_viewport_size({"width": 820, "height": 1180})  # a tablet held upright: the viewports stack
+    _shot(page, "viewer-tablet")
     page.close()
