@@ -152,10 +152,11 @@ def test_patient_sees_only_their_released_reports(browser, stack):
     assert page.url.endswith("/me/")
     rows = page.locator("table.scans tbody tr")
     assert rows.count() == 10
-    assert page.locator("table.scans a").count() == 1  # the one signed-off report; nine await the doctor
+    assert page.locator("table.scans a.report-link").count() == 1  # the one signed-off report; nine await the doctor
+    assert page.locator("table.scans a.pdf-link").count() == 1 and page.locator("#about-reports").count() == 1
     assert page.locator("text=Awaiting review by your doctor").count() == 9
     _shot(page, "patient-home")
-    page.click("table.scans a")
+    page.click("table.scans a.report-link")
     text = page.inner_text("main")
     assert "Final" in text and "Mass in the left lower lobe" in text and "Pat Browser" in text
     assert page.locator("#sign-off").count() == 0

@@ -13,71 +13,11 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from conftest import csrf_token, user_id
+from factories import CLASSES, gen_scan
 from PIL import Image
 
 from portal import worklist
-from portal.extensions import blobs
 from portal.models import AuditEvent, Batch, Job, Report, Scan, User, db
-from portal.segmentation import LesionMeasurement, SegmentationResult
-
-CLASSES = ("adenocarcinoma", "large.cell.carcinoma", "squamous.cell.carcinoma", "normal")
-
-
-def _png(value: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("L", (256, 256), value).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def gen_scan(app, patient_email: str, name: str, *, cancer: float | None = None, in_domain: bool = True,
-             uncertain: bool = False, signed: bool = False, amended: bool = False, job: str = "done",
-             lesion_mm: float | None = None, uploaded: dt.datetime | None = None, batch: int | None = None) -> int:
-    """A scan of the patient with ``patient_email`` as the worker leaves it: ``cancer`` None means no report yet
-    (its job ``job``: queued, running or failed). Returns the scan id."""
-    with app.app_context():
-        patient = db.session.scalar(db.select(User).where(User.email == patient_email))
-        digest = blobs.store.put(_png(40 + len(name) % 200))
-        scan = Scan(patient_id=patient.id, uploaded_by_id=patient.doctor_id, name=name, kind="png",
-                    original_sha256=digest, image_sha256=digest, width=256, height=256,
-                    created_at=uploaded or dt.datetime(2026, 11, 1, 12, 0))
-        db.session.add(scan)
-        db.session.flush()
-        if batch is None:
-            found = Batch(created_by_id=patient.doctor_id, patient_id=patient.id)
-            db.session.add(found)
-            db.session.flush()
-            batch = found.id
-        db.session.add(Job(batch_id=batch, scan_id=scan.id, status="done" if cancer is not None else job,
-                           last_error="model server unavailable" if job == "failed" else None))
-        if cancer is not None:
-            probabilities = {"adenocarcinoma": cancer * 0.7, "large.cell.carcinoma": cancer * 0.2,
-                             "squamous.cell.carcinoma": cancer * 0.1, "normal": 1 - cancer}
-            segmentation = None
-            if lesion_mm is not None:
-                segmentation = SegmentationResult(
-                    model_name="radassist-seg", model_version=1, threshold=0.5, lesion_count=1,
-                    pixel_spacing_mm=(0.7, 0.7),
-                    lesions=(LesionMeasurement(number=1, area_px=50, long_axis_px=lesion_mm / 0.7,
-                                               short_axis_px=5, long_axis_angle=0, centroid=(10, 10),
-                                               box=(5, 5, 15, 15), mean_probability=0.8, max_probability=0.9,
-                                               long_axis_mm=lesion_mm, short_axis_mm=3.5, area_mm2=24.5),))
-            values = dict(predicted_class=max(probabilities, key=probabilities.get),
-                          probabilities_json=json.dumps(probabilities), uncertain=uncertain, in_domain=in_domain,
-                          overlay_sha256=digest, model_name="radassist", model_version=1,
-                          cancer_probability=cancer, lesion_count=1 if lesion_mm is not None else 0,
-                          segmentation_json=segmentation.to_json() if segmentation else None)
-            doctor = db.session.get(User, patient.doctor_id)
-            report = Report(scan_id=scan.id, version=1, status="final" if signed or amended else "draft",
-                            signed_by_id=doctor.id if signed or amended else None,
-                            signed_at=dt.datetime(2026, 11, 2) if signed or amended else None, **values)
-            db.session.add(report)
-            if amended:
-                db.session.flush()
-                db.session.add(Report(scan_id=scan.id, version=2, supersedes_id=report.id, status="final",
-                                      signed_by_id=doctor.id, signed_at=dt.datetime(2026, 11, 3),
-                                      amendment_reason="typo", **values))
-        db.session.commit()
-        return scan.id
 
 
 def names(page_html: str) -> list[str]:
