@@ -22,6 +22,8 @@ STATES = {  # query value -> label
     "pending": "Being analysed", "failed": "Analysis failed"}
 FLAGS = {"ood": "Outside the model's domain", "uncertain": "Uncertain", "lesion": "Lesion found",
          "no_lesion": "No lesion found"}
+ROW_STATES = {"draft": "Draft", "final": "Final", "amendment": "Amendment (draft)", "amended": "Amended",
+              "pending": "Being analysed", "failed": "Failed"}  # Row.state -> what the row says
 SORTS = {"priority": "Needs attention first", "date": "Upload date", "probability": "Cancer probability",
          "patient": "Patient"}
 
@@ -117,6 +119,10 @@ class Row:
         if self.report is not None:
             return self.report.state
         return "failed" if self.job is not None and self.job.status == JobStatus.FAILED.value else "pending"
+
+    @property
+    def state_label(self) -> str:
+        return ROW_STATES[self.state]
 
     @property
     def settled(self) -> bool:

@@ -263,7 +263,9 @@ def test_other_users_get_404_on_every_report_url_and_patients_see_only_released_
     with app.app_context():
         report_id, scan_id = db.session.execute(db.select(Report.id, Report.scan_id)).one()
     urls = [f"/reports/{report_id}", f"/reports/{report_id}/overlay.jpg", f"/reports/{report_id}/report.pdf",
-            f"/api/reports/{report_id}/fhir", f"/batches/{batch_id}", f"/api/batches/{batch_id}"]
+            f"/api/reports/{report_id}/fhir", f"/batches/{batch_id}", f"/api/batches/{batch_id}",
+            f"/reports/{report_id}/lesion-mask.png", f"/reports/{report_id}/outline.png",
+            *(f"/scans/{scan_id}/{name}" for name in ("viewer.json", "pixels.bin", "rendered.png", "thumbnail.png"))]
     auth.logout()
     for outsider in ("other@example.org", "patient2@example.org", "admin@example.org"):
         auth.login(outsider)

@@ -103,6 +103,10 @@ def test_reports_outline_lesions_beside_gradcam_and_size_them_in_pixels_without_
     assert 30 < drawn.sum() < 200  # a ring (and the lesion's number), not a filled disc
     assert rows.min() == 50 and columns.min() == 60  # the disc's edge: centre (60, 70), radius 10
 
+    mask = client.get(f"/reports/{ids['nodule.png']}/lesion-mask.png")  # what the viewer outlines
+    lesion_pixels = np.asarray(Image.open(io.BytesIO(mask.data))) > 127
+    assert mask.status_code == 200 and 250 < lesion_pixels.sum() < 400 and lesion_pixels[60, 70]
+
     clear = client.get(f"/reports/{ids['clear.png']}").get_data(as_text=True)
     assert "No nodule found" in clear and 'id="lesion-table"' not in clear
 
