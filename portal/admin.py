@@ -3,7 +3,7 @@
 import datetime as dt
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request, url_for
 
 from portal import sessions
 from portal.accounts import AccountError, create_from_form
@@ -73,6 +73,19 @@ def audit():
     db.session.commit()
     older = events[-1].id if len(events) == AUDIT_PAGE else None
     return render_template("admin/audit.html", events=events, older=older, action=action)
+
+
+@bp.get("/feedback.csv")
+@role_required(Role.ADMIN)
+def feedback_export():
+    """Every signed reading as CSV for the platform team: scan and image ids, model, class and label; no names."""
+    from portal import feedback
+
+    records = feedback.rows()
+    record("feedback_exported", detail=f"{len(records)} readings")
+    db.session.commit()
+    return Response(feedback.to_csv(records), mimetype="text/csv",
+                    headers={"Content-Disposition": 'attachment; filename="radassist-feedback.csv"'})
 
 
 STALE_STATUS = dt.timedelta(minutes=2)

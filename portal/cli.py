@@ -12,7 +12,7 @@ import os
 import sys
 
 # The app's Flask CLI commands that `radassist` runs too, and whether the database is migrated before each.
-APP_COMMANDS = {"users": True, "migrate": False}
+APP_COMMANDS = {"users": True, "migrate": False, "feedback": True}
 
 
 def migrated_app():
@@ -100,3 +100,5 @@ def add_commands(areas) -> None:
     # Listed for --help; radassist.cli hands their arguments to the Flask commands before argparse sees them.
     areas.add_parser("users", help="portal accounts (create, list)", add_help=False)
     areas.add_parser("migrate", help="bring the portal database to the newest schema", add_help=False)
+    areas.add_parser("feedback", help="export doctors' sign-off readings as CSV (feedback export --out F)",
+                     add_help=False)

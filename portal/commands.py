@@ -59,7 +59,33 @@ def migrate() -> None:
     click.echo("database schema is up to date", err=True)
 
 
+@click.group("feedback", help="Doctors' sign-off readings (labels for monitoring and retraining).")
+def feedback() -> None:
+    pass
+
+
+@feedback.command("export", help="Write every signed reading as CSV (no names, no patient identifiers).")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="The CSV file (default: stdout).")
+@with_appcontext
+def feedback_export(out: str | None) -> None:
+    from portal import feedback as labels
+    from portal.models import db
+    from portal.security import record
+
+    records = labels.rows()
+    text = labels.to_csv(records)
+    if out:
+        with open(out, "w", newline="") as handle:
+            handle.write(text)
+    else:
+        click.echo(text, nl=False)
+    record("feedback_exported", detail=f"{len(records)} readings, radassist CLI")
+    db.session.commit()
+    click.echo(f"{len(records)} signed readings", err=True)
+
+
 def init_app(app: Flask) -> None:
     """Registers the portal's Flask CLI commands on ``app``."""
     app.cli.add_command(users)
     app.cli.add_command(migrate)
+    app.cli.add_command(feedback)

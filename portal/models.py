@@ -194,6 +194,9 @@ class Job(db.Model):
     scan: Mapped["Scan"] = relationship()
 
 
+NOT_ASSESSABLE = "not_assessable"  # a doctor's label: the image does not allow a reading
+
+
 class ReportStatus(enum.StrEnum):
     DRAFT = "draft"
     FINAL = "final"
@@ -241,6 +244,10 @@ class Report(db.Model):
     # the segmenter found (None: no segmentation).
     cancer_probability: Mapped[float | None] = mapped_column()
     lesion_count: Mapped[int | None] = mapped_column()
+    # The signing doctor's label (migration 0009): whether they agree with the model's class (None: the model gave
+    # none, or not assessable) and the class they confirm, or NOT_ASSESSABLE. Set at sign-off, with the version.
+    doctor_agrees: Mapped[bool | None] = mapped_column()
+    confirmed_class: Mapped[str | None] = mapped_column(sa.String(64))
     model_name: Mapped[str] = mapped_column(sa.String(128))
     model_version: Mapped[int] = mapped_column()
     findings: Mapped[str] = mapped_column(sa.Text, default="")

@@ -190,8 +190,10 @@ def sign(report_id: int):
     def sign_off(report):
         if "findings" in request.form:
             reports.update_findings(report, request.form["findings"], g.user, blobs.store)
-        reports.sign_off(report, g.user, blobs.store)
-        record("report_signed", report, detail=f"version {report.version}")
+        reports.sign_off(report, g.user, blobs.store, request.form.get("assessment", ""),
+                         request.form.get("confirmed_class", ""))
+        record("report_signed", report, detail=f"version {report.version}; model {report.predicted_class}, "
+               f"confirmed {report.confirmed_class}, agrees {report.doctor_agrees}")
         flash(f"Report {report.id} version {report.version} ({report.scan.name}) signed off. It can no longer be "
               "changed.", "info")
 

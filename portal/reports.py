@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from portal import segmentation as segmentation_results
-from portal.models import Report, ReportStatus, Scan, User, db, utcnow
+from portal.models import NOT_ASSESSABLE, Report, ReportStatus, Scan, User, db, utcnow
 from portal.storage import BlobStore
 
 NOTICE = ("Decision support, not a diagnosis. The classification and the highlighted region come from a machine "
@@ -172,11 +172,35 @@ def update_findings(report: Report, findings: str, author: User, store: BlobStor
     report.pdf_sha256 = store.put(render_pdf(report, store))
 
 
-def sign_off(report: Report, doctor: User, store: BlobStore) -> None:
+ASSESSMENTS = ("agree", "disagree", NOT_ASSESSABLE)
+
+
+def doctor_label(report: Report, assessment: str, confirmed_class: str = "") -> tuple[bool | None, str]:
+    """(agrees, confirmed class) from the sign-off form: ``agree`` confirms the model's class; ``disagree`` names
+    another of the model's classes (any of them when the model gave none: out of domain); or not assessable."""
+    if assessment not in ASSESSMENTS:
+        raise ReportError("Say whether you agree with the model, which class you confirm, or that the scan is not "
+                          "assessable, before signing off.")
+    if assessment == NOT_ASSESSABLE:
+        return None, NOT_ASSESSABLE
+    if assessment == "agree":
+        if report.out_of_domain:
+            raise ReportError("The model gave no class for this scan: confirm the class yourself.")
+        return True, report.predicted_class
+    if confirmed_class not in report.probabilities:
+        raise ReportError("Choose the class you confirm.")
+    if confirmed_class == report.predicted_class and not report.out_of_domain:
+        raise ReportError("That is the model's class: choose 'I agree' instead.")
+    return (None if report.out_of_domain else False), confirmed_class
+
+
+def sign_off(report: Report, doctor: User, store: BlobStore, assessment: str, confirmed_class: str = "") -> None:
+    """Makes ``report`` final with the doctor's label (``doctor_label``)."""
     if report.is_final:
         raise ReportError("This report is already final.")
     if _newer_version(report) is not None:
         raise ReportError("A newer version of this report exists.")
+    report.doctor_agrees, report.confirmed_class = doctor_label(report, assessment, confirmed_class)
     report.status, report.signed_by_id, report.signed_at = ReportStatus.FINAL.value, doctor.id, utcnow()
     report.signed_by = doctor
     report.pdf_sha256 = store.put(render_pdf(report, store))

@@ -131,6 +131,9 @@ def test_doctor_bulk_uploads_watches_progress_opens_report_and_downloads_pdf(bro
     shutil.copy(path, os.path.join(ARTIFACTS, "report.pdf"))
 
     page.fill("textarea[name=findings]", "Mass in the left lower lobe; correlate clinically.")
+    page.click("#sign-off")  # no reading recorded yet: the browser asks for it and nothing is sent
+    assert page.locator("text=signed off by Dr. Browser").count() == 0
+    page.check("#assessment-not-assessable")
     page.click("#sign-off")
     page.wait_for_selector("text=signed off by Dr. Browser")
     _shot(page, "doctor-report-final")
@@ -142,6 +145,7 @@ def test_patient_sees_only_their_released_reports(browser, stack):
     _login(doctor, stack["url"], "doctor@example.org")
     _upload_and_wait(doctor, "Pam Other", _ten_real_slices()[:1], shot=None)
     doctor.click("#batch-jobs a >> nth=0")
+    doctor.check("#assessment-not-assessable")
     doctor.click("#sign-off")
     doctor.wait_for_selector("text=signed off by Dr. Browser")
     others_report = doctor.url
@@ -324,6 +328,8 @@ def test_the_worklist_triages_filters_pages_and_reads_from_the_keyboard(browser,
     page.wait_for_selector("#worklist-nav")
     assert page.url == second_report
     _shot(page, "worklist-report-navigation")
+    page.check("#assessment-not-assessable")
+    page.locator("h1").click()  # the keys act outside form fields
     page.once("dialog", lambda dialog: dialog.accept())
     page.keyboard.press("s")
     page.wait_for_selector("text=signed off. It can no longer be changed")

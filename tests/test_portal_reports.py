@@ -165,9 +165,11 @@ def test_the_worklist_fills_in_as_the_worker_reports(reporting_app, auth, client
     assert page.count('data-settled="1"') == 3 and "cancer " in page
 
 
-def _sign(client, report_id: int, findings: str):
+def _sign(client, report_id: int, findings: str, assessment: str = "not_assessable", confirmed_class: str = ""):
     token = csrf_token(client, f"/reports/{report_id}")
-    return client.post(f"/reports/{report_id}/sign", data={"csrf_token": token, "findings": findings})
+    return client.post(f"/reports/{report_id}/sign", data={"csrf_token": token, "findings": findings,
+                                                            "assessment": assessment,
+                                                            "confirmed_class": confirmed_class})
 
 
 def test_sign_off_makes_a_report_immutable_and_amendments_are_new_versions(reporting_app, auth, client,

@@ -160,7 +160,8 @@ def test_reading_through_the_worklist_from_report_pages_and_signing_moves_on(doc
     assert f'/reports/{ids["ood.png"]}?wl=' in re.search(r'href="([^"]+)" id="previous-report"', second).group(1)
     token = csrf_token(client, next_url)
     response = client.post(f"/reports/{ids['unsure.png']}/sign",
-                           data={"csrf_token": token, "findings": "Read.", "wl": "state=unsigned"})
+                           data={"csrf_token": token, "findings": "Read.", "wl": "state=unsigned",
+                                 "assessment": "agree"})
     assert response.status_code == 302
     assert urlparse(response.headers["Location"]).path == f"/reports/{ids['high.png']}"  # what came next
     with app.app_context():
