@@ -56,8 +56,9 @@ class Inference:
     """Shared by gRPC and REST: look up the version, validate, run, count, time."""
 
     def __init__(self, manager: ModelManager, metrics: Metrics,
-                 limits: validation.RequestLimits = validation.DEFAULT_LIMITS):
+                 limits: validation.RequestLimits = validation.DEFAULT_LIMITS, prediction_log=None):
         self.manager, self.metrics, self.limits = manager, metrics, limits
+        self.prediction_log = prediction_log  # a serving.prediction_log.PredictionLogger, or None
 
     def predict(self, name: str, version: int | None, label: str | None, signature: str,
                 inputs: dict[str, np.ndarray]) -> tuple[ServedVersion, dict[str, np.ndarray]]:
@@ -72,7 +73,10 @@ class Inference:
                     validation.check_element_count(key, value, self.limits)
                     if key in validation.IMAGE_INPUT_NAMES and np.asarray(value).dtype.kind in ("S", "O"):
                         validation.check_images(key, value, self.limits.image)
-                return served, served.run(signature, inputs)
+                outputs = served.run(signature, inputs)
+                if self.prediction_log:
+                    self.prediction_log.log(served.model_name, served.version, signature, inputs, outputs)
+                return served, outputs
             finally:
                 served.release()
         except errors.ServingError as error:

@@ -15,6 +15,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.model_store import VersionPolicy
+from serving.prediction_log import LoggingConfig
 
 
 class ModelConfigError(ValueError):
@@ -28,6 +29,7 @@ class ServedModel:
     name: str
     base_path: str          # the model's own folder: <base_path>/<version>/saved_model.pb
     policy: VersionPolicy = VersionPolicy()
+    logging: LoggingConfig | None = None  # its ``logging_config``: requests logged as PredictionLog records
 
     @property
     def parent(self) -> str:
@@ -52,6 +54,19 @@ def _policy(config) -> VersionPolicy:
             raise ModelConfigError(f"model {config.name}: a specific version policy needs versions")
         return VersionPolicy(pinned=versions)
     return VersionPolicy(latest=sys.maxsize)  # all
+
+
+def _logging(config, source: str) -> LoggingConfig | None:
+    if not config.HasField("logging_config"):
+        return None
+    collector = config.logging_config.log_collector_config
+    if collector.type not in ("", "tfrecord"):
+        raise ModelConfigError(f"{source}: model {config.name}: log collector type {collector.type!r} is not "
+                               "supported (TFRecord files under filename_prefix are)")
+    try:
+        return LoggingConfig(collector.filename_prefix, config.logging_config.sampling_config.sampling_rate)
+    except ValueError as error:
+        raise ModelConfigError(f"{source}: model {config.name}: {error}") from error
 
 
 def parse_model_config(text: str, source: str = "model config") -> list[ServedModel]:
@@ -79,7 +94,7 @@ def parse_model_config(text: str, source: str = "model config") -> list[ServedMo
         if entry.version_labels:
             raise ModelConfigError(f"{source}: model {entry.name}: version labels are not supported by this server")
         seen.add(entry.name)
-        models.append(ServedModel(entry.name, entry.base_path, _policy(entry)))
+        models.append(ServedModel(entry.name, entry.base_path, _policy(entry), _logging(entry, source)))
     return models
 
 
@@ -104,4 +119,7 @@ def format_model_config(models: list[ServedModel]) -> str:
             entry.model_version_policy.all.SetInParent()
         else:
             entry.model_version_policy.latest.num_versions = model.policy.latest
+        if model.logging:
+            entry.logging_config.log_collector_config.filename_prefix = model.logging.filename_prefix
+            entry.logging_config.sampling_config.sampling_rate = model.logging.sampling_rate
     return text_format.MessageToString(config)

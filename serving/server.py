@@ -18,6 +18,7 @@ from serving.grpc_service import Inference, ModelService, PredictionService
 from serving.metrics import Metrics
 from serving.model_config import ServedModel
 from serving.model_store import ModelManager, ModelSource, VersionPolicy
+from serving.prediction_log import PredictionLogger
 from serving.storage import storage_for
 from serving.validation import DEFAULT_LIMITS, RequestLimits
 
@@ -69,7 +70,9 @@ class ModelServer:
                                     config.policy, config.batching, config.poll_seconds,
                                     on_change=lambda: self.metrics.set_loaded(self.manager.loaded()),
                                     on_batch=self.metrics.batch_size.observe, sources=sources)
-        self.inference = Inference(self.manager, self.metrics, config.limits)
+        self.prediction_log = PredictionLogger({model.name: model.logging for model in config.models or ()
+                                                if model.logging})
+        self.inference = Inference(self.manager, self.metrics, config.limits, self.prediction_log or None)
         self._grpc = None
         self._rest = None
         self._rest_thread = None
@@ -115,6 +118,7 @@ class ModelServer:
             self._grpc.stop(grace).wait()
         if self._rest:
             self._rest.shutdown()
+        self.prediction_log.close()  # the requests' logs finished (and on S3) before the models go
         self.manager.stop()
 
     def wait(self) -> None:
