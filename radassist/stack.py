@@ -4,6 +4,7 @@ tests and the benchmarks use these; nothing here is imported by the parts themse
 """
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -16,7 +17,28 @@ from radassist import contract
 PASSWORD = "correct horse battery"  # of the accounts Stack creates
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands to outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A port nothing listens on, chosen below the ephemeral range: a port the kernel assigned to us could be handed
+    to some process's outgoing connection before the server binds it ("Address already in use", seen in CI)."""
+    rng = random.Random()
+    low = max(1024 + 1000, min(_ephemeral_low(), 65535) - 12000)
+    for _ in range(50):
+        port = rng.randrange(low, low + 11000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
