@@ -53,6 +53,8 @@ class Config:
     MODEL_OUTAGE_MAX_WAIT = float(os.environ.get("RADASSIST_MODEL_OUTAGE_MAX_WAIT", 60))
     # How often each report worker records the model server's versions for the admin page (seconds).
     MODEL_STATUS_SECONDS = float(os.environ.get("RADASSIST_MODEL_STATUS_SECONDS", 30))
+    # A folder for what the workers know of each model call (portal/prediction_context.py); unset: not written.
+    PREDICTION_CONTEXT_LOG = os.environ.get("RADASSIST_PREDICTION_CONTEXT_LOG") or None
     # Background jobs: redis://host:port/db in production; empty = the database itself is the queue.
     JOB_QUEUE_URL = os.environ.get("RADASSIST_QUEUE_URL", "")
     JOB_MAX_ATTEMPTS = int(os.environ.get("RADASSIST_JOB_MAX_ATTEMPTS", 4))

@@ -41,6 +41,8 @@ class AcceptedScan:
     # DICOM: mm between the centres of the stored PNG's rows and columns (PixelSpacing, scaled when the PNG was
     # stored downscaled); None when the file does not say.
     pixel_spacing_mm: tuple[float, float] | None = None
+    # DICOM: how the slice was acquired (ACQUISITION_KEYWORDS present in the file): what monitoring slices drift by.
+    acquisition: dict | None = None
 
     @property
     def sha256(self) -> str:
@@ -88,6 +90,26 @@ def window(hounsfield: np.ndarray, centre: float, width: float) -> np.ndarray:
     return (np.clip((hounsfield - low) / (high - low), 0, 1) * 255).round().astype(np.uint8)
 
 
+# The acquisition attributes a scan keeps for monitoring (all of them also kept in its de-identified DICOM): which
+# scanner, reconstruction and protocol, never who or where.
+ACQUISITION_KEYWORDS = ("Modality", "Manufacturer", "ManufacturerModelName", "ConvolutionKernel", "SliceThickness",
+                        "KVP", "BodyPartExamined")
+
+
+def acquisition(dataset) -> dict:
+    """ACQUISITION_KEYWORDS present in ``dataset``, as short strings (multi-valued ones joined by ``\\``)."""
+    from pydicom.multival import MultiValue
+
+    found = {}
+    for keyword in ACQUISITION_KEYWORDS:
+        value = dataset.get(keyword)
+        if value is None or value == "":
+            continue
+        text = "\\".join(str(v) for v in value) if isinstance(value, MultiValue) else str(value)
+        found[keyword] = text.strip()[:64]
+    return found
+
+
 def dicom_pixels(dataset) -> tuple[np.ndarray, bool]:
     """The one frame of a DICOM dataset the portal reads (the middle one of a multi-frame object: a small file
     cannot make us decode many), as float64 [rows, columns]: Hounsfield units for CT with a rescale (True), else
@@ -128,8 +150,9 @@ def _from_dicom(name: str, data: bytes) -> AcceptedScan:
     if spacing is not None:
         with Image.open(io.BytesIO(png)) as stored:  # the header only: downscaled when the slice was very large
             spacing = (spacing[0] * gray.shape[0] / stored.height, spacing[1] * gray.shape[1] / stored.width)
+    acquired = acquisition(dataset)  # read before de-identification (which keeps these attributes anyway)
     return AcceptedScan(name, "dicom", deidentify(dataset), png, gray.shape[1], gray.shape[0], modality,
-                        source_patient_id=patient_id, pixel_spacing_mm=spacing)
+                        source_patient_id=patient_id, pixel_spacing_mm=spacing, acquisition=acquired)
 
 
 def pixel_spacing(dataset) -> tuple[float, float] | None:

@@ -132,6 +132,8 @@ class Scan(db.Model):
     # the image was stored downscaled); None when the upload does not say (PNG, JPEG): sizes are then in pixels.
     pixel_spacing_row_mm: Mapped[float | None] = mapped_column()
     pixel_spacing_column_mm: Mapped[float | None] = mapped_column()
+    # DICOM only: how it was acquired (portal.intake.ACQUISITION_KEYWORDS: scanner, kernel, protocol), as JSON.
+    acquisition_json: Mapped[str | None] = mapped_column(sa.Text)
 
     @property
     def pixel_spacing_mm(self) -> tuple[float, float] | None:

@@ -3,6 +3,7 @@
 import dataclasses
 import hashlib
 import hmac
+import json
 import logging
 
 import sqlalchemy as sa
@@ -143,7 +144,8 @@ def _save(store, item: AcceptedScan, patient: User, uploader: User, self_submitt
                 deidentified=True if item.kind == "dicom" else None,
                 dicom_patient_hash=patient_id_hash(item.source_patient_id) if item.source_patient_id else None,
                 pixel_spacing_row_mm=item.pixel_spacing_mm[0] if item.pixel_spacing_mm else None,
-                pixel_spacing_column_mm=item.pixel_spacing_mm[1] if item.pixel_spacing_mm else None)
+                pixel_spacing_column_mm=item.pixel_spacing_mm[1] if item.pixel_spacing_mm else None,
+                acquisition_json=json.dumps(item.acquisition, sort_keys=True) if item.acquisition else None)
     db.session.add(scan)
     db.session.flush()
     return scan

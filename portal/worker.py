@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from flask import Flask
 
-from portal import reports
+from portal import prediction_context, reports
 from portal.extensions import blobs, report_jobs
 from portal.jobs import JobQueue, JobSettings, claim, fail, finish, release, requeue_expired
 from portal.models import Job, ServiceStatus, db, utcnow
@@ -56,6 +56,8 @@ class Worker:
         self._outage_until = 0.0        # monotonic time before which no new batch is sent (the model is down)
         self._outage_backoff = 0.0
         self._status_seconds = app.config["MODEL_STATUS_SECONDS"]
+        folder = app.config.get("PREDICTION_CONTEXT_LOG")
+        self._context = prediction_context.ContextLog(folder, self.name) if folder else None
         self._status_reporter = threading.Thread(target=self._report_model_status, name="model-status",
                                                  daemon=True)
 
@@ -242,10 +244,19 @@ class Worker:
                 finish(job)
                 db.session.commit()
                 written += 1
+                if self._context:
+                    self._log_context(job.scan, prediction, segmentation)
             except Exception as error:  # noqa: BLE001 - whatever fails, the job is retried, the worker lives
                 log.exception("job %d: writing the report failed", job.id)
                 self._failed([job], f"writing the report: {type(error).__name__}", retryable=True)
         return written
+
+    def _log_context(self, scan, prediction, segmentation) -> None:
+        """Best effort: a context line that cannot be written is logged, the report stands."""
+        try:
+            self._context.write(prediction_context.record(scan, scan.image_sha256, prediction, segmentation))
+        except OSError:
+            log.exception("scan %d: the prediction context could not be written", scan.id)
 
     def _wait_for_model(self, jobs: list[Job], error: Exception) -> None:
         """Gives the jobs back for later and stops sending for a while (doubling, up to MODEL_OUTAGE_MAX_WAIT)."""

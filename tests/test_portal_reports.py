@@ -26,7 +26,7 @@ from PIL import Image
 
 from portal import fhir
 from portal.jobs import DatabaseQueue, RedisQueue, enqueue_scans
-from portal.models import AuditEvent, Batch, ImmutableReport, Job, Report, ServiceStatus, User, db
+from portal.models import AuditEvent, Batch, ImmutableReport, Job, Report, Scan, ServiceStatus, User, db
 from portal.worker import Worker
 from serving.client import ServingClient
 
@@ -577,3 +577,34 @@ def test_a_large_scans_overlay_is_drawn_at_picture_size_and_still_lines_up():
     scale = OVERLAY_SIDE / 2000  # the box, scaled with the picture: x 400-800 is the hot half
     assert overlay[int(200 * scale):int(800 * scale), int(450 * scale):int(750 * scale), 0].mean() > 50
     assert overlay[:, int(1250 * scale):].mean() < 70 and overlay[:, :int(350 * scale)].mean() < 70
+
+
+def test_workers_log_what_only_the_portal_knows_without_identifiers(reporting_app, auth, client, model_server,
+                                                                   tmp_path):
+    """Beside the model server's request log: per analysed scan its image's sha256 (what the server logged), the
+    source, upload time and DICOM acquisition, and the answer; never a name or a DICOM identifier."""
+    from pydicom.data import get_testdata_file
+
+    from portal import prediction_context
+
+    app = reporting_app
+    app.config["PREDICTION_CONTEXT_LOG"] = str(tmp_path / "context")
+    with open(get_testdata_file("CT_small.dcm", download=False), "rb") as handle:
+        dicom = handle.read()
+    patient_id = user_id(app, "patient@example.org")
+    auth.login("doctor@example.org")
+    page = f"/doctor/patients/{patient_id}"
+    assert upload_files(client, page, f"{page}/scans", [("ct.dcm", dicom)] + slices(1)).status_code == 200
+    drain(app, make_worker(app, model_server.address))
+    entries = prediction_context.read(str(tmp_path / "context"))
+    with app.app_context():
+        scans = {scan.image_sha256: scan for scan in db.session.scalars(db.select(Scan))}
+        assert {entry["image_sha256"] for entry in entries} == set(scans)
+        ct = next(entry for entry in entries if entry["scan_kind"] == "dicom")
+        assert ct["acquisition"] == json.loads(scans[ct["image_sha256"]].acquisition_json)
+    assert ct["acquisition"]["Manufacturer"] == "GE MEDICAL SYSTEMS" and ct["acquisition"]["ConvolutionKernel"]
+    assert ct["source"] == "doctor_upload" and ct["model_name"] == "radassist" and ct["predicted_class"]
+    assert ct["segmentation_model"].startswith("radassist-seg/")
+    written = "".join(pathlib.Path(path).read_text() for path in glob.glob(str(tmp_path / "context" / "*.jsonl")))
+    for identifier in ("CompressedSamples", "1CT1", "Pat One", "patient@example.org"):
+        assert identifier not in written
