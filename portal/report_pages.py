@@ -72,11 +72,11 @@ def _worklist_nav(report: Report) -> dict | None:
     if g.user.role != Role.DOCTOR.value or "wl" not in request.args:
         return None
     query = request.args["wl"][:2000]
-    try:
-        filters = worklist.Filters.from_args(dict(parse_qsl(query)))
-    except worklist.FilterError:
+    filters = _worklist_filters(query)
+    if filters is None:
         return None
     previous, following = worklist.neighbours(g.user, filters, report.scan_id)
+
     def link(report_id):
         return url_for("reports.view", report_id=report_id, wl=query) if report_id else None
 
@@ -147,13 +147,16 @@ def pdf(report_id: int):
 
 def _worklist_next(report: Report) -> int | None:
     """The report after ``report`` in the worklist the form came from (its ``wl`` field), or None."""
-    if "wl" not in request.form:
-        return None
+    filters = _worklist_filters(request.form["wl"][:2000]) if "wl" in request.form else None
+    return worklist.neighbours(g.user, filters, report.scan_id)[1] if filters else None
+
+
+def _worklist_filters(query: str) -> worklist.Filters | None:
+    """The worklist filters of a ``wl`` query string; None when it cannot be read (the page then has no nav)."""
     try:
-        filters = worklist.Filters.from_args(dict(parse_qsl(request.form["wl"][:2000])))
+        return worklist.Filters.from_args(dict(parse_qsl(query)))
     except worklist.FilterError:
         return None
-    return worklist.neighbours(g.user, filters, report.scan_id)[1]
 
 
 def _doctor_action(report_id: int, action, then_next: bool = False):
