@@ -101,20 +101,20 @@ def bulk(stack: Stack, session: requests.Session, slices: list[tuple[str, bytes]
             "failed": progress["counts"]["failed"], "pdfs": pdfs, "report_urls": report_urls}
 
 
-def load(stack: Stack, cookies, report_urls: list[str], users: int, seconds: float) -> dict:
-    """``users`` threads, each a session opening report pages with 0.5-1.5 s of think time."""
+def closed_loop(sessions: list[requests.Session], next_url, expected: str, seconds: float) -> dict:
+    """One thread per session for ``seconds``: GET ``next_url(rng)``, count it good when it answers 200 with
+    ``expected`` in the page, think 0.5-1.5 s, again; latency percentiles of the good ones."""
     latencies, errors, lock = [], [], threading.Lock()
     deadline = time.time() + seconds
 
     def user(index: int) -> None:
-        rng, session = random.Random(index), requests.Session()
-        session.cookies.update(cookies)
+        rng, session = random.Random(index), sessions[index]
         time.sleep(rng.uniform(0, 1.0))  # users do not arrive in lockstep
         while time.time() < deadline:
             started = time.perf_counter()
             try:
-                response = session.get(stack.url + rng.choice(report_urls), timeout=10)
-                ok = response.status_code == 200 and "Decision support" in response.text
+                response = session.get(next_url(rng), timeout=10)
+                ok = response.status_code == 200 and expected in response.text
             except requests.RequestException:
                 ok = False
             elapsed = time.perf_counter() - started
@@ -122,13 +122,24 @@ def load(stack: Stack, cookies, report_urls: list[str], users: int, seconds: flo
                 (latencies if ok else errors).append(elapsed)
             time.sleep(rng.uniform(0.5, 1.5))
 
-    threads = [threading.Thread(target=user, args=(i,)) for i in range(users)]
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(len(sessions))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return {"users": users, "seconds": seconds, **percentiles(latencies), "errors": len(errors),
+    return {"seconds": seconds, **percentiles(latencies), "errors": len(errors),
             "requests_per_second": len(latencies) / seconds}
+
+
+def load(stack: Stack, cookies, report_urls: list[str], users: int, seconds: float) -> dict:
+    """``users`` sessions (one login's cookies) opening report pages."""
+    sessions = []
+    for _ in range(users):
+        session = requests.Session()
+        session.cookies.update(cookies)
+        sessions.append(session)
+    return {"users": users, **closed_loop(sessions, lambda rng: stack.url + rng.choice(report_urls),
+                                          "Decision support", seconds)}
 
 
 WORKLIST_QUERIES = ("", "state=unsigned", "flag=lesion", "flag=ood", "sort=probability", "sort=date&order=asc",
@@ -232,34 +243,14 @@ def login_patiently(url: str, email: str) -> requests.Session:
 
 
 def worklist_load(url: str, emails: list[str], seconds: float) -> dict:
-    """Every doctor at once, each paging and filtering their own worklist with 0.5-1.5 s of think time."""
+    """Every doctor at once, each paging and filtering their own worklist."""
     sessions = [login_patiently(url, email) for email in emails]
-    latencies, errors, lock = [], [], threading.Lock()
-    deadline = time.time() + seconds
 
-    def doctor(index: int) -> None:
-        rng, session = random.Random(index), sessions[index]
-        time.sleep(rng.uniform(0, 1.0))
-        while time.time() < deadline:
-            query = rng.choice(WORKLIST_QUERIES)
-            started = time.perf_counter()
-            try:
-                response = session.get(f"{url}/doctor/worklist" + (f"?{query}" if query else ""), timeout=10)
-                ok = response.status_code == 200 and 'id="worklist"' in response.text
-            except requests.RequestException:
-                ok = False
-            elapsed = time.perf_counter() - started
-            with lock:
-                (latencies if ok else errors).append(elapsed)
-            time.sleep(rng.uniform(0.5, 1.5))
+    def worklist_url(rng: random.Random) -> str:
+        query = rng.choice(WORKLIST_QUERIES)
+        return f"{url}/doctor/worklist" + (f"?{query}" if query else "")
 
-    threads = [threading.Thread(target=doctor, args=(i,)) for i in range(len(emails))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return {"doctors": len(emails), "seconds": seconds, **percentiles(latencies), "errors": len(errors),
-            "requests_per_second": len(latencies) / seconds}
+    return {"doctors": len(emails), **closed_loop(sessions, worklist_url, 'id="worklist"', seconds)}
 
 
 def worklist_section(args) -> dict:

@@ -242,21 +242,24 @@ class Worker:
                 record("report_drafted_by_model", report,
                        detail=f"{prediction.model_name} v{prediction.model_version}{segmenter}, worker {self.name}")
                 finish(job)
+                # read before the commit expires the scan (after it, each line would load the row again)
+                context = (prediction_context.record(job.scan, job.scan.image_sha256, prediction, segmentation)
+                           if self._context else None)
                 db.session.commit()
                 written += 1
-                if self._context:
-                    self._log_context(job.scan, prediction, segmentation)
+                if context:
+                    self._log_context(job.scan_id, context)
             except Exception as error:  # noqa: BLE001 - whatever fails, the job is retried, the worker lives
                 log.exception("job %d: writing the report failed", job.id)
                 self._failed([job], f"writing the report: {type(error).__name__}", retryable=True)
         return written
 
-    def _log_context(self, scan, prediction, segmentation) -> None:
+    def _log_context(self, scan_id: int, context: dict) -> None:
         """Best effort: a context line that cannot be written is logged, the report stands."""
         try:
-            self._context.write(prediction_context.record(scan, scan.image_sha256, prediction, segmentation))
+            self._context.write(context)
         except OSError:
-            log.exception("scan %d: the prediction context could not be written", scan.id)
+            log.exception("scan %d: the prediction context could not be written", scan_id)
 
     def _wait_for_model(self, jobs: list[Job], error: Exception) -> None:
         """Gives the jobs back for later and stops sending for a while (doubling, up to MODEL_OUTAGE_MAX_WAIT)."""

@@ -30,9 +30,10 @@ def free_port() -> int:
     """A port nothing listens on, chosen below the ephemeral range: a port the kernel assigned to us could be handed
     to some process's outgoing connection before the server binds it ("Address already in use", seen in CI)."""
     rng = random.Random()
-    low = max(1024 + 1000, min(_ephemeral_low(), 65535) - 12000)
-    for _ in range(50):
-        port = rng.randrange(low, low + 11000)
+    high = _ephemeral_low()
+    low = max(2048, high - 12000)
+    for _ in range(50 if high > low else 0):
+        port = rng.randrange(low, high)
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))

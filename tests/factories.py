@@ -6,12 +6,13 @@ import json
 
 from PIL import Image
 
+from components.features import CLASS_NAMES
 from portal.extensions import blobs
 from portal.models import Batch, Job, Report, Scan, User, db
 from portal.reports import render_pdf
 from portal.segmentation import LesionMeasurement, SegmentationResult
 
-CLASSES = ("adenocarcinoma", "large.cell.carcinoma", "squamous.cell.carcinoma", "normal")
+CLASSES = CLASS_NAMES  # the pipeline's models' classes: three cancers, then "normal"
 
 
 def _png(value: int) -> bytes:
@@ -41,8 +42,7 @@ def gen_scan(app, patient_email: str, name: str, *, cancer: float | None = None,
         db.session.add(Job(batch_id=batch, scan_id=scan.id, status="done" if cancer is not None else job,
                            last_error="model server unavailable" if job == "failed" else None))
         if cancer is not None:
-            probabilities = {"adenocarcinoma": cancer * 0.7, "large.cell.carcinoma": cancer * 0.2,
-                             "squamous.cell.carcinoma": cancer * 0.1, "normal": 1 - cancer}
+            probabilities = dict(zip(CLASSES, (cancer * 0.7, cancer * 0.2, cancer * 0.1, 1 - cancer), strict=True))
             segmentation = None
             if lesion_mm is not None:
                 segmentation = SegmentationResult(
