@@ -45,6 +45,8 @@ class Output:
     OOD_REASON = "ood_reason"        # string [N]: "" in domain, else a machine-readable reason
     CROP_BOX = "crop_box"            # float32 [N, 4]: (y0, x0, y1, x1) of the input the model saw, in its pixels
     CROP_ANGLE = "crop_angle"        # float32 [N]: degrees that square is turned about its centre
+    EMBEDDING = "embedding"          # float32 [N, K]: the image's leading principal components of the model's
+                                     # pooled features (what drift monitoring compares; absent from older models)
     HEATMAP = "heatmap"              # float32 [N, H, W] in 0..1 over crop_box (explain only)
     MODEL_INFO = "model_info"        # string [N]: ModelInfo as JSON (model_info only)
     # segment (the segmenter): maps are padded to the largest image of the request; IMAGE_SIZE says each one's size.
@@ -62,7 +64,8 @@ class Output:
 
 
 PREDICTION_OUTPUTS = (Output.PROBABILITIES, Output.CLASS_ID, Output.CLASS_NAME, Output.NEEDS_REVIEW,
-                      Output.OOD_SCORE, Output.IN_DOMAIN, Output.OOD_REASON, Output.CROP_BOX, Output.CROP_ANGLE)
+                      Output.OOD_SCORE, Output.IN_DOMAIN, Output.OOD_REASON, Output.CROP_BOX, Output.CROP_ANGLE,
+                      Output.EMBEDDING)
 EXPLAIN_OUTPUTS = (*PREDICTION_OUTPUTS, Output.HEATMAP)
 LESION_OUTPUTS = (Output.LESION_AREA, Output.LESION_CENTROID, Output.LESION_LONG_AXIS, Output.LESION_SHORT_AXIS,
                   Output.LESION_LONG_AXIS_ANGLE, Output.LESION_BOX, Output.LESION_MEAN_PROBABILITY,

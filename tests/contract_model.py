@@ -49,14 +49,15 @@ class ContractModel(tf.Module):
         reason = tf.where(colour > 0.1, "not_greyscale", tf.where(spread < 0.01, "blank", ""))
         cells = tf.image.resize(grey[..., None], [HEATMAP_CELLS, HEATMAP_CELLS])[..., 0]
         heatmap = cells / (tf.reduce_max(cells) + 1e-6)
-        return {"logits": logits, "reason": reason, "heatmap": heatmap,
+        embedding = tf.stack([mean, spread, colour, tf.cast(height, tf.float32) / 512.0])
+        return {"logits": logits, "reason": reason, "heatmap": heatmap, "embedding": embedding,
                 "crop_box": tf.stack([0.0, 0.0, tf.cast(height, tf.float32), tf.cast(width, tf.float32)])}
 
     def _outputs(self, images: tf.Tensor, with_heatmap: bool) -> dict[str, tf.Tensor]:
         spec = {"logits": tf.TensorSpec([len(self.info.class_names)], tf.float32),
                 "reason": tf.TensorSpec([], tf.string),
                 "heatmap": tf.TensorSpec([HEATMAP_CELLS, HEATMAP_CELLS], tf.float32),
-                "crop_box": tf.TensorSpec([4], tf.float32)}
+                "crop_box": tf.TensorSpec([4], tf.float32), "embedding": tf.TensorSpec([4], tf.float32)}
         parts = tf.map_fn(self._one, images, fn_output_signature=spec)
         probabilities = tf.nn.softmax(parts["logits"])
         class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
@@ -68,6 +69,7 @@ class ContractModel(tf.Module):
             Output.OOD_SCORE: tf.where(in_domain, 0.5, 2.0), Output.IN_DOMAIN: in_domain,
             Output.OOD_REASON: parts["reason"], Output.CROP_BOX: parts["crop_box"],
             Output.CROP_ANGLE: tf.zeros_like(probabilities[:, 0]),
+            Output.EMBEDDING: parts["embedding"],
         }
         if with_heatmap:
             result[Output.HEATMAP] = parts["heatmap"]

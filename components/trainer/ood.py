@@ -25,6 +25,7 @@ REASON_ODD_SHAPE = "odd_shape"
 REASON_NO_BODY = "no_body"
 REASON_NO_LUNGS = "no_lungs"
 REASON_FEATURE_DISTANCE = "unlike_training_images"
+EMBEDDING_DIMENSIONS = 16  # principal axes of the standardised pooled training features in ``embedding``
 REASONS = (REASON_NOT_GREYSCALE, REASON_BLANK, REASON_TOO_SMALL, REASON_ODD_SHAPE, REASON_NO_BODY,
            REASON_NO_LUNGS, REASON_FEATURE_DISTANCE)
 
@@ -55,10 +56,15 @@ class FeatureGate:
     threshold: float          # distance above which an input is out of domain
     quantile: float           # of the held-out in-distribution distances the threshold is
     fitted_on: dict           # counts and shrinkage, for the model info
+    principal_axes: np.ndarray  # [D, K]: ``embedding`` = standardised features @ principal_axes
 
     def distances(self, pooled: np.ndarray) -> np.ndarray:
         """Pooled features [N, D] -> the distance to the nearest class [N]."""
         return _distances(self.mean, self.scale, self.class_means, self.whitening, pooled)
+
+    def embedding(self, pooled: np.ndarray) -> np.ndarray:
+        """Pooled features [N, D] -> their principal components [N, K] (the ``embedding`` output)."""
+        return ((np.asarray(pooled, np.float32) - self.mean) / self.scale) @ self.principal_axes
 
     def info(self) -> dict:
         return {"method": "class-conditional Mahalanobis, shared Ledoit-Wolf covariance, globally pooled features",
@@ -85,6 +91,19 @@ def _fit_parts(pooled: np.ndarray, labels: np.ndarray, num_classes: int):
     return mean, scale, class_means, whitening, float(estimator.shrinkage_)
 
 
+def principal_axes(standard: np.ndarray, dimensions: int = EMBEDDING_DIMENSIONS) -> np.ndarray:
+    """The ``dimensions`` leading principal axes [D, K] of standardised features [N, D], signs fixed (the largest
+    loading of each axis positive) so that retraining on the same data gives the same embedding."""
+    centred = standard - standard.mean(0)
+    _, _, rows = np.linalg.svd(centred, full_matrices=False)
+    axes = rows[:dimensions].T
+    signs = np.sign(axes[np.abs(axes).argmax(0), np.arange(axes.shape[1])])
+    axes = axes * np.where(signs == 0, 1.0, signs)
+    if axes.shape[1] < dimensions:  # fewer examples or features than axes: pad, the embedding keeps its width
+        axes = np.pad(axes, ((0, 0), (0, dimensions - axes.shape[1])))
+    return axes
+
+
 def fit_gate(pooled: np.ndarray, labels: np.ndarray, valid_pooled: np.ndarray, num_classes: int,
              quantile: float = 0.95, folds: int = 5, seed: int = 0) -> FeatureGate:
     """Fits the gate on training features and sets its threshold on held-out in-distribution distances."""
@@ -101,11 +120,12 @@ def fit_gate(pooled: np.ndarray, labels: np.ndarray, valid_pooled: np.ndarray, n
     return FeatureGate(
         mean=mean.astype(np.float32), scale=scale.astype(np.float32), class_means=class_means.astype(np.float32),
         whitening=whitening.astype(np.float32), threshold=float(np.quantile(held_out, quantile)), quantile=quantile,
+        principal_axes=principal_axes((pooled - mean) / scale).astype(np.float32),
         fitted_on={"train_examples": int(len(labels)), "held_out_distances": int(len(held_out)),
                    "held_out_distance_quantiles": {str(q): round(float(np.quantile(held_out, q)), 2)
                                                    for q in (0.5, 0.9, 0.95, 0.99)},
                    "cross_fit_folds": int(folds), "ledoit_wolf_shrinkage": round(shrinkage, 4),
-                   "feature_dimensions": int(pooled.shape[1])},
+                   "feature_dimensions": int(pooled.shape[1]), "embedding_dimensions": EMBEDDING_DIMENSIONS},
     )
 
 
@@ -139,12 +159,14 @@ def input_reason(stats: dict, limits: InputLimits = DEFAULT_LIMITS) -> tf.Tensor
 
 
 def gate_outputs(gate: FeatureGate, pooled: tf.Tensor, stats: dict, limits: InputLimits = DEFAULT_LIMITS) -> dict:
-    """The gate in TF ops: ``ood_score`` float32 [N] (distance / threshold), ``in_domain`` bool [N] and
-    ``ood_reason`` string [N] ("" when in domain)."""
-    projected = tf.matmul((pooled - gate.mean) / gate.scale, tf.constant(gate.whitening))
+    """The gate in TF ops: ``ood_score`` float32 [N] (distance / threshold), ``in_domain`` bool [N],
+    ``ood_reason`` string [N] ("" when in domain) and ``embedding`` float32 [N, K]."""
+    standard = (pooled - gate.mean) / gate.scale
+    projected = tf.matmul(standard, tf.constant(gate.whitening))
     centres = tf.constant(gate.class_means @ gate.whitening)
     squared = tf.reduce_sum(tf.square(projected[:, None, :] - centres[None]), axis=-1)
     score = tf.sqrt(tf.reduce_min(squared, axis=1)) / gate.threshold
     reason = input_reason(stats, limits)
     reason = tf.where(tf.equal(reason, "") & (score > 1.0), REASON_FEATURE_DISTANCE, reason)
-    return {"ood_score": score, "in_domain": tf.equal(reason, ""), "ood_reason": reason}
+    return {"ood_score": score, "in_domain": tf.equal(reason, ""), "ood_reason": reason,
+            "embedding": tf.matmul(standard, tf.constant(gate.principal_axes))}
