@@ -71,6 +71,8 @@ LESION_OUTPUTS = (Output.LESION_AREA, Output.LESION_CENTROID, Output.LESION_LONG
                   Output.LESION_LONG_AXIS_ANGLE, Output.LESION_BOX, Output.LESION_MEAN_PROBABILITY,
                   Output.LESION_MAX_PROBABILITY)
 SEGMENT_OUTPUTS = (Output.PROBABILITY_MAP, Output.IMAGE_SIZE, Output.LESION_COUNT, *LESION_OUTPUTS)
+# The model server's prediction log files (serving/prediction_log.py writes them, components/monitoring reads them).
+PREDICTION_LOG_SUFFIX = ".tfrecord.gz"
 # Where a SavedModel version keeps its info file (the full training record; ModelInfo reads its contract fields).
 MODEL_INFO_PATH = os.path.join("assets.extra", "radassist_model.json")
 

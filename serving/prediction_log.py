@@ -24,9 +24,11 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
+from radassist.contract import PREDICTION_LOG_SUFFIX
+
 log = logging.getLogger(__name__)
 RECORDS_PER_FILE = 1000
-SUFFIX = ".tfrecord.gz"
+SUFFIX = PREDICTION_LOG_SUFFIX
 
 
 @dataclasses.dataclass(frozen=True)

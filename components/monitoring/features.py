@@ -11,6 +11,8 @@ does):
 Identifiers are hashes only: no patient data reaches the logs (serving/prediction_log.py) or these features.
 """
 
+import hashlib
+
 import numpy as np
 import tensorflow as tf
 
@@ -22,15 +24,16 @@ SIGNATURE = "signature"
 PREDICTED_CLASS = "predicted_class"
 EMBEDDING = "embedding"
 INTENSITY_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)  # quantiles of the body's raw gray levels kept as features
+INTENSITY_NAMES = tuple(f"intensity_q{round(level * 100):02d}" for level in INTENSITY_LEVELS)
 
 GROUPS = {
-    "intensity": (*(f"intensity_q{round(level * 100):02d}" for level in INTENSITY_LEVELS), "contrast",
-                  "colour_fraction"),
+    "intensity": (*INTENSITY_NAMES, "contrast", "colour_fraction"),
     "geometry": ("body_fraction", "enclosed_dark_fraction", "frame_fraction", "crop_angle"),
     "output": ("confidence", PREDICTED_CLASS, "ood_score", "out_of_domain", "needs_review"),
 }
 NUMERIC = tuple(name for names in GROUPS.values() for name in names if name != PREDICTED_CLASS)
 CATEGORICAL = (PREDICTED_CLASS,)
+_canonical_batch = tf.function(imaging.canonical_batch)  # traced once per batch shape, not run op by op
 
 
 def input_statistics(images: list[bytes], batch_size: int = 32) -> dict[str, np.ndarray]:
@@ -39,11 +42,10 @@ def input_statistics(images: list[bytes], batch_size: int = 32) -> dict[str, np.
     columns: dict[str, list] = {name: [] for group in ("intensity", "geometry") for name in GROUPS[group]}
     levels = np.linspace(0.0, 1.0, imaging.QUANTILE_LEVELS)
     for start in range(0, len(images), batch_size):
-        canonical = imaging.canonical_batch(tf.constant(images[start:start + batch_size]))
-        quantiles = canonical["quantiles"].numpy()
-        for level in INTENSITY_LEVELS:
-            columns[f"intensity_q{round(level * 100):02d}"].extend(
-                np.array([np.interp(level, levels, row) for row in quantiles]).tolist())
+        canonical = _canonical_batch(tf.constant(images[start:start + batch_size]))
+        for row in canonical["quantiles"].numpy():
+            for name, value in zip(INTENSITY_NAMES, np.interp(INTENSITY_LEVELS, levels, row), strict=True):
+                columns[name].append(float(value))
         for name in ("contrast", "colour_fraction", "body_fraction", "enclosed_dark_fraction", "crop_angle"):
             columns[name].extend(canonical[name].numpy().tolist())
         box = canonical["crop_box"].numpy()
@@ -92,8 +94,6 @@ def feature_columns(images: list[bytes], outputs: dict[str, np.ndarray], version
                     signatures: list[str] | None = None) -> dict[str, np.ndarray]:
     """Every monitored feature of images and the model's outputs for them (contract names, [N, ...]), with each
     image's sha256, model version and signature."""
-    import hashlib
-
     count = len(images)
     names = outputs.get("class_name")
     probabilities = np.asarray(outputs["probabilities"], np.float32)

@@ -16,7 +16,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-SUFFIX = ".tfrecord.gz"
+from radassist.contract import PREDICTION_LOG_SUFFIX
+
+SUFFIX = PREDICTION_LOG_SUFFIX
 CLASSIFIER_SIGNATURES = ("predict_image", "explain", "serving_default")  # the ones whose outputs are monitored
 
 

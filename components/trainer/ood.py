@@ -62,10 +62,6 @@ class FeatureGate:
         """Pooled features [N, D] -> the distance to the nearest class [N]."""
         return _distances(self.mean, self.scale, self.class_means, self.whitening, pooled)
 
-    def embedding(self, pooled: np.ndarray) -> np.ndarray:
-        """Pooled features [N, D] -> their principal components [N, K] (the ``embedding`` output)."""
-        return ((np.asarray(pooled, np.float32) - self.mean) / self.scale) @ self.principal_axes
-
     def info(self) -> dict:
         return {"method": "class-conditional Mahalanobis, shared Ledoit-Wolf covariance, globally pooled features",
                 "threshold": self.threshold, "quantile": self.quantile, **self.fitted_on}
