@@ -1,4 +1,5 @@
-"""The pipeline's commands: ``radassist pipeline run`` (LocalDagRunner) and ``radassist pipeline compile`` (KFP).
+"""The pipelines' commands: ``radassist pipeline run`` (LocalDagRunner), ``radassist pipeline compile`` (KFP) and
+``radassist monitor`` (the monitoring pipeline, locally or compiled for KFP).
 
 This entry point owns the environment the runners read: the data-folder policy, $RADASSIST_OUTPUT_DIR,
 $RADASSIST_MODEL_BASE, $MLFLOW_TRACKING_URI; the runners and ``create_pipeline`` take arguments only.
@@ -125,6 +126,121 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def monitor_settings(args) -> dict:
+    """``create_monitoring_pipeline``'s arguments from the monitor's flags and the environment (the output folder's
+    defaults: prediction-logs/, models/, monitoring/)."""
+    output_dir = os.path.abspath(args.output or os.environ.get("RADASSIST_OUTPUT_DIR")
+                                 or os.path.join(REPO_ROOT, configs.OUTPUT_SUBDIR))
+    model_base = args.model_base or os.environ.get("RADASSIST_MODEL_BASE") or os.path.join(output_dir, "models")
+    data_root, _ = resolve_data_dir(args.data)
+    thresholds = json.loads(args.thresholds_json) if args.thresholds_json else {}
+    tracking = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///" + os.path.join(output_dir, "mlflow", "mlflow.db")
+    return {
+        "pipeline_name": configs.MONITORING_PIPELINE_NAME,
+        "pipeline_root": os.path.join(output_dir, "tfx", configs.MONITORING_PIPELINE_NAME),
+        "log_prefix": args.logs or os.environ.get("RADASSIST_PREDICTION_LOG_DIR")
+        or os.path.join(output_dir, configs.PREDICTION_LOG_SUBDIR),
+        "model_name": args.model,
+        "model_dir": os.path.join(model_base, args.model),
+        "data_root": data_root,
+        "window": args.window,
+        "thresholds": thresholds,
+        "baseline_cache_dir": os.path.join(output_dir, configs.MONITORING_BASELINE_SUBDIR),
+        "publish_dir": args.publish_dir or os.environ.get("RADASSIST_MONITORING_DIR")
+        or os.path.join(output_dir, configs.MONITORING_SUBDIR),
+        "mlflow_tracking_uri": tracking,
+        "webhook_url": os.environ.get("RADASSIST_MONITOR_WEBHOOK_URL", ""),
+        "pushgateway_url": os.environ.get("RADASSIST_PUSHGATEWAY_URL", ""),
+    }, output_dir
+
+
+def cmd_monitor(args) -> int:
+    from tfx import v1 as tfx
+
+    from components.monitoring import logs
+    from pipelines.monitoring import create_monitoring_pipeline, latest_report
+    from radassist.progress import PipelineProgress
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(configs.MLFLOW_TIMEOUT_SECONDS))
+    try:
+        window = logs.Window.parse(args.window)
+    except ValueError as error:
+        raise SystemExit(f"monitor: {error}") from error
+    settings, output_dir = monitor_settings(args)
+    if args.compile:
+        return _compile_monitoring(args, settings)
+    # A duration is fixed here, so the run (and its record in ML Metadata) names the exact window it read.
+    settings["window"] = f"{window.start.isoformat()}/{window.end.isoformat()}"
+    tracking = settings["mlflow_tracking_uri"]
+    if tracking.startswith("sqlite:///"):
+        os.makedirs(os.path.dirname(tracking.removeprefix("sqlite:///")), exist_ok=True)
+    metadata_path = os.path.join(output_dir, "tfx", configs.MONITORING_METADATA_FILE)
+    os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
+    pipeline = create_monitoring_pipeline(
+        **settings, beam_pipeline_args=args.beam_arg or ["--direct_num_workers=1"],
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
+    print(f"window {window.start:%Y-%m-%d %H:%M} - {window.end:%Y-%m-%d %H:%M} UTC\nlogs {settings['log_prefix']}\n"
+          f"model {settings['model_dir']}\npublished to {settings['publish_dir']}", file=sys.stderr)
+    with PipelineProgress(metadata_path, [c.id for c in pipeline.components]):
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    summary, folder = latest_report(metadata_path)
+    print(f"{summary['model']} {summary['window']['label']}: {summary['images']} images: {summary['verdict']}"
+          f"\nreport: {os.path.join(folder, 'report.html')}")
+    return EXIT_DRIFT if summary["alert"] and args.fail_on_drift else 0
+
+
+EXIT_DRIFT = 3  # ``monitor --fail-on-drift``: the window drifted (cron mails it; 1 stays "the run failed")
+
+
+def _compile_monitoring(args, settings: dict) -> int:
+    from pipelines.kubeflow_runner import compile_monitoring, submit
+
+    path = compile_monitoring(output_file=args.compile, image=args.image, pipeline_root=args.pipeline_root,
+                              settings={**settings, "window": args.window,
+                                        "baseline_cache_dir": args.baseline_cache
+                                        or settings["baseline_cache_dir"]})
+    print(f"wrote {path}")
+    if args.submit:
+        try:
+            run_id = submit(path, args.submit, schedule=args.schedule, timeout=args.kfp_timeout,
+                            experiment=configs.MONITORING_PIPELINE_NAME,
+                            run_name=f"{configs.MONITORING_PIPELINE_NAME}-{'schedule' if args.schedule else 'run'}")
+        except (TimeoutError, OSError) as error:
+            raise SystemExit(f"error: submitting to {args.submit}: {error}") from error
+        print(f"{'recurring run' if args.schedule else 'run'} created: {run_id}")
+    return 0
+
+
+def _add_monitor_command(areas) -> None:
+    monitor = areas.add_parser("monitor", help="drift of a window of the served model's traffic (TFX)",
+                               description="Runs the monitoring pipeline over a window of the model server's "
+                               "prediction logs: features, TFDV statistics, drift against the model's training "
+                               "images; publishes the report for the portal's Monitoring page.")
+    monitor.add_argument("--window", required=True, help="START/END (ISO 8601, UTC) or a duration back from now: "
+                                                         "24h, 7d, 90m")
+    monitor.add_argument("--model", default=configs.MODEL_NAME, help="the served model's name")
+    monitor.add_argument("--logs", help="the prediction logs' filename_prefix, local or s3:// (default: "
+                                        "$RADASSIST_PREDICTION_LOG_DIR or <output>/prediction-logs)")
+    monitor.add_argument("--data", help="the data root the model was trained on (default as `pipeline run`)")
+    monitor.add_argument("--output", help="output directory (default: $RADASSIST_OUTPUT_DIR or ./outputs)")
+    monitor.add_argument("--model-base", help="the pushed models (default: $RADASSIST_MODEL_BASE or <output>/models)")
+    monitor.add_argument("--publish-dir", help="where reports are published for the portal (default: "
+                                               "$RADASSIST_MONITORING_DIR or <output>/monitoring)")
+    monitor.add_argument("--thresholds-json", help="JSON object of drift threshold overrides (components/monitoring/"
+                                                   "drift.Thresholds)")
+    monitor.add_argument("--fail-on-drift", action="store_true", help=f"exit {EXIT_DRIFT} when the window drifted")
+    monitor.add_argument("--beam-arg", action="append", help="Beam pipeline argument (repeatable)")
+    monitor.add_argument("--compile", metavar="FILE", help="compile for Kubeflow instead of running (the window "
+                                                           "stays a duration, resolved when each run starts)")
+    monitor.add_argument("--image", default=configs.KFP_IMAGE)
+    monitor.add_argument("--pipeline-root", default=configs.KFP_PIPELINE_ROOT)
+    monitor.add_argument("--baseline-cache", help="with --compile: the baseline cache as the cluster sees it")
+    monitor.add_argument("--submit", metavar="HOST", help="with --compile: KFP API host to create a run on")
+    monitor.add_argument("--schedule", metavar="CRON", help="with --submit: a recurring run (6-field cron)")
+    monitor.add_argument("--kfp-timeout", type=float, default=configs.KFP_TIMEOUT_SECONDS)
+    monitor.set_defaults(func=cmd_monitor, filter_stderr=True)
+
+
 def _add_training_flags(parser) -> None:
     parser.add_argument("--task", choices=configs.TASKS, default="classifier",
                         help="which model: the classifier (radassist, default) or the nodule segmenter (radassist-seg)")
@@ -138,7 +254,7 @@ def _add_training_flags(parser) -> None:
 
 
 def add_commands(areas) -> None:
-    """Registers ``pipeline run`` and ``pipeline compile`` on the dispatcher's subparsers."""
+    """Registers ``pipeline run``, ``pipeline compile`` and ``monitor`` on the dispatcher's subparsers."""
     pipeline = areas.add_parser("pipeline", help="the TFX training pipeline").add_subparsers(dest="action",
                                                                                                required=True)
     run = pipeline.add_parser("run", help="run locally (LocalDagRunner, SQLite ML Metadata)")
@@ -167,3 +283,4 @@ def add_commands(areas) -> None:
                           help="seconds each call to the KFP API may take")
     _add_training_flags(compile_)
     compile_.set_defaults(func=cmd_compile, filter_stderr=True)
+    _add_monitor_command(areas)

@@ -18,6 +18,12 @@ SEGMENTER_SAMPLE_DATA_SUBDIR = os.path.join("data", "sample", "lidc-crops")
 SEGMENTER_MLFLOW_EXPERIMENT = "radassist-segmentation"
 DICE_FLOOR = 0.5                    # blessing: the segmenter's mean per-slice test Dice must reach this
 OUTPUT_SUBDIR = "outputs"           # pipeline root, ML Metadata, MLflow store and pushed models live here
+# Monitoring (pipelines/monitoring.py): its pipeline, ML Metadata file and folders under the output directory.
+MONITORING_PIPELINE_NAME = "radassist-monitoring"
+MONITORING_METADATA_FILE = "monitoring-metadata.sqlite"
+PREDICTION_LOG_SUBDIR = "prediction-logs"   # the served models' logging_config filename_prefix (scripts/up.sh)
+MONITORING_SUBDIR = "monitoring"            # published reports, read by the portal's Monitoring page
+MONITORING_BASELINE_SUBDIR = "monitoring-baselines"  # baseline features, one file per model version and data
 
 ACCURACY_FLOOR = 0.6                # blessing: official-test accuracy must reach this ...
 REGRESSION_TOLERANCE = 0.0          # ... and not fall below the last blessed model's by more than this

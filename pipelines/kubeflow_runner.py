@@ -28,6 +28,20 @@ def compile_pipeline(*, output_file: str, image: str, pipeline_root: str,
     return os.path.join(output_dir, filename)
 
 
+def compile_monitoring(*, output_file: str, image: str, pipeline_root: str, settings: dict) -> str:
+    """The monitoring pipeline's PipelineJob JSON (``settings``: create_monitoring_pipeline's arguments as the
+    cluster sees them; the window a duration, resolved when each run starts)."""
+    from pipelines.monitoring import create_monitoring_pipeline
+
+    output_dir, filename = os.path.split(os.path.abspath(output_file))
+    os.makedirs(output_dir, exist_ok=True)
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+        output_dir=output_dir, output_filename=filename)
+    runner.run(create_monitoring_pipeline(**{**settings, "pipeline_root": pipeline_root}))
+    return os.path.join(output_dir, filename)
+
+
 def pipeline_spec(job_file: str) -> dict:
     """The ``pipelineSpec`` part of TFX's PipelineJob JSON: what kfp.Client accepts as a package."""
     with open(job_file) as handle:

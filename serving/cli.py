@@ -15,6 +15,7 @@ def cmd_serve(args) -> int:
     from serving.batching import BatchingOptions
     from serving.model_config import ModelConfigError, read_model_config
     from serving.model_store import VersionPolicy
+    from serving.prediction_log import MAX_FILE_SECONDS
     from serving.server import JsonLogFormatter, ServerConfig, serve
     from serving.validation import RequestLimits
 
@@ -56,6 +57,7 @@ def cmd_serve(args) -> int:
         limits=RequestLimits(max_elements=args.max_request_elements, max_request_bytes=args.max_request_bytes),
         tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None,
         token=token,
+        prediction_log_file_seconds=args.prediction_log_file_seconds or MAX_FILE_SECONDS,
     )
     serve(config)
     return 0
@@ -94,4 +96,7 @@ def add_commands(areas) -> None:
     serve.add_argument("--max-batch-size", type=int, default=32)
     serve.add_argument("--batch-timeout-micros", type=int, default=5000)
     serve.add_argument("--file-system-poll-wait-seconds", type=float, default=2.0)
+    serve.add_argument("--prediction-log-file-seconds", type=float,
+                       help="close a prediction-log file (then readable by the monitor) at this age (default: "
+                            "serving/prediction_log.MAX_FILE_SECONDS)")
     serve.set_defaults(func=cmd_serve)

@@ -3,10 +3,11 @@ successful Predict calls, gRPC and REST alike, written as ``tensorflow.serving.P
 the response and the log metadata: model spec and sampling config) to TFRecord files, one folder per model version.
 
 ``log_collector_config.filename_prefix`` is a local path or ``s3://bucket/prefix``. Files are
-``<prefix>/<model>/<version>/<host>-<pid>-<start>-<n>.tfrecord`` (gzip), rotated every ``RECORDS_PER_FILE`` records
-and at shutdown; a file is complete only once closed, so readers (the monitoring pipeline) take closed files (an
-S3 prefix gets each file when it is closed). What the portal sends holds no patient identifiers: de-identified
-pixels only (names and DICOM tags never reach the model server).
+``<prefix>/<model>/<version>/<host>-<pid>-<start>-<n>.tfrecord`` (gzip), rotated every ``RECORDS_PER_FILE`` records,
+once a file is ``max_file_seconds`` old (a background thread closes idle files too) and at shutdown; a file is
+complete only once closed, so readers (the monitoring pipeline) take closed files (an S3 prefix gets each file when
+it is closed). What the portal sends holds no patient identifiers: de-identified pixels only (names and DICOM tags
+never reach the model server).
 """
 
 import dataclasses
@@ -28,6 +29,7 @@ from radassist.contract import PREDICTION_LOG_SUFFIX
 
 log = logging.getLogger(__name__)
 RECORDS_PER_FILE = 1000
+MAX_FILE_SECONDS = 300.0  # a file is closed (and readable by the monitor) at most this long after it was opened
 SUFFIX = PREDICTION_LOG_SUFFIX
 
 
@@ -50,7 +52,7 @@ class _Writer:
 
     def __init__(self, prefix: str, model: str, version: int, run: str):
         self.prefix, self.model, self.version, self.run = prefix, model, version, run
-        self.files, self.writer, self.count, self.path = 0, None, 0, None
+        self.files, self.writer, self.count, self.path, self.opened = 0, None, 0, None, 0.0
 
     def write(self, record: bytes) -> None:
         if self.writer is None:
@@ -70,6 +72,10 @@ class _Writer:
             os.makedirs(folder, exist_ok=True)
             self.path = os.path.join(folder, name + ".partial")  # renamed when complete: readers skip it
         self.writer = tf.io.TFRecordWriter(self.path, options="GZIP")
+        self.opened = time.monotonic()
+
+    def older_than(self, seconds: float) -> bool:
+        return self.writer is not None and time.monotonic() - self.opened >= seconds
 
     def close(self) -> None:
         if self.writer is None:
@@ -93,13 +99,23 @@ def _upload(path: str, prefix: str, key: str) -> None:
 class PredictionLogger:
     """Logs each model's calls by its LoggingConfig; thread-safe, and a failure to log never fails a request."""
 
-    def __init__(self, configs: dict[str, LoggingConfig], seed: int | None = None):
+    def __init__(self, configs: dict[str, LoggingConfig], seed: int | None = None,
+                 max_file_seconds: float = MAX_FILE_SECONDS):
         self.configs = {name: config for name, config in configs.items() if config.sampling_rate > 0}
+        self.max_file_seconds = max_file_seconds
         self.random = random.Random(seed)
         self.run = f"{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
         self.writers: dict[tuple[str, int], _Writer] = {}
         self.lock = threading.Lock()
         self.logged = 0
+        self._stopped = threading.Event()
+        if self.configs:
+            threading.Thread(target=self._rotate_by_age, name="prediction-log-rotation", daemon=True).start()
+
+    def _rotate_by_age(self) -> None:
+        """Closes files older than ``max_file_seconds``, so a quiet model's calls reach the monitor too."""
+        while not self._stopped.wait(min(30.0, self.max_file_seconds / 4)):
+            self._close(lambda writer: writer.older_than(self.max_file_seconds))
 
     def __bool__(self) -> bool:
         return bool(self.configs)
@@ -130,6 +146,8 @@ class PredictionLogger:
                 if key not in self.writers:
                     self.writers[key] = _Writer(config.filename_prefix, model, version, self.run)
                 self.writers[key].write(serialized)
+                if self.writers[key].older_than(self.max_file_seconds):
+                    self.writers[key].close()
                 self.logged += 1
         except Exception:  # noqa: BLE001 - logging is best effort: the caller's answer matters more
             log.exception("could not log a %s/%s request", model, version)
@@ -138,8 +156,14 @@ class PredictionLogger:
 
     def close(self) -> None:
         """Finishes every open file (at shutdown)."""
+        self._stopped.set()
+        self._close(lambda writer: True)
+
+    def _close(self, which) -> None:
         with self.lock:
             for writer in self.writers.values():
+                if not which(writer):
+                    continue
                 try:
                     writer.close()
                 except Exception:  # noqa: BLE001 - one file's failure must not lose the others

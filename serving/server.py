@@ -18,7 +18,7 @@ from serving.grpc_service import Inference, ModelService, PredictionService
 from serving.metrics import Metrics
 from serving.model_config import ServedModel
 from serving.model_store import ModelManager, ModelSource, VersionPolicy
-from serving.prediction_log import PredictionLogger
+from serving.prediction_log import MAX_FILE_SECONDS, PredictionLogger
 from serving.storage import storage_for
 from serving.validation import DEFAULT_LIMITS, RequestLimits
 
@@ -40,6 +40,7 @@ class ServerConfig:
     limits: RequestLimits = DEFAULT_LIMITS
     tls: TlsFiles | None = None      # both APIs over TLS (mutual TLS when it names a client CA)
     token: str | None = None         # both APIs require "Authorization: Bearer <token>" (REST probes excepted)
+    prediction_log_file_seconds: float = MAX_FILE_SECONDS  # a prediction-log file is closed at this age
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -71,7 +72,7 @@ class ModelServer:
                                     on_change=lambda: self.metrics.set_loaded(self.manager.loaded()),
                                     on_batch=self.metrics.batch_size.observe, sources=sources)
         self.prediction_log = PredictionLogger({model.name: model.logging for model in config.models or ()
-                                                if model.logging})
+                                                if model.logging}, max_file_seconds=config.prediction_log_file_seconds)
         self.inference = Inference(self.manager, self.metrics, config.limits, self.prediction_log or None)
         self._grpc = None
         self._rest = None

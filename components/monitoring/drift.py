@@ -42,10 +42,10 @@ def drift_schema(baseline: statistics_pb2.DatasetFeatureStatisticsList,
             feature.drift_comparator.infinity_norm.threshold = thresholds.l_infinity
         elif feature.name in features.NUMERIC:
             feature.drift_comparator.jensen_shannon_divergence.threshold = thresholds.jensen_shannon
-        if feature.name in features.CATEGORICAL and feature.HasField("domain"):
-            feature.ClearField("domain")  # a class the baseline never predicted is drift, not a schema error
-    for feature in schema.feature:
+        # A class the baseline never predicted is drift, not a schema error; a new signature or version is news.
+        feature.ClearField("domain_info")
         feature.ClearField("presence")  # outputs an older model lacks are reported missing, not failed
+    del schema.string_domain[:]
     return schema
 
 
@@ -145,7 +145,7 @@ def distinct(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def window_report(baseline: dict[str, np.ndarray], window: dict[str, np.ndarray], thresholds: Thresholds,
-                  baseline_statistics=None, seed: int = 0) -> dict:
+                  baseline_statistics=None, window_statistics=None, seed: int = 0) -> dict:
     """The drift verdict of a window's feature columns against the baseline's: groups, embedding, alert and the
     window's summary figures (OOD share, class mix, confidence)."""
     window = distinct(window)
@@ -161,7 +161,7 @@ def window_report(baseline: dict[str, np.ndarray], window: dict[str, np.ndarray]
                 "verdict": f"too few distinct images ({count} < {thresholds.min_examples})"}
     baseline_statistics = baseline_statistics or statistics(baseline)
     schema = drift_schema(baseline_statistics, thresholds)
-    groups, anomalies = feature_drift(baseline_statistics, statistics(window), schema)
+    groups, anomalies = feature_drift(baseline_statistics, window_statistics or statistics(window), schema)
     classes = sorted(set(baseline[features.PREDICTED_CLASS]) | set(window[features.PREDICTED_CLASS]))
     for group, result in groups.items():
         _, p_value = permutation_test(group_matrix(baseline, group, classes), group_matrix(window, group, classes),

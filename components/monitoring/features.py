@@ -23,6 +23,7 @@ MODEL_VERSION = "model_version"
 SIGNATURE = "signature"
 PREDICTED_CLASS = "predicted_class"
 EMBEDDING = "embedding"
+EXAMPLES_SUFFIX = ".tfrecord.gz"  # the monitoring pipeline's feature rows: gzip'd TFRecords of tf.Examples
 INTENSITY_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)  # quantiles of the body's raw gray levels kept as features
 INTENSITY_NAMES = tuple(f"intensity_q{round(level * 100):02d}" for level in INTENSITY_LEVELS)
 
@@ -56,7 +57,7 @@ def input_statistics(images: list[bytes], batch_size: int = 32) -> dict[str, np.
 
 def to_examples(rows: dict[str, np.ndarray]) -> list[bytes]:
     """Feature columns (one value, or one vector for ``embedding``, per image) -> serialized tf.Examples."""
-    count = len(rows[SHA256])
+    count = len(rows[SHA256]) if rows else 0
     examples = []
     for i in range(count):
         feature = {}
