@@ -3,7 +3,7 @@
 import os
 import secrets
 
-from flask import Flask, g, jsonify, render_template, request
+from flask import Flask, current_app, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
@@ -76,7 +76,8 @@ def create_app(test_config: dict | None = None, environment: str | None = None) 
         nonce = g.get("csp_nonce", "")
         response.headers["Content-Security-Policy"] = (
             f"default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'unsafe-inline'; "
-            "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+            "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+            + ("; sandbox" if g.get("csp_sandbox") else ""))
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "same-origin"
@@ -124,9 +125,20 @@ def create_app(test_config: dict | None = None, environment: str | None = None) 
 
     @app.context_processor
     def inject_user():
-        return {"current_user": g.get("user"), "batch_progress": batch_progress, "csp_nonce": g.get("csp_nonce", "")}
+        return {"current_user": g.get("user"), "batch_progress": batch_progress, "csp_nonce": g.get("csp_nonce", ""),
+                "drift_alert": _drift_alert}
 
     return app
+
+
+def _drift_alert() -> dict | None:
+    """For an admin's pages: the classifier's newest monitored window when it raised the drift alert."""
+    from portal import monitoring
+
+    user = g.get("user")
+    if user is None or user.role != "admin" or not current_app.config["MONITORING_DIR"]:
+        return None
+    return monitoring.latest_alert(current_app.config["MONITORING_DIR"], current_app.config["MODEL_NAME"])
 
 
 def _development_secret(instance_path: str) -> str:

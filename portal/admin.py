@@ -1,4 +1,4 @@
-"""Admin pages: doctors, the audit log, and the models being served with usage figures."""
+"""Admin pages: doctors, the audit log, the models being served with usage figures, and their monitoring."""
 
 import datetime as dt
 
@@ -143,3 +143,41 @@ def models():
     return render_template("admin/models.html", model_name=config["MODEL_NAME"], versions=versions,
                            server_error=server_error, reported=reported, usage=usage, jobs=jobs,
                            by_model=by_model)
+
+
+@bp.get("/monitoring")
+@role_required(Role.ADMIN)
+def monitoring():
+    """The monitoring pipeline's windows for a model: drift per feature group against its threshold, OOD and review
+    shares, confidence, class mix and the doctors' agreement, each point linking to that window's report."""
+    from portal import monitoring as published
+
+    config = current_app.config
+    models = [config["MODEL_NAME"]]
+    model = request.args.get("model", config["MODEL_NAME"])
+    if model not in models:
+        abort(404)
+    root = config["MONITORING_DIR"]
+    summaries = published.window_summaries(root, model)
+    links = [url_for("admin.monitoring_report", model=model, label=s["window"]["label"]) for s in summaries]
+    agreements = published.agreement(summaries, model)
+    charts, legends = published.charts(summaries, agreements, links) if summaries else ({}, {})
+    record("monitoring_viewed")
+    db.session.commit()
+    return render_template("admin/monitoring.html", model=model, root=root, summaries=summaries, links=links,
+                           agreements=agreements, charts=charts, legends=legends)
+
+
+@bp.get("/monitoring/<model>/<label>")
+@role_required(Role.ADMIN)
+def monitoring_report(model: str, label: str):
+    """One window's report (TFDV's measurements and each feature's distribution against the baseline)."""
+    from flask import send_file
+
+    from portal import monitoring as published
+
+    path = published.report_path(current_app.config["MONITORING_DIR"], model, label)
+    if path is None:
+        abort(404)
+    g.csp_sandbox = True  # a generated page: no scripts, forms or same-origin rights even if one slipped in
+    return send_file(path, mimetype="text/html", max_age=0)

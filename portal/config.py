@@ -55,6 +55,8 @@ class Config:
     MODEL_STATUS_SECONDS = float(os.environ.get("RADASSIST_MODEL_STATUS_SECONDS", 30))
     # A folder for what the workers know of each model call (portal/prediction_context.py); unset: not written.
     PREDICTION_CONTEXT_LOG = os.environ.get("RADASSIST_PREDICTION_CONTEXT_LOG") or None
+    # The monitoring pipeline's published window reports (`radassist monitor --publish-dir`): the Monitoring page.
+    MONITORING_DIR = os.environ.get("RADASSIST_MONITORING_DIR", "")
     # Background jobs: redis://host:port/db in production; empty = the database itself is the queue.
     JOB_QUEUE_URL = os.environ.get("RADASSIST_QUEUE_URL", "")
     JOB_MAX_ATTEMPTS = int(os.environ.get("RADASSIST_JOB_MAX_ATTEMPTS", 4))

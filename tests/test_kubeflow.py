@@ -103,3 +103,30 @@ def test_submitting_to_a_cluster_that_never_answers_times_out(tmp_path):
     finally:
         listener.close()
     assert 2 <= time.monotonic() - started < 10 and accepted
+
+
+def test_the_monitoring_pipeline_compiles_to_a_recurring_run_with_a_moving_window(tmp_path):
+    """`radassist monitor --compile`: the window stays a duration (resolved when each scheduled run starts), and
+    the spec carries the cluster's paths and the monitoring components."""
+    from pipelines import cli as pipeline_cli
+    from radassist import cli
+
+    job = tmp_path / "monitoring.json"
+    assert cli.main(["monitor", "--window", "24h", "--compile", str(job), "--logs", "s3://logs/predictions",
+                     "--model-base", "s3://bucket/models", "--data", str(tmp_path), "--publish-dir",
+                     "/mnt/monitoring", "--image", "registry.example/radassist-train:1.2.3",
+                     "--baseline-cache", "s3://bucket/monitoring-baselines"]) == 0
+    spec_dict = kubeflow_runner.pipeline_spec(str(job))
+    spec = json_format.ParseDict(spec_dict, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    assert set(spec.root.dag.tasks) == {"PredictionLogExampleGen", "BaselineExampleGen", "window_statistics",
+                                        "baseline_statistics", "DriftValidator"}
+    assert spec.pipeline_info.name == "radassist-monitoring"
+    text = json.dumps(spec_dict)
+    for expected in ('"24h"', "s3://logs/predictions", "s3://bucket/models/radassist", "/mnt/monitoring",
+                     "s3://bucket/monitoring-baselines", "registry.example/radassist-train:1.2.3"):
+        assert expected in text, expected
+    _FakeKfpClient.calls = []
+    assert kubeflow_runner.submit(str(job), "http://kfp:8888", schedule="0 0 2 * * *",
+                                  experiment="radassist-monitoring", client_factory=_FakeKfpClient) == "job-1"
+    assert ("experiment", "http://kfp:8888", "radassist-monitoring") in _FakeKfpClient.calls
+    assert pipeline_cli.EXIT_DRIFT == 3

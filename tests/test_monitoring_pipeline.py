@@ -141,7 +141,7 @@ def test_monitor_finds_the_shifted_window_only_and_delivers_its_verdict(traffic,
 
     # Both runs are in ML Metadata and MLflow; the second reused the first's baseline.
     store = read_only_store(str(traffic["output"] / "tfx" / configs.MONITORING_METADATA_FILE))
-    reports = store.get_artifacts_by_type("RadAssistDriftReport")
+    reports = store.get_artifacts_by_type("radassist.DriftReport")
     assert sorted(r.custom_properties["alert"].int_value for r in reports) == [0, 1]
     baselines = [a for a in store.get_artifacts_by_type("Examples") if "cache" in a.custom_properties]
     assert len({a.custom_properties["cache"].string_value for a in baselines}) == 1

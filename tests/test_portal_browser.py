@@ -63,10 +63,11 @@ def stack(contract_model_base, tmp_path_factory):
     and a fresh database (radassist/stack.py)."""
     root = tmp_path_factory.mktemp("browser-stack")
     shutil.copytree(contract_model_base, root / "models")
-    users = (("doctor", "doctor@example.org", "Dr. Browser", None),
+    users = (("admin", "admin@example.org", "Ada Browser", None), ("doctor", "doctor@example.org", "Dr. Browser", None),
              ("patient", "patient@example.org", "Pat Browser", "doctor@example.org"),
              ("patient", "patient2@example.org", "Pam Other", "doctor@example.org"))
-    running = Stack(str(root / "models"), str(root), report_workers=1, users=users).start()
+    running = Stack(str(root / "models"), str(root), report_workers=1, users=users,
+                    env={"RADASSIST_MONITORING_DIR": str(root / "monitoring")}).start()
     os.makedirs(ARTIFACTS, exist_ok=True)
     yield {"url": running.url, "root": root}
     running.stop()
@@ -420,4 +421,50 @@ def test_the_viewer_windows_zooms_overlays_measures_and_compares(browser, stack,
     _shot(page, "viewer-compare-side-by-side")
     page.set_viewport_size({"width": 820, "height": 1180})  # a tablet held upright: the viewports stack
     _shot(page, "viewer-tablet")
+    page.close()
+
+
+def _publish_monitored_windows(model_dir: str, folder: str) -> list[dict]:
+    """Two windows scored by the monitoring code against the contract model's training images and published as
+    `radassist monitor` publishes them: the training slices again (quiet), then a darker, padded export (alert)."""
+    from test_monitoring import darker_and_padded, sample_images
+
+    from components.monitoring import baseline, drift, publish
+
+    predictor = baseline.Predictor(os.path.join(model_dir, "1"))
+    reference = drift.distinct(predictor.columns(sample_images("train"), 1))
+    published = []
+    for day, images in ((1, sample_images("train")), (2, [darker_and_padded(i) for i in sample_images("train")])):
+        window = drift.distinct(predictor.columns(images, 1))
+        result = drift.window_report(reference, window, drift.Thresholds(permutations=200))
+        result.pop("_anomalies"), result.pop("_schema")
+        summary = publish.summary(result, model_name="radassist",
+                                  window={"start": f"2026-11-0{day}T00:00:00+00:00",
+                                          "end": f"2026-11-0{day + 1}T00:00:00+00:00"},
+                                  counts={}, baseline={"model_version": 1, "images": len(reference["sha256"])},
+                                  window_columns=window, baseline_columns=reference)
+        publish.publish_files(summary, publish.render_html(summary, reference, window), folder)
+        published.append(summary)
+    return published
+
+
+def test_admin_sees_the_drift_alert_and_opens_the_windows_report(browser, stack):
+    windows = _publish_monitored_windows(str(stack["root"] / "models" / "radassist"), str(stack["root"] / "monitoring"))
+    assert [w["alert"] for w in windows] == [False, True], [w["verdict"] for w in windows]
+    page = browser.new_page()
+    _login(page, stack["url"], "admin@example.org")
+    banner = page.locator("#drift-banner")
+    assert banner.is_visible() and "Drift alert" in banner.inner_text()
+    banner.locator("a").click()
+    page.wait_for_selector("#chart-drift svg")
+    assert page.locator("#windows tbody tr").count() == 2
+    assert page.locator("#windows tr.alert").count() == 1
+    assert page.locator("#chart-drift circle").count() >= 2 * 3  # each group's score in each window
+    _shot(page, "monitoring")
+    # The alerting window's point on the drift chart opens its report.
+    page.locator(f"#chart-drift a[href$='{windows[1]['window']['label']}']").first.click()
+    page.wait_for_load_state()
+    assert "drift: " in page.locator(".verdict").inner_text()
+    assert page.locator("svg[aria-label='baseline and window histograms']").count() >= 5
+    _shot(page, "monitoring-window-report")
     page.close()

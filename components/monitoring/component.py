@@ -34,7 +34,7 @@ class DriftReport(artifact.Artifact):
     """A window's drift verdict: ``summary.json``, ``anomalies.pbtxt``, ``schema.pbtxt``, ``report.html``; the alert
     and the group scores as ML Metadata custom properties."""
 
-    TYPE_NAME = "RadAssistDriftReport"
+    TYPE_NAME = "radassist.DriftReport"  # KFP v2 wants "<namespace>.<Name>"
 
 
 def _write_split(examples: artifact.Artifact, split: str, rows: dict[str, np.ndarray]) -> None:

@@ -117,7 +117,7 @@ td,th{{border-bottom:1px solid #ddd;padding:.3rem .6rem;text-align:left;vertical
 tr.drift{{background:#fde8e4}}
 .verdict{{font-size:1.2rem;font-weight:600}}.alert{{color:#b3261e}}.axis{{font-size:11px;color:#666}}
 .key span{{display:inline-block;width:1rem;height:.3rem;margin:0 .3rem .15rem .8rem}}</style></head><body>
-<h1>{escape(summary_['model'])}: {escape(window['start'])} &ndash; {escape(window['end'])}</h1>
+<h1>{escape(summary_['model'])}: {escape(_minute(window['start']))} &ndash; {escape(_minute(window['end']))} UTC</h1>
 <p class="verdict {'alert' if summary_['alert'] else ''}">{escape(summary_['verdict'])}</p>
 <p>{summary_['images']} distinct images (baseline: version {summary_['baseline']['model_version']},
 {summary_['baseline']['images']} training images); out of domain {_share(summary_['ood_share'])}, needs review
@@ -130,6 +130,10 @@ permutation test's p-value is under {summary_['thresholds']['alpha']}.</p>
 style="background:#e8710a"></span></p>
 <table><tr><th>group</th><th>feature</th><th>distance / threshold</th><th>distribution</th></tr>{''.join(rows)}</table>
 </body></html>"""
+
+
+def _minute(moment: str) -> str:
+    return dt.datetime.fromisoformat(moment).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _share(value) -> str:
