@@ -109,3 +109,13 @@ def test_both_model_servers_serve_both_models_from_one_tf_serving_config():
         volumes = {volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]}
         assert path == os.path.join(mounts["model-config"], "models.config")
         assert volumes["model-config"]["configMap"]["name"] == "model-config"
+
+
+def test_the_alert_rules_read_the_metrics_the_monitor_pushes():
+    with open(os.path.join(REPO_ROOT, "components", "monitoring", "publish.py")) as handle:
+        pushed = set(re.findall(r'Gauge\("(radassist_\w+)"', handle.read()))
+    (rules,) = _documents(os.path.join(INFRA, "monitoring", "prometheus-rules.yaml"))
+    expressions = [rule["expr"] for group in rules["spec"]["groups"] for rule in group["rules"]]
+    used = {name for expression in expressions for name in re.findall(r"radassist_\w+", expression)}
+    assert used and used <= pushed, used - pushed
+    assert "radassist_drift_alert" in used and "radassist_monitoring_last_run_timestamp_seconds" in used
