@@ -1,5 +1,6 @@
 """The pipelines' commands: ``radassist pipeline run`` (LocalDagRunner), ``radassist pipeline compile`` (KFP) and
-``radassist monitor`` (the monitoring pipeline, locally or compiled for KFP).
+``radassist monitor`` (the monitoring pipeline, locally or compiled for KFP) and ``radassist retrain`` (the training
+pipeline on base data plus doctor-confirmed cases, promoted by rule).
 
 This entry point owns the environment the runners read: the data-folder policy, $RADASSIST_OUTPUT_DIR,
 $RADASSIST_MODEL_BASE, $MLFLOW_TRACKING_URI; the runners and ``create_pipeline`` take arguments only.
@@ -241,9 +242,100 @@ def _add_monitor_command(areas) -> None:
     monitor.set_defaults(func=cmd_monitor, filter_stderr=True)
 
 
-def _add_training_flags(parser) -> None:
-    parser.add_argument("--task", choices=configs.TASKS, default="classifier",
-                        help="which model: the classifier (radassist, default) or the nodule segmenter (radassist-seg)")
+def cmd_retrain(args) -> int:
+    """Builds the data version (base + confirmed cases), runs the training pipeline on it with pushes going to a
+    staging folder, and promotes the candidate to the served model base only by the promotion rule."""
+    import shutil
+
+    from tfx import v1 as tfx
+
+    from components import retraining
+    from components.monitoring.baseline import Predictor, version_path
+    from pipelines.local_runner import LocalSettings, build
+    from radassist.progress import PipelineProgress
+    from radassist.summary import read_summary
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(configs.MLFLOW_TIMEOUT_SECONDS))
+    base_root, _ = resolve_data_dir(args.data)
+    output_dir = os.path.abspath(args.output or os.environ.get("RADASSIST_OUTPUT_DIR")
+                                 or os.path.join(REPO_ROOT, configs.OUTPUT_SUBDIR))
+    model_base = os.path.abspath(args.model_base or os.environ.get("RADASSIST_MODEL_BASE")
+                                 or os.path.join(output_dir, "models"))
+    cases, counts = retraining.read_confirmed(args.feedback, args.images, base_root)
+    training_cases, held = retraining.split_holdout(cases, args.holdout_share)
+    if not training_cases:
+        raise SystemExit(f"retrain: no confirmed case to learn from ({counts})")
+    version = retraining.build_data_version(base_root, training_cases, held,
+                                            os.path.join(output_dir, configs.DATA_VERSIONS_SUBDIR))
+    print(f"data version {version.id}: base {version.manifest['base_counts']} + {len(training_cases)} confirmed "
+          f"training cases, {len(held)} held back ({counts})", file=sys.stderr)
+    staging = os.path.join(output_dir, configs.RETRAIN_STAGING_SUBDIR)
+    options = configs.PipelineOptions(
+        data_root=version.root, model_base=staging, mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
+        training=training_options(args), accuracy_floor=args.accuracy_floor if args.accuracy_floor is not None
+        else configs.ACCURACY_FLOOR, regression_tolerance=args.regression_tolerance, beam_pipeline_args=args.beam_arg)
+    settings = LocalSettings(options, output_dir)
+    pipeline = build(settings)
+    with PipelineProgress(settings.metadata_path, [c.id for c in pipeline.components]):
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    summary = read_summary(settings.metadata_path)
+    images, labels = retraining.holdout_images(version)
+
+    def holdout_accuracy(path: str | None) -> float | None:
+        if path is None or not labels:
+            return None
+        names = Predictor(path).outputs(images)["class_name"]
+        return retraining.accuracy([n.decode() for n in names], labels)
+
+    model_dir = os.path.join(model_base, options.model_name)
+    served = version_path(model_dir)[0] if os.path.isdir(model_dir) and any(
+        name.isdigit() for name in os.listdir(model_dir)) else None
+    candidate = summary["pushed_destination"] if summary["pushed"] else None
+    candidate_accuracy, served_accuracy = holdout_accuracy(candidate), holdout_accuracy(served)
+    promote, reason = retraining.promotion(summary["blessed"] and candidate is not None, candidate_accuracy,
+                                           served_accuracy, args.holdout_tolerance)
+    record = {"data_version": version.id, "data_root": version.root, "blessed": summary["blessed"],
+              "official_test": summary.get("metrics"), "holdout_cases": len(labels),
+              "holdout_accuracy": {"candidate": candidate_accuracy, "served": served_accuracy},
+              "promoted": promote, "reason": reason, "candidate": candidate, "served_before": served}
+    if promote:
+        target = os.path.join(model_dir, os.path.basename(candidate.rstrip("/")))
+        shutil.copytree(candidate, target + ".partial")
+        with open(os.path.join(target + ".partial", retraining.DATA_VERSION_INFO), "w", encoding="utf-8") as handle:
+            json.dump({"data_version": version.id, "manifest": version.manifest}, handle, indent=2)
+        os.replace(target + ".partial", target)  # whole, or not at all: the server hot-reloads it
+        record["promoted_to"] = target
+    print(json.dumps(record, indent=2, default=str))
+    return 0 if promote else EXIT_NOT_PROMOTED
+
+
+EXIT_NOT_PROMOTED = 4  # ``retrain``: the candidate was trained but not pushed (the rule said no)
+
+
+def _add_retrain_command(areas) -> None:
+    retrain = areas.add_parser("retrain", help="train on the base data plus doctor-confirmed cases; push only if "
+                                               "no worse", description=cmd_retrain.__doc__)
+    retrain.add_argument("--feedback", required=True, help="labels CSV of `radassist feedback export --out`")
+    retrain.add_argument("--images", required=True, help="images folder of `radassist feedback export --images`")
+    retrain.add_argument("--data", help="the base data root (default as `pipeline run`)")
+    retrain.add_argument("--output", help="output directory (default: $RADASSIST_OUTPUT_DIR or ./outputs): its ML "
+                                          "Metadata holds the last blessed model; data versions go under it")
+    retrain.add_argument("--model-base", help="the served models (default: $RADASSIST_MODEL_BASE or <output>/models)")
+    retrain.add_argument("--holdout-share", type=float, default=0.2, help="share of confirmed cases held back")
+    retrain.add_argument("--holdout-tolerance", type=float, default=0.0,
+                         help="how much lower than the served model's the held-back accuracy may be")
+    retrain.add_argument("--regression-tolerance", type=float, default=configs.REGRESSION_TOLERANCE,
+                         help="the Evaluator's: how much lower than the last blessed model's the test accuracy may be")
+    retrain.add_argument("--accuracy-floor", type=float, help=f"blessing floor (default {configs.ACCURACY_FLOOR})")
+    _add_training_flags(retrain, task=False)
+    retrain.set_defaults(func=cmd_retrain, filter_stderr=True, task="classifier")
+
+
+def _add_training_flags(parser, task: bool = True) -> None:
+    if task:
+        parser.add_argument("--task", choices=configs.TASKS, default="classifier",
+                            help="which model: the classifier (radassist, default) or the nodule segmenter "
+                                 "(radassist-seg)")
     parser.add_argument("--seed", type=int, help="training seed (default 0)")
     parser.add_argument("--recipe", choices=["cpu", "full"], help="cpu (default) or full fine-tuning (GPU)")
     parser.add_argument("--weights", help="VGG16 weights: hed (default, offline; $RADASSIST_HED_WEIGHTS names "
@@ -254,7 +346,8 @@ def _add_training_flags(parser) -> None:
 
 
 def add_commands(areas) -> None:
-    """Registers ``pipeline run``, ``pipeline compile`` and ``monitor`` on the dispatcher's subparsers."""
+    """Registers ``pipeline run``, ``pipeline compile``, ``monitor`` and ``retrain`` on the dispatcher's
+    subparsers."""
     pipeline = areas.add_parser("pipeline", help="the TFX training pipeline").add_subparsers(dest="action",
                                                                                                required=True)
     run = pipeline.add_parser("run", help="run locally (LocalDagRunner, SQLite ML Metadata)")
@@ -284,3 +377,4 @@ def add_commands(areas) -> None:
     _add_training_flags(compile_)
     compile_.set_defaults(func=cmd_compile, filter_stderr=True)
     _add_monitor_command(areas)
+    _add_retrain_command(areas)

@@ -24,6 +24,8 @@ MONITORING_METADATA_FILE = "monitoring-metadata.sqlite"
 PREDICTION_LOG_SUBDIR = "prediction-logs"   # the served models' logging_config filename_prefix (scripts/up.sh)
 MONITORING_SUBDIR = "monitoring"            # published reports, read by the portal's Monitoring page
 MONITORING_BASELINE_SUBDIR = "monitoring-baselines"  # baseline features, one file per model version and data
+DATA_VERSIONS_SUBDIR = "data-versions"      # `radassist retrain`: base data + confirmed cases, one folder each
+RETRAIN_STAGING_SUBDIR = "retrain-staging"  # its pipeline pushes here; promoted to the model base by rule
 
 ACCURACY_FLOOR = 0.6                # blessing: official-test accuracy must reach this ...
 REGRESSION_TOLERANCE = 0.0          # ... and not fall below the last blessed model's by more than this

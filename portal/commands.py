@@ -66,14 +66,19 @@ def feedback() -> None:
 
 @feedback.command("export", help="Write every signed reading as CSV (no names, no patient identifiers).")
 @click.option("--out", type=click.Path(dir_okay=False, writable=True), help="The CSV file (default: stdout).")
+@click.option("--images", type=click.Path(file_okay=False, writable=True),
+              help="Also write the image each reading is of, as <folder>/<image_sha256> (for radassist retrain).")
 @with_appcontext
-def feedback_export(out: str | None) -> None:
+def feedback_export(out: str | None, images: str | None) -> None:
     from portal import feedback as labels
+    from portal.extensions import blobs
     from portal.models import db
     from portal.security import record
 
     records = labels.rows()
     text = labels.to_csv(records)
+    if images:
+        click.echo(f"{labels.export_images(records, blobs.store, images)} images in {images}", err=True)
     if out:
         with open(out, "w", newline="") as handle:
             handle.write(text)

@@ -4,6 +4,7 @@ retraining (``radassist feedback export``, ``/admin/feedback.csv``)."""
 
 import csv
 import io
+import os
 
 from portal.models import Report, ReportStatus, Scan, db
 
@@ -41,3 +42,18 @@ def to_csv(records: list[dict]) -> str:
     writer.writeheader()
     writer.writerows(records)
     return buffer.getvalue()
+
+
+def export_images(records: list[dict], store, folder: str) -> int:
+    """Writes the image the model saw for each reading to ``folder/<image_sha256>`` (what ``radassist retrain``
+    takes beside the CSV: de-identified pixels only); returns how many were written."""
+    os.makedirs(folder, exist_ok=True)
+    written = 0
+    for digest in sorted({record["image_sha256"] for record in records}):
+        path = os.path.join(folder, digest)
+        if not os.path.exists(path):
+            with open(path + ".partial", "wb") as handle:
+                handle.write(store.get(digest))
+            os.replace(path + ".partial", path)
+        written += 1
+    return written

@@ -171,3 +171,35 @@ def test_mlflow_logs_every_run_and_registers_only_pushed_models(run):
     assert version.tags["tfx.pipeline_run_id"] == runs[0].data.tags["tfx.pipeline_run_id"] != "unknown"
     assert len(version.tags["data_fingerprint"]) == 64
     assert version.source == _versions(run["output"])[0]
+
+
+def test_retraining_on_confirmed_cases_records_its_data_version_and_promotes_by_rule(run, tmp_path):
+    """feedback export -> `radassist retrain`: a new data version, the training pipeline on it (staged push), the
+    held-back comparison with the served model, then the promoted version carries its data version. (The rule's
+    refusals: tests/test_retraining.py; the Evaluator's: the second run above.)"""
+    import shutil
+
+    from test_retraining import feedback_export, shifted_test_cases
+
+    from components import retraining
+
+    output = tmp_path / "outputs"
+    shutil.copytree(run["output"], output)  # its ML Metadata knows the last blessed model
+    before = sorted(os.listdir(output / "models" / "radassist"))
+    labels, images = feedback_export(tmp_path / "export", shifted_test_cases())
+    assert cli.main(["retrain", "--feedback", labels, "--images", images, "--data", str(run["data"]), "--output",
+                     str(output), "--quick", "--seed", "3", "--accuracy-floor", "0", "--holdout-share", "0.25",
+                     "--regression-tolerance", "1", "--holdout-tolerance", "1"]) == 0
+    (version_root,) = glob.glob(str(output / "data-versions" / "*"))
+    manifest = json.loads(pathlib.Path(version_root, retraining.MANIFEST).read_text())
+    assert len(manifest["confirmed_train"]) + len(manifest["confirmed_holdout"]) == 40
+    assert manifest["confirmed_holdout"] and manifest["base_counts"]["test"] == 41  # the sample's 40 + the bad file
+    after = sorted(os.listdir(output / "models" / "radassist"))
+    (new,) = set(after) - set(before)
+    recorded = json.loads((output / "models" / "radassist" / new / retraining.DATA_VERSION_INFO).read_text())
+    assert recorded["data_version"] == manifest["id"] == os.path.basename(version_root)
+    assert ModelInfo.from_saved_model(str(output / "models" / "radassist" / new)) is not None
+    client = MlflowClient(tracking_uri="sqlite:///" + str(output / "mlflow" / "mlflow.db"))
+    newest = client.search_runs([client.get_experiment_by_name("radassist-training").experiment_id],
+                                order_by=["attributes.start_time DESC"])[0]
+    assert newest.data.params["data_root"] == version_root

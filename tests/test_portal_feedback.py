@@ -2,7 +2,9 @@
 assessable) with the report version; it is audited and exported without names (CSV by admin page and CLI)."""
 
 import csv
+import hashlib
 import io
+import os
 
 import pytest
 from conftest import csrf_token
@@ -59,7 +61,7 @@ def test_a_sign_off_needs_the_doctors_reading_and_keeps_it(drafts, client):
     assert "Signing doctor's reading: Squamous cell carcinoma (the model said Adenocarcinoma)" in shown
 
 
-def test_readings_export_without_names_for_admins_and_the_cli(drafts, client, auth):
+def test_readings_export_without_names_for_admins_and_the_cli(drafts, client, auth, tmp_path):
     app = drafts
     assert _sign(client, _report_id(app, "agree.png"), assessment="agree").status_code == 302
     assert _sign(client, _report_id(app, "blurred.png"), assessment="not_assessable").status_code == 302
@@ -77,5 +79,14 @@ def test_readings_export_without_names_for_admins_and_the_cli(drafts, client, au
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[0].startswith("report_id,report_version,scan_id")
     assert len(result.stdout.splitlines()) == 3
+    # With the images, for `radassist retrain`: each one the bytes the model saw, under its sha256.
+    folder = tmp_path / "images"
+    result = app.test_cli_runner().invoke(args=["feedback", "export", "--out", str(tmp_path / "labels.csv"),
+                                                "--images", str(folder)])
+    assert result.exit_code == 0, result.output
+    exported = list(csv.DictReader(io.StringIO((tmp_path / "labels.csv").read_text())))
+    assert sorted(os.listdir(folder)) == sorted({r["image_sha256"] for r in exported})
+    for name in os.listdir(folder):
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == name
     with app.app_context():
-        assert db.session.scalar(db.select(db.func.count()).where(AuditEvent.action == "feedback_exported")) == 2
+        assert db.session.scalar(db.select(db.func.count()).where(AuditEvent.action == "feedback_exported")) == 3
