@@ -6,7 +6,9 @@ on in-distribution windows, and how long does a window of 200 scans take?
    the test split re-exported with acquisition shifts (darker window, black padding, lower contrast:
    benchmarks/robustness.py's shift functions) and LIDC-IDRI slices from another export protocol. The server's
    PredictionLog records are kept per pool.
-2. Windows: each window is a bootstrap draw of ``--window-calls`` of a pool's logged records, written as one log file
+2. The reference (the monitor's baseline): one half of the official test split (by image hash), what the model
+   was validated on; in-distribution and shifted windows use only the other half's images.
+   Windows: each window is a bootstrap draw of ``--window-calls`` of a pool's logged records, written as one log file
    dated in its own hour; the portal is not in the loop (it adds only the prediction context, not in the verdict).
 3. The verdict: `radassist monitor --window START/END` (the TFX pipeline, a fresh process each time, as cron runs
    it) per window; its published summary says whether it alerted. The first run also computes the model version's
@@ -20,8 +22,10 @@ import argparse
 import concurrent.futures
 import datetime as dt
 import glob
+import hashlib
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -39,9 +43,8 @@ SHIFTS_WATCHED = ("gamma_1.6", "pad_0.15", "contrast_0.7", "gamma_1.3", "pad_0.0
 MODEL = "radassist"
 
 
-def split_images(data_root: str, split: str) -> list[bytes]:
-    paths = sorted(p for p in glob.glob(os.path.join(data_root, split, "*", "*")) if os.path.isfile(p))
-    return [open(path, "rb").read() for path in paths]
+def split_paths(data_root: str, split: str) -> list[str]:
+    return sorted(os.path.abspath(p) for p in glob.glob(os.path.join(data_root, split, "*", "*")) if os.path.isfile(p))
 
 
 def log_traffic(model_dir: str, pools: dict[str, list[bytes]], work: str, clients: int = 2) -> dict[str, list[bytes]]:
@@ -85,6 +88,50 @@ def log_traffic(model_dir: str, pools: dict[str, list[bytes]], work: str, client
     return records
 
 
+def reused_traffic(work: str, pools: dict) -> dict[str, list[bytes]]:
+    """The records an earlier run of this benchmark logged (``--reuse-traffic``: the server's answers do not change)."""
+    import tensorflow as tf
+
+    return {name: [raw.numpy() for raw in tf.data.TFRecordDataset(
+        sorted(glob.glob(os.path.join(work, "pools", name, "*"))), compression_type="GZIP")] for name in pools}
+
+
+def held_out_half(image: bytes) -> bool:
+    """Half of the test split (by image hash) is the monitor's reference; windows are drawn from the other half
+    only, so no window image is a reference image."""
+    return int(hashlib.sha256(image).hexdigest()[:8], 16) % 2 == 1
+
+
+def reference_root(data_root: str, test_images: dict[str, bytes], work: str) -> str:
+    """A data root holding the reference half of the test split (symbolic links)."""
+    root = os.path.join(work, "reference-data")
+    if os.path.isdir(root):
+        return root
+    os.makedirs(os.path.join(root, "test"))
+    for path, image in test_images.items():
+        if not held_out_half(image):
+            target = os.path.join(root, "test", os.path.basename(os.path.dirname(path)))
+            os.makedirs(target, exist_ok=True)
+            os.symlink(path, os.path.join(target, os.path.basename(path)))
+    return root
+
+
+def window_records(records: list[bytes], sent: list[bytes], originals: list[bytes]) -> list[bytes]:
+    """The records whose image is (an export of) a test image of the windows' half."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    half = {hashlib.sha256(image).digest() for image, original in zip(sent, originals, strict=True)
+            if held_out_half(original)}
+    kept = []
+    for raw in records:
+        request = prediction_log_pb2.PredictionLog.FromString(raw).predict_log.request
+        image = bytes(tf.make_ndarray(request.inputs["images"]).reshape(-1)[0])
+        if hashlib.sha256(image).digest() in half:
+            kept.append(raw)
+    return kept
+
+
 def classifier_records(raw: list[bytes]) -> list[bytes]:
     from tensorflow_serving.apis import prediction_log_pb2
 
@@ -110,6 +157,7 @@ def run_monitor(args, work: str, start: dt.datetime) -> tuple[dict, float]:
     command = [sys.executable, "-m", "radassist.cli", "monitor", "--window", f"{start.isoformat()}/{end.isoformat()}",
                "--logs", os.path.join(work, "logs"), "--model", MODEL,
                "--model-base", os.path.dirname(os.path.abspath(args.model_dir)), "--data", args.data,
+               "--reference-splits", "test",
                "--output", os.path.join(work, "outputs"), "--publish-dir", os.path.join(work, "monitoring")]
     began = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
@@ -130,18 +178,27 @@ def main() -> None:
     parser.add_argument("--shifted-windows", type=int, default=2, help="windows per shift and for LIDC")
     parser.add_argument("--window-calls", type=int, default=200)
     parser.add_argument("--work", help="scratch folder (default: a new temporary one)")
+    parser.add_argument("--reuse-traffic", action="store_true", help="use the records an earlier run left in --work")
     parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "monitoring.json"))
     args = parser.parse_args()
     args.data = os.path.abspath(args.data)
     work = args.work or tempfile.mkdtemp(prefix="radassist-monitoring-bench-")
     os.makedirs(work, exist_ok=True)
-    test_images = split_images(args.data, "test")
+    test_files = {path: pathlib.Path(path).read_bytes() for path in split_paths(args.data, "test")}
+    test_images = list(test_files.values())
     pools = {"in_distribution": test_images}
     pools.update({name: shifted(test_images, SHIFTS[name][2]) for name in SHIFTS_WATCHED})
-    pools["lidc_other_protocol"] = list(lidc_slices(args.lung_seg).values())
+    lidc = list(lidc_slices(args.lung_seg).values())
+    pools["lidc_other_protocol"] = lidc
     started = time.perf_counter()
-    records = {name: classifier_records(raw) for name, raw in log_traffic(args.model_dir, pools, work).items()}
+    logged = reused_traffic(work, pools) if args.reuse_traffic else log_traffic(args.model_dir, pools, work)
     traffic_seconds = time.perf_counter() - started
+    records = {}
+    for name, raw in logged.items():
+        calls = classifier_records(raw)
+        # Test-split pools: only the half the reference lacks; LIDC has no part in the reference.
+        records[name] = calls if name == "lidc_other_protocol" else window_records(calls, pools[name], test_images)
+    args.data = reference_root(args.data, test_files, work)
     version = os.path.basename(sorted(glob.glob(os.path.join(work, "pools", "in_distribution", "*")))[0]).split("-")[0]
 
     plan = [("in_distribution", i) for i in range(args.windows)]
@@ -170,7 +227,10 @@ def main() -> None:
         "false_alarm_rate": round(float(np.mean([w["alert"] for w in quiet])), 4),
         "monitor_seconds": float(np.median([w["monitor_seconds"] for w in windows[1:]])),
     }
-    details = {**result, "windows_in_distribution": len(quiet), "windows_shifted": len(moved),
+    details = {**result, "reference": "half of the official test split (by image hash); windows are drawn from the "
+               "other half", "reference_images": len(split_paths(args.data, "test")),
+               "window_pool_images": {name: len(r) for name, r in records.items()},
+               "windows_in_distribution": len(quiet), "windows_shifted": len(moved),
                "window_calls": args.window_calls, "first_run_seconds_with_baseline": windows[0]["monitor_seconds"],
                "monitor_seconds_max": max(w["monitor_seconds"] for w in windows[1:]),
                "traffic_seconds": round(traffic_seconds, 1), "cpu_count": os.cpu_count(),

@@ -147,6 +147,7 @@ def monitor_settings(args) -> dict:
         "window": args.window,
         "thresholds": thresholds,
         "baseline_cache_dir": os.path.join(output_dir, configs.MONITORING_BASELINE_SUBDIR),
+        "reference_splits": args.reference_splits,
         "publish_dir": args.publish_dir or os.environ.get("RADASSIST_MONITORING_DIR")
         or os.path.join(output_dir, configs.MONITORING_SUBDIR),
         "mlflow_tracking_uri": tracking,
@@ -223,6 +224,9 @@ def _add_monitor_command(areas) -> None:
     monitor.add_argument("--logs", help="the prediction logs' filename_prefix, local or s3:// (default: "
                                         "$RADASSIST_PREDICTION_LOG_DIR or <output>/prediction-logs)")
     monitor.add_argument("--data", help="the data root the model was trained on (default as `pipeline run`)")
+    monitor.add_argument("--reference-splits", default="test",
+                         help="the data root's splits the window is compared with (comma-separated; default test: the "
+                              "frozen official test split, held out from training and calibration)")
     monitor.add_argument("--output", help="output directory (default: $RADASSIST_OUTPUT_DIR or ./outputs)")
     monitor.add_argument("--model-base", help="the pushed models (default: $RADASSIST_MODEL_BASE or <output>/models)")
     monitor.add_argument("--publish-dir", help="where reports are published for the portal (default: "

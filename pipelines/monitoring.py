@@ -1,7 +1,7 @@
 """RadAssist's monitoring pipeline: one window of a served model's traffic against its training images.
 
   PredictionLogExampleGen (the window's logged calls -> feature rows)
-    -> BaselineExampleGen (the same features of the served version's training images, cached per version)
+    -> BaselineExampleGen (the same features of the served version's reference images, cached per version)
     -> StatisticsGen (window) + StatisticsGen (baseline)
     -> DriftValidator (TFDV drift comparators + permutation tests + embedding MMD -> summary, alert, publishing)
 
@@ -30,6 +30,7 @@ def create_monitoring_pipeline(
     window: str,
     thresholds: dict,
     baseline_cache_dir: str = "",
+    reference_splits: str = "test",
     publish_dir: str = "",
     mlflow_tracking_uri: str = "",
     webhook_url: str = "",
@@ -40,7 +41,8 @@ def create_monitoring_pipeline(
     """Builds the monitoring pipeline; pure (reads no environment). ``window`` is START/END or a duration (24h)."""
     logged = PredictionLogExampleGen(log_prefix=log_prefix, model_name=model_name, window=window)
     reference = BaselineExampleGen(window_examples=logged.outputs["examples"], model_dir=model_dir,
-                                   data_root=data_root, cache_dir=baseline_cache_dir)
+                                   data_root=data_root, cache_dir=baseline_cache_dir,
+                                   reference_splits=reference_splits)
     window_statistics = tfx.components.StatisticsGen(examples=logged.outputs["examples"]).with_id(
         "window_statistics")
     baseline_statistics = tfx.components.StatisticsGen(examples=reference.outputs["examples"]).with_id(

@@ -1,10 +1,14 @@
-"""The baseline a window of traffic is compared with: one model version's features of its training images.
+"""The baseline a window of traffic is compared with: one model version's features of its reference images.
 
-The model version's ``predict_image`` signature (exactly as served) runs over the training split of the data
-root it was trained on, and each image becomes the same feature row a logged call becomes
+The model version's ``predict_image`` signature (exactly as served) runs over the reference splits of the data
+root it was trained on (default: ``test``, the frozen official test split its blessing was measured on: on its own
+training images the model is in-sample, more confident and closer to its out-of-distribution gate's centre than on
+any new image, the validation split served its calibration, and the Kaggle set's validation and training splits are
+framed unlike its test split), and each image becomes the
+same feature row a logged call becomes
 (components/monitoring/features.feature_columns). Computing it takes minutes on a CPU, so it is cached per model
 version and data: under ``<cache_dir>/<model>/<version>-<key>.tfrecord.gz``, the key hashing the SavedModel's
-graph and the training files' names and sizes (a retrained version or changed data never reuses a stale one).
+graph and the reference files' names and sizes (a retrained version or changed data never reuses a stale one).
 """
 
 import hashlib
@@ -20,7 +24,8 @@ from radassist.contract import Signature
 
 log = logging.getLogger(__name__)
 
-BASELINE_SPLIT = "train"
+REFERENCE_SPLITS = ("test",)
+REFERENCE_SPLITS_TEXT = ",".join(REFERENCE_SPLITS)  # as a pipeline parameter
 BATCH_SIZE = 16
 
 
@@ -36,12 +41,12 @@ def version_path(model_dir: str, version: int | None = None) -> tuple[str, int]:
     return os.path.join(model_dir, str(version)), version
 
 
-def training_files(data_root: str, split: str = BASELINE_SPLIT) -> list[str]:
-    """The image files of a data root's split (``<root>/<split>/<class>/<file>``), sorted."""
-    pattern = os.path.join(data_root, split, "*", "*")
-    files = sorted(path for path in tf.io.gfile.glob(pattern) if not tf.io.gfile.isdir(path))
+def reference_files(data_root: str, splits: tuple[str, ...] = REFERENCE_SPLITS) -> list[str]:
+    """The image files of a data root's splits (``<root>/<split>/<class>/<file>``), sorted."""
+    files = sorted(path for split in splits for path in tf.io.gfile.glob(os.path.join(data_root, split, "*", "*"))
+                   if not tf.io.gfile.isdir(path))
     if not files:
-        raise FileNotFoundError(f"no images under {os.path.join(data_root, split)}/<class>/")
+        raise FileNotFoundError(f"no images under {data_root}/{{{','.join(splits)}}}/<class>/")
     return files
 
 
@@ -68,7 +73,7 @@ def cache_key(saved_model_path: str, files: list[str]) -> str:
     with tf.io.gfile.GFile(os.path.join(saved_model_path, "saved_model.pb"), "rb") as handle:
         digest.update(hashlib.sha256(handle.read()).digest())
     for path in files:
-        digest.update(f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}:"
+        digest.update(f"{os.path.relpath(path, os.path.dirname(os.path.dirname(os.path.dirname(path))))}:"
                       f"{tf.io.gfile.stat(path).length}\n".encode())
     return digest.hexdigest()[:16]
 
@@ -88,10 +93,11 @@ def read_examples(paths: list[str]) -> dict[str, np.ndarray]:
 
 
 def baseline_columns(model_dir: str, version: int, data_root: str, cache_dir: str | None = None,
-                     model_name: str = "") -> tuple[dict[str, np.ndarray], str]:
-    """The feature rows of model ``version``'s training images and where they are cached (computed on a miss)."""
+                     model_name: str = "", splits: tuple[str, ...] = REFERENCE_SPLITS
+                     ) -> tuple[dict[str, np.ndarray], str]:
+    """The feature rows of model ``version``'s reference images and where they are cached (computed on a miss)."""
     saved_model, version = version_path(model_dir, version)
-    files = training_files(data_root)
+    files = reference_files(data_root, splits)
     key = cache_key(saved_model, files)
     cached = os.path.join(cache_dir, model_name or os.path.basename(model_dir.rstrip("/")),
                           f"{version}-{key}{features.EXAMPLES_SUFFIX}") if cache_dir else None
@@ -104,7 +110,7 @@ def baseline_columns(model_dir: str, version: int, data_root: str, cache_dir: st
             images.append(read_scan_image(path, data_root).encoded)
         except SkippedFile as skipped:
             log.warning("baseline: %s", skipped)
-    log.info("baseline of version %d: %d training images through predict_image", version, len(images))
+    log.info("baseline of version %d: %d reference images through predict_image", version, len(images))
     rows = drift.distinct(Predictor(saved_model).columns(images, version))  # a repeat counts once, as in a window
     if cached:
         write_examples(cached, rows)

@@ -2,8 +2,8 @@
 
 - ``PredictionLogExampleGen``: a window of the model server's prediction logs -> one tf.Example of monitored
   features per distinct image (split ``window``);
-- ``BaselineExampleGen``: the same features of the training images of the model version that served most of the
-  window (split ``baseline``), cached per version (components/monitoring/baseline.py);
+- ``BaselineExampleGen``: the same features of the reference images (held-out splits) of the model version that
+  served most of the window (split ``baseline``), cached per version (components/monitoring/baseline.py);
 - ``DriftValidator``: TFDV's ``validate_statistics`` with drift comparators against the baseline's statistics,
   the permutation tests and the embedding's MMD (components/monitoring/drift.py) -> a DriftReport artifact
   (summary JSON, anomalies, schema, HTML view), published for the portal, MLflow, Prometheus and a webhook
@@ -104,9 +104,12 @@ def BaselineExampleGen(  # noqa: N802
     model_dir: Parameter[str],
     data_root: Parameter[str],
     cache_dir: Parameter[str] = "",
+    reference_splits: Parameter[str] = baseline.REFERENCE_SPLITS_TEXT,
 ):
-    """The monitored features of the training images of the window's model version (the newest without traffic)."""
-    rows, cached = baseline.baseline_columns(model_dir, baseline_version(window_examples), data_root, cache_dir)
+    """The monitored features of the reference images of the window's model version (the newest without traffic)."""
+    splits = tuple(split.strip() for split in reference_splits.split(",") if split.strip())
+    rows, cached = baseline.baseline_columns(model_dir, baseline_version(window_examples), data_root, cache_dir,
+                                             splits=splits)
     _write_split(examples, BASELINE_SPLIT, rows)
     examples.set_int_custom_property("model_version", int(rows[features.MODEL_VERSION][0]))
     examples.set_int_custom_property("images", len(rows[features.SHA256]))

@@ -144,6 +144,21 @@ def distinct(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: column[keep] for name, column in columns.items()}
 
 
+def _constant_features(groups: dict, baseline: dict[str, np.ndarray], window: dict[str, np.ndarray]) -> None:
+    """TFDV's Jensen-Shannon divergence of two constant features is 1.0 even when they are the same constant (no
+    colour in any CT, no image out of domain on either side): such a feature gets distance 0 when both sides hold
+    the same value and keeps TFDV's (maximal) distance when the values differ."""
+    for result in groups.values():
+        for name, measured in result["features"].items():
+            if name not in features.NUMERIC or name not in baseline or name not in window:
+                continue
+            reference, current = np.asarray(baseline[name], np.float64), np.asarray(window[name], np.float64)
+            if np.ptp(reference) == 0 and np.ptp(current) == 0 and reference[0] == current[0]:
+                measured["value"] = 0.0
+        result["score"] = round(max((m["value"] / m["threshold"] for m in result["features"].values()),
+                                    default=0.0), 4)
+
+
 def window_report(baseline: dict[str, np.ndarray], window: dict[str, np.ndarray], thresholds: Thresholds,
                   baseline_statistics=None, window_statistics=None, seed: int = 0) -> dict:
     """The drift verdict of a window's feature columns against the baseline's: groups, embedding, alert and the
@@ -162,6 +177,7 @@ def window_report(baseline: dict[str, np.ndarray], window: dict[str, np.ndarray]
     baseline_statistics = baseline_statistics or statistics(baseline)
     schema = drift_schema(baseline_statistics, thresholds)
     groups, anomalies = feature_drift(baseline_statistics, window_statistics or statistics(window), schema)
+    _constant_features(groups, baseline, window)
     classes = sorted(set(baseline[features.PREDICTED_CLASS]) | set(window[features.PREDICTED_CLASS]))
     for group, result in groups.items():
         _, p_value = permutation_test(group_matrix(baseline, group, classes), group_matrix(window, group, classes),
