@@ -127,13 +127,14 @@ def cmd_compile(args) -> int:
     return 0
 
 
-def monitor_settings(args) -> dict:
+def monitor_settings(args) -> tuple[dict, str]:
     """``create_monitoring_pipeline``'s arguments from the monitor's flags and the environment (the output folder's
-    defaults: prediction-logs/, models/, monitoring/)."""
+    defaults: prediction-logs/, models/, monitoring/), and the output folder. Compiled for KFP, --data is a path
+    as the cluster sees it (s3://...), taken as given."""
     output_dir = os.path.abspath(args.output or os.environ.get("RADASSIST_OUTPUT_DIR")
                                  or os.path.join(REPO_ROOT, configs.OUTPUT_SUBDIR))
     model_base = args.model_base or os.environ.get("RADASSIST_MODEL_BASE") or os.path.join(output_dir, "models")
-    data_root, _ = resolve_data_dir(args.data)
+    data_root = args.data if args.compile and args.data else resolve_data_dir(args.data)[0]
     thresholds = json.loads(args.thresholds_json) if args.thresholds_json else {}
     tracking = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///" + os.path.join(output_dir, "mlflow", "mlflow.db")
     return {
