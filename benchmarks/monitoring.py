@@ -164,8 +164,10 @@ def run_monitor(args, work: str, start: dt.datetime) -> tuple[dict, float]:
     seconds = time.perf_counter() - began
     if done.returncode != 0:
         raise RuntimeError(f"radassist monitor failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    label = f"{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}"
-    with open(os.path.join(work, "monitoring", MODEL, label, "summary.json")) as handle:
+    from components.monitoring import logs, publish
+
+    label = logs.Window(start, end).label
+    with open(os.path.join(work, "monitoring", MODEL, label, publish.SUMMARY_FILE)) as handle:
         return json.load(handle), seconds
 
 

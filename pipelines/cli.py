@@ -252,6 +252,7 @@ def cmd_retrain(args) -> int:
     staging folder, and promotes the candidate to the served model base only by the promotion rule."""
     import shutil
 
+    import tensorflow as tf
     from tfx import v1 as tfx
 
     from components import retraining
@@ -293,8 +294,10 @@ def cmd_retrain(args) -> int:
         return retraining.accuracy([n.decode() for n in names], labels)
 
     model_dir = os.path.join(model_base, options.model_name)
-    served = version_path(model_dir)[0] if os.path.isdir(model_dir) and any(
-        name.isdigit() for name in os.listdir(model_dir)) else None
+    try:
+        served = version_path(model_dir)[0]
+    except (FileNotFoundError, tf.errors.NotFoundError):
+        served = None  # nothing served yet
     candidate = summary["pushed_destination"] if summary["pushed"] else None
     candidate_accuracy, served_accuracy = holdout_accuracy(candidate), holdout_accuracy(served)
     promote, reason = retraining.promotion(summary["blessed"] and candidate is not None, candidate_accuracy,

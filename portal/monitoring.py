@@ -15,10 +15,11 @@ import re
 import sqlalchemy as sa
 
 from portal.models import Report, ReportStatus, db
+from radassist import contract
 
 log = logging.getLogger(__name__)
 
-SUMMARY_FILE, REPORT_FILE = "summary.json", "report.html"   # as components/monitoring/publish.py writes them
+SUMMARY_FILE, REPORT_FILE = contract.MONITORING_SUMMARY_FILE, contract.MONITORING_REPORT_FILE
 LABEL = re.compile(r"^\d{8}T\d{6}-\d{8}T\d{6}$")           # a window's folder: START-END, compact UTC
 MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 GROUP_COLOURS = {"intensity": "#1f77b4", "geometry": "#2ca02c", "output": "#9467bd", "embedding": "#e8710a"}

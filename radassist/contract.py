@@ -73,6 +73,8 @@ LESION_OUTPUTS = (Output.LESION_AREA, Output.LESION_CENTROID, Output.LESION_LONG
 SEGMENT_OUTPUTS = (Output.PROBABILITY_MAP, Output.IMAGE_SIZE, Output.LESION_COUNT, *LESION_OUTPUTS)
 # The model server's prediction log files (serving/prediction_log.py writes them, components/monitoring reads them).
 PREDICTION_LOG_SUFFIX = ".tfrecord.gz"
+# A monitored window's published files (components/monitoring/publish.py writes them, the portal reads them).
+MONITORING_SUMMARY_FILE, MONITORING_REPORT_FILE = "summary.json", "report.html"
 # Where a SavedModel version keeps its info file (the full training record; ModelInfo reads its contract fields).
 MODEL_INFO_PATH = os.path.join("assets.extra", "radassist_model.json")
 

@@ -68,13 +68,12 @@ class Predictor:
                                         [Signature.PREDICT_IMAGE] * len(images))
 
 
-def cache_key(saved_model_path: str, files: list[str]) -> str:
+def cache_key(saved_model_path: str, data_root: str, files: list[str]) -> str:
     digest = hashlib.sha256()
     with tf.io.gfile.GFile(os.path.join(saved_model_path, "saved_model.pb"), "rb") as handle:
         digest.update(hashlib.sha256(handle.read()).digest())
     for path in files:
-        digest.update(f"{os.path.relpath(path, os.path.dirname(os.path.dirname(os.path.dirname(path))))}:"
-                      f"{tf.io.gfile.stat(path).length}\n".encode())
+        digest.update(f"{os.path.relpath(path, data_root)}:{tf.io.gfile.stat(path).length}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -98,7 +97,7 @@ def baseline_columns(model_dir: str, version: int, data_root: str, cache_dir: st
     """The feature rows of model ``version``'s reference images and where they are cached (computed on a miss)."""
     saved_model, version = version_path(model_dir, version)
     files = reference_files(data_root, splits)
-    key = cache_key(saved_model, files)
+    key = cache_key(saved_model, data_root, files)
     cached = os.path.join(cache_dir, model_name or os.path.basename(model_dir.rstrip("/")),
                           f"{version}-{key}{features.EXAMPLES_SUFFIX}") if cache_dir else None
     if cached and tf.io.gfile.exists(cached):

@@ -64,12 +64,13 @@ def feature_drift(baseline: statistics_pb2.DatasetFeatureStatisticsList,
     """Per-group scores from TFDV's drift comparators: {group: {"score", "drifted", "features": {name: {"value",
     "threshold"}}}} and the anomalies proto (for the TFDV view)."""
     anomalies = tfdv.validate_statistics(window, schema, previous_statistics=baseline)
+    constant = _same_constant(baseline, window)
     measured = {}
     for info in anomalies.drift_skew_info:
         name = info.path.step[0]
         for measurement in info.drift_measurements:
             if measurement.threshold > 0:
-                measured[name] = {"value": round(float(measurement.value), 4),
+                measured[name] = {"value": 0.0 if name in constant else round(float(measurement.value), 4),
                                   "threshold": float(measurement.threshold)}
     groups = {}
     for group, names in features.GROUPS.items():
@@ -77,6 +78,22 @@ def feature_drift(baseline: statistics_pb2.DatasetFeatureStatisticsList,
         score = max((m["value"] / m["threshold"] for m in found.values()), default=0.0)
         groups[group] = {"score": round(score, 4), "drifted": score > 1.0, "features": found}
     return groups, anomalies
+
+
+def _same_constant(baseline: statistics_pb2.DatasetFeatureStatisticsList,
+                   window: statistics_pb2.DatasetFeatureStatisticsList) -> set[str]:
+    """Numeric features holding one and the same value on both sides (no colour in any CT, nothing out of domain):
+    TFDV's Jensen-Shannon divergence of two such point masses is 1.0, so they are measured as 0 here (two different
+    constants keep TFDV's maximal distance)."""
+    def constants(statistics) -> dict[str, float]:
+        found = {}
+        for feature in statistics.datasets[0].features if statistics.datasets else ():
+            if feature.HasField("num_stats") and feature.num_stats.min == feature.num_stats.max:
+                found[feature.path.step[0]] = feature.num_stats.min
+        return found
+
+    reference, current = constants(baseline), constants(window)
+    return {name for name, value in reference.items() if current.get(name) == value}
 
 
 def _kernel(a: np.ndarray, b: np.ndarray, bandwidth: float) -> np.ndarray:
@@ -144,21 +161,6 @@ def distinct(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: column[keep] for name, column in columns.items()}
 
 
-def _constant_features(groups: dict, baseline: dict[str, np.ndarray], window: dict[str, np.ndarray]) -> None:
-    """TFDV's Jensen-Shannon divergence of two constant features is 1.0 even when they are the same constant (no
-    colour in any CT, no image out of domain on either side): such a feature gets distance 0 when both sides hold
-    the same value and keeps TFDV's (maximal) distance when the values differ."""
-    for result in groups.values():
-        for name, measured in result["features"].items():
-            if name not in features.NUMERIC or name not in baseline or name not in window:
-                continue
-            reference, current = np.asarray(baseline[name], np.float64), np.asarray(window[name], np.float64)
-            if np.ptp(reference) == 0 and np.ptp(current) == 0 and reference[0] == current[0]:
-                measured["value"] = 0.0
-        result["score"] = round(max((m["value"] / m["threshold"] for m in result["features"].values()),
-                                    default=0.0), 4)
-
-
 def window_report(baseline: dict[str, np.ndarray], window: dict[str, np.ndarray], thresholds: Thresholds,
                   baseline_statistics=None, window_statistics=None, seed: int = 0) -> dict:
     """The drift verdict of a window's feature columns against the baseline's: groups, embedding, alert and the
@@ -177,7 +179,6 @@ def window_report(baseline: dict[str, np.ndarray], window: dict[str, np.ndarray]
     baseline_statistics = baseline_statistics or statistics(baseline)
     schema = drift_schema(baseline_statistics, thresholds)
     groups, anomalies = feature_drift(baseline_statistics, window_statistics or statistics(window), schema)
-    _constant_features(groups, baseline, window)
     classes = sorted(set(baseline[features.PREDICTED_CLASS]) | set(window[features.PREDICTED_CLASS]))
     for group, result in groups.items():
         _, p_value = permutation_test(group_matrix(baseline, group, classes), group_matrix(window, group, classes),

@@ -15,11 +15,12 @@ import urllib.request
 
 import numpy as np
 
-from components.monitoring import features
+from components.monitoring import features, logs
+from radassist import contract
 
 log = logging.getLogger(__name__)
 
-SUMMARY_FILE, REPORT_FILE = "summary.json", "report.html"
+SUMMARY_FILE, REPORT_FILE = contract.MONITORING_SUMMARY_FILE, contract.MONITORING_REPORT_FILE
 MLFLOW_EXPERIMENT = "radassist-monitoring"
 TIMEOUT_SECONDS = 10.0
 CONFIDENCE_BINS = np.linspace(0.0, 1.0, 11)
@@ -33,10 +34,8 @@ def empty_columns() -> dict[str, np.ndarray]:
 
 
 def window_label(start: str, end: str) -> str:
-    """A folder name for the window, sortable by time: ``20261204T000000-20261205T000000``."""
-    def compact(text: str) -> str:
-        return dt.datetime.fromisoformat(text).astimezone(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    return f"{compact(start)}-{compact(end)}"
+    """The window's folder name (logs.Window.label, sortable by time) from its ISO start and end."""
+    return logs.Window(dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end)).label
 
 
 def summary(result: dict, *, model_name: str, window: dict, counts: dict, baseline: dict,
@@ -120,7 +119,7 @@ tr.drift{{background:#fde8e4}}
 <h1>{escape(summary_['model'])}: {escape(_minute(window['start']))} &ndash; {escape(_minute(window['end']))} UTC</h1>
 <p class="verdict {'alert' if summary_['alert'] else ''}">{escape(summary_['verdict'])}</p>
 <p>{summary_['images']} distinct images (baseline: version {summary_['baseline']['model_version']},
-{summary_['baseline']['images']} training images); out of domain {_share(summary_['ood_share'])}, needs review
+{summary_['baseline']['images']} reference images); out of domain {_share(summary_['ood_share'])}, needs review
 {_share(summary_['review_share'])}.</p>
 <h2>Feature groups</h2><p>A group drifts when its score (largest TFDV distance / threshold) is over 1 and its
 permutation test's p-value is under {summary_['thresholds']['alpha']}.</p>
