@@ -13,8 +13,18 @@ on in-distribution windows, and how long does a window of 200 scans take?
 3. The verdict: `radassist monitor --window START/END` (the TFX pipeline, a fresh process each time, as cron runs
    it) per window; its published summary says whether it alerted. The first run also computes the model version's
    baseline (cached for the others); ``monitor_seconds`` is the median over the other runs.
+4. One retraining round, through the portal: the whole stack (the model server logging its calls, gunicorn, a
+   report worker) takes the six shifted exports of half of the windows' test images as a doctor's uploads; the
+   doctor signs off every report with the true class; `radassist feedback export` writes the readings;
+   `radassist monitor --feedback` scores the logged calls with TFMA; `radassist retrain` (per seed, on a fresh copy
+   of the outputs that trained the served model, the data version tracked in a DVC registry) trains, evaluates and
+   promotes by rule. Accuracy before (the served model) and after (the candidate) on the other half's shifted
+   exports (never trained on), the official test split, its leak-free part, and the test images none of whose
+   exports were confirmed.
 
-Writes benchmarks/results/monitoring.json (the issue's keys) and monitoring_windows.json (every window).
+Writes benchmarks/results/monitoring.json (the issue's keys: ``shifted_windows_detected``, ``false_alarm_rate``,
+``monitor_seconds``, ``accuracy_before_retraining``, ``accuracy_after_retraining``), monitoring_windows.json
+(every window) and monitoring_retraining.json (the round). ``--only windows|retraining`` runs one section.
 Usage: python -m benchmarks.monitoring --model-dir /tmp/outputs/models/radassist --data ../shared/data/chest-ct
 """
 
@@ -171,6 +181,234 @@ def run_monitor(args, work: str, start: dt.datetime) -> tuple[dict, float]:
         return json.load(handle), seconds
 
 
+# --- one retraining round through the portal (issue 14, part 5) ---------------------------------------------------
+def _half(image: bytes, salt: str) -> bool:
+    return int(hashlib.sha256(salt.encode() + image).hexdigest()[:8], 16) % 2 == 0
+
+
+def leaked_test_files(data_root: str) -> set[str]:
+    """The test files the pipeline's LeakageAudit calls leaked (copies or near copies of training images)."""
+    from components.ct_example_gen import SkippedFile, read_scan_image
+    from components.leakage_audit import ImageRecord, audit, perceptual_hash
+
+    records = []
+    for split in ("train", "valid", "test"):
+        for path in split_paths(data_root, split):
+            try:
+                scan = read_scan_image(path, data_root)
+            except SkippedFile:
+                continue
+            records.append(ImageRecord(split, scan.filename, scan.sha256, scan.label, perceptual_hash(scan.encoded)))
+    result = audit(records)
+    return {filename for split, filename in result.leaked if split == "test"}
+
+
+def accuracy_report(model_dir: str, sets: dict[str, tuple[list[bytes], list[str]]]) -> dict[str, float]:
+    """Accuracy of a model version (its predict_image, in process: what the server runs) on each named set."""
+    from components.monitoring.baseline import Predictor
+
+    predictor = Predictor(model_dir)
+    found = {}
+    for name, (images, labels) in sets.items():
+        names = [n.decode() for n in predictor.outputs(images)["class_name"]]
+        found[name] = round(sum(p == t for p, t in zip(names, labels, strict=True)) / len(labels), 4)
+    return found
+
+
+def sign_off_all(stack, session, jobs: list[dict], truth: dict[str, str]) -> dict:
+    """The doctor signs off every report with the class the file name says (agree when the model said it)."""
+    import requests
+
+    from benchmarks.portal import csrf_token
+
+    counts = {"agree": 0, "disagree": 0}
+    for job in jobs:
+        url = f"{stack.url}{job['report_url']}"
+        token = csrf_token(session, url)
+        label = truth[job["name"]]
+        response = session.post(f"{url}/sign", data={"csrf_token": token, "assessment": "disagree",
+                                                     "confirmed_class": label}, timeout=60)
+        if "choose &#39;I agree&#39; instead" in response.text or "choose 'I agree' instead" in response.text:
+            response = session.post(f"{url}/sign", data={"csrf_token": csrf_token(session, url),
+                                                         "assessment": "agree"}, timeout=60)
+            counts["agree"] += 1
+        else:
+            counts["disagree"] += 1
+        if response.status_code != 200 or "signed off" not in response.text:
+            raise requests.HTTPError(f"sign-off of {job['report_url']} failed ({response.status_code})")
+    return counts
+
+
+def portal_round(model_base: str, work: str, uploads: list[tuple[str, bytes]], truth: dict[str, str]) -> dict:
+    """The real stack (model server logging its calls, gunicorn, a report worker): the doctor uploads the shifted
+    exports, reads every report and signs it off with the true class; the admin exports the readings."""
+    import re
+
+    from benchmarks.portal import csrf_token, login
+    from radassist.stack import Stack
+    from serving.model_config import ServedModel, format_model_config
+    from serving.prediction_log import LoggingConfig
+
+    logs = os.path.join(work, "portal-logs")
+    config = os.path.join(work, "portal-models.config")
+    with open(config, "w") as handle:
+        handle.write(format_model_config([ServedModel(MODEL, os.path.join(model_base, MODEL),
+                                                      logging=LoggingConfig(logs, 1.0))]))
+    users = (*Stack.BENCH_USERS, ("admin", "admin@bench.local", "Admin Bench", None))
+    stack = Stack(model_base, os.path.join(work, "stack"), users=users,
+                  server_args=("--model-config-file", config, "--prediction-log-file-seconds", "2"))
+    os.makedirs(stack.workdir, exist_ok=True)
+    started_at = dt.datetime.now(dt.UTC)
+    stack.start()
+    try:
+        session = login(stack.url)
+        patient_url = re.search(r'href="(/doctor/patients/\d+)"', session.get(f"{stack.url}/doctor/patients").text
+                                ).group(1)
+        jobs, began = [], time.perf_counter()
+        for start in range(0, len(uploads), 60):
+            response = session.post(f"{stack.url}{patient_url}/scans",
+                                    data={"csrf_token": csrf_token(session, stack.url + patient_url)},
+                                    files=[("scans", item) for item in uploads[start:start + 60]], timeout=300)
+            response.raise_for_status()
+            batch = re.search(r'data-url="(/api/batches/\d+)"', response.text).group(1)
+            progress = {}
+            while not progress.get("complete"):
+                time.sleep(0.5)
+                progress = session.get(stack.url + batch, timeout=30).json()
+            jobs.extend(job for job in progress["jobs"] if job["report_url"])
+            print(f"  portal: {len(jobs)}/{len(uploads)} reports ({time.perf_counter() - began:.0f} s)", flush=True)
+        analysed = time.perf_counter() - began
+        signed = sign_off_all(stack, session, jobs, truth)
+        print(f"  portal: {len(jobs)} reports signed off ({signed})", flush=True)
+        export = os.path.join(work, "feedback")
+        done = subprocess.run([sys.executable, "-m", "radassist.cli", "feedback", "export", "--out",
+                               os.path.join(export, "labels.csv"), "--images", os.path.join(export, "images")],
+                              env=stack.env, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"feedback export failed: {done.stderr[-2000:]}")
+        deadline = time.monotonic() + 60
+        while glob.glob(os.path.join(logs, MODEL, "*", "*.partial")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        stack.stop()
+    return {"uploads": len(uploads), "reports": len(jobs), "signed": signed, "analyse_seconds": round(analysed, 1),
+            "labels": os.path.join(export, "labels.csv"), "images": os.path.join(export, "images"), "logs": logs,
+            "window": f"{started_at.isoformat()}/{dt.datetime.now(dt.UTC).isoformat()}"}
+
+
+def retrain(args, work: str, seed: int, feedback: dict, registry: str) -> dict:
+    """`radassist retrain` on a fresh copy of the outputs that trained the served model (its ML Metadata knows the
+    last blessed model): the candidate, whether the rule promoted it, and its record."""
+    outputs = os.path.join(work, f"retrain-seed{seed}")
+    shutil.copytree(args.trained_outputs, outputs, symlinks=True)
+    command = [sys.executable, "-m", "radassist.cli", "retrain", "--feedback", feedback["labels"], "--images",
+               feedback["images"], "--data", args.data_full, "--output", outputs, "--seed", str(seed),
+               "--data-registry", registry]
+    began = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+    seconds = time.perf_counter() - began
+    if done.returncode not in (0, 4):
+        raise RuntimeError(f"retrain failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    record = json.loads(done.stdout[done.stdout.index("{"):])
+    return {**record, "seconds": round(seconds, 1), "outputs": outputs}
+
+
+def retraining_section(args) -> dict:
+    """One retraining round with doctors' confirmed labels on the shifted windows' exports, through the portal."""
+    work = os.path.join(args.work, "retraining")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    data = args.data_full
+    leaked = leaked_test_files(data)
+    test = [(path, pathlib.Path(path).read_bytes()) for path in split_paths(data, "test")]
+    label = {path: os.path.basename(os.path.dirname(path)) for path, _ in test}
+    # The windows' half of the test split (the reference half stays untouched); of it, the doctors read the shifted
+    # exports of one half ("confirmed") and the other half's exports measure the round (never trained on).
+    windows = [(path, image) for path, image in test if held_out_half(image)]
+    confirmed = [(path, image) for path, image in windows if _half(image, "confirmed")]
+    measured = [(path, image) for path, image in windows if not _half(image, "confirmed")]
+    exports, truth = {}, {}
+    for shift in SHIFTS_WATCHED:
+        for path, image in confirmed:
+            name = f"{shift}-{hashlib.sha256(image).hexdigest()[:16]}.png"
+            exports[name] = shifted([image], SHIFTS[shift][2])[0]
+            truth[name] = label[path]
+    uploads = sorted(exports.items())
+    sets = {f"shifted_heldout/{shift}": (shifted([image for _, image in measured], SHIFTS[shift][2]),
+                                         [label[path] for path, _ in measured]) for shift in SHIFTS_WATCHED}
+    sets["official_test"] = ([image for _, image in test], [label[path] for path, _ in test])
+    free = [(path, image) for path, image in test if os.path.relpath(path, data) not in leaked]
+    sets["leak_free_test"] = ([image for _, image in free], [label[path] for path, _ in free])
+    confirmed_paths = {path for path, _ in confirmed}
+    untouched = [(path, image) for path, image in test if path not in confirmed_paths]
+    sets["test_never_confirmed"] = ([image for _, image in untouched], [label[path] for path, _ in untouched])
+
+    reference = reference_root(data, dict(test), args.work)
+    model_base = os.path.join(args.trained_outputs, "models")
+    served = os.path.join(model_base, MODEL, max(os.listdir(os.path.join(model_base, MODEL)), key=int))
+    before = accuracy_report(served, sets)
+    print(f"before: {before}", flush=True)
+    portal_base = os.path.join(work, "portal-models")
+    shutil.copytree(model_base, portal_base)
+    feedback = portal_round(portal_base, work, uploads, truth)
+    monitored, monitor_seconds = run_monitor_labelled(reference, work, feedback)
+    registry = os.path.join(work, "data-registry")
+    subprocess.run([sys.executable, "-m", "radassist.cli", "data", "init", "--data-registry", registry,
+                    "--output", work], check=True, capture_output=True)
+    rounds = []
+    for seed in args.retrain_seeds:
+        record = retrain(args, work, seed, feedback, registry)
+        candidate = record.get("promoted_to") or record.get("candidate")
+        after = accuracy_report(candidate, sets) if candidate else None
+        rounds.append({"seed": seed, "promoted": record["promoted"], "reason": record["reason"],
+                       "blessed": record["blessed"], "holdout_cases": record["holdout_cases"],
+                       "holdout_accuracy": record["holdout_accuracy"], "data_version": record["data_version"],
+                       "retrain_seconds": record["seconds"], "after": after})
+        print(f"seed {seed}: promoted={record['promoted']} ({record['reason']}) after: {after}", flush=True)
+
+    def stat(values):
+        return {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4),
+                "min": round(float(np.min(values)), 4), "max": round(float(np.max(values)), 4)}
+
+    afters = [r["after"] for r in rounds if r["after"]]
+    shifted_names = [f"shifted_heldout/{shift}" for shift in SHIFTS_WATCHED]
+
+    def summary(result: dict) -> dict:
+        return {"shifted_heldout": round(float(np.mean([result[n] for n in shifted_names])), 4),
+                "official_test": result["official_test"], "leak_free_test": result["leak_free_test"],
+                "test_never_confirmed": result["test_never_confirmed"]}
+
+    return {
+        "before": summary(before),
+        "after": {key: stat([summary(a)[key] for a in afters]) for key in summary(before)} if afters else None,
+        "before_by_set": before, "after_by_seed": rounds,
+        "confirmed_cases": len(uploads), "confirmed_originals": len(confirmed), "heldout_originals": len(measured),
+        "portal": {k: v for k, v in feedback.items() if k in ("uploads", "reports", "signed", "analyse_seconds")},
+        "monitor_labelled": monitored.get("feedback"), "monitor_verdict": monitored.get("verdict"),
+        "monitor_seconds": round(monitor_seconds, 1),
+        "note": "shifted_heldout: the six shifted exports of test images whose exports no doctor read (never "
+                "trained on); official_test and leak_free_test include originals whose shifted exports were "
+                "confirmed and trained on; test_never_confirmed excludes them",
+    }
+
+
+def run_monitor_labelled(reference: str, work: str, feedback: dict) -> tuple[dict, float]:
+    """`radassist monitor` over the portal round's logged calls with the doctors' readings: TFMA's accuracy."""
+    window = feedback["window"]
+    command = [sys.executable, "-m", "radassist.cli", "monitor", "--window", window, "--logs", feedback["logs"],
+               "--model", MODEL, "--model-base", os.path.join(work, "portal-models"), "--data", reference,
+               "--reference-splits", "test", "--output", os.path.join(work, "monitor-outputs"),
+               "--publish-dir", os.path.join(work, "monitoring"), "--feedback", feedback["labels"]]
+    began = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+    seconds = time.perf_counter() - began
+    if done.returncode != 0:
+        raise RuntimeError(f"radassist monitor failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    (path,) = glob.glob(os.path.join(work, "monitoring", MODEL, "*", "summary.json"))
+    with open(path) as handle:
+        return json.load(handle), seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", required=True, help="<model_base>/radassist: the latest version is served")
@@ -182,10 +420,31 @@ def main() -> None:
     parser.add_argument("--work", help="scratch folder (default: a new temporary one)")
     parser.add_argument("--reuse-traffic", action="store_true", help="use the records an earlier run left in --work")
     parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "monitoring.json"))
+    parser.add_argument("--only", choices=("windows", "retraining"), help="run one section, updating its keys only")
+    parser.add_argument("--trained-outputs", help="the output folder that trained --model-dir's model (its ML "
+                                                  "Metadata; default: two folders above --model-dir)")
+    parser.add_argument("--retrain-seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
     args.data = os.path.abspath(args.data)
-    work = args.work or tempfile.mkdtemp(prefix="radassist-monitoring-bench-")
+    args.data_full = args.data
+    args.trained_outputs = os.path.abspath(args.trained_outputs or os.path.dirname(os.path.dirname(
+        os.path.abspath(args.model_dir))))
+    work = args.work = os.path.abspath(args.work or tempfile.mkdtemp(prefix="radassist-monitoring-bench-"))
     os.makedirs(work, exist_ok=True)
+    if args.only != "windows":
+        retraining = retraining_section(args)
+        write_result(retraining, os.path.join(os.path.dirname(args.output), "monitoring_retraining.json"))
+        result = {}
+        if os.path.exists(args.output):
+            with open(args.output) as handle:
+                result = json.load(handle)
+        result["accuracy_before_retraining"] = retraining["before"]
+        result["accuracy_after_retraining"] = retraining["after"]
+        print(json.dumps({key: result[key] for key in ("accuracy_before_retraining", "accuracy_after_retraining")},
+                         indent=2))
+        write_result(result, args.output)
+        if args.only == "retraining":
+            return
     test_files = {path: pathlib.Path(path).read_bytes() for path in split_paths(args.data, "test")}
     test_images = list(test_files.values())
     pools = {"in_distribution": test_images}
@@ -240,6 +499,9 @@ def main() -> None:
                                     for pool in pools},
                "windows": windows}
     print(json.dumps(result))
+    if os.path.exists(args.output):
+        with open(args.output) as handle:
+            result = {**json.load(handle), **result}
     write_result(result, args.output)
     write_result(details, os.path.join(os.path.dirname(args.output), "monitoring_windows.json"))
 

@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 
-from components import features
+from components import features, feedback
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +56,8 @@ def base_files(base_root: str) -> dict[str, list[str]]:
 
 def read_confirmed(labels_csv: str, images_dir: str, base_root: str) -> tuple[list[ConfirmedCase], dict]:
     """The usable confirmed cases of a feedback export, and counts of what was left out and why."""
-    newest: dict[str, dict] = {}
     with open(labels_csv, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            key = (row["signed_at"], int(row["report_version"]))
-            if row["image_sha256"] not in newest or key > newest[row["image_sha256"]]["_key"]:
-                newest[row["image_sha256"]] = {**row, "_key": key}
+        newest = feedback.newest_readings(csv.DictReader(handle))
     in_base = {_sha256(os.path.join(base_root, path)) for paths in base_files(base_root).values() for path in paths}
     cases, left_out = [], {"not_a_class": 0, "in_base_data": 0, "image_missing": 0}
     for digest, row in sorted(newest.items()):

@@ -6,6 +6,7 @@ This entry point owns the environment the runners read: the data-folder policy, 
 $RADASSIST_MODEL_BASE, $MLFLOW_TRACKING_URI; the runners and ``create_pipeline`` take arguments only.
 """
 
+import argparse
 import json
 import os
 import sys
@@ -64,6 +65,38 @@ def training_options(args) -> dict:
     return training
 
 
+DATA_NAMES = {task: os.path.basename(DATA_FOLDERS[task][1]) for task in DATA_FOLDERS}  # tracked folder per task
+
+
+def registry_location(args, output_dir: str) -> str:
+    """The data registry: --data-registry, else $RADASSIST_DATA_REGISTRY, else <output>/data-registry."""
+    return (getattr(args, "data_registry", None) or os.environ.get("RADASSIST_DATA_REGISTRY")
+            or os.path.join(os.path.abspath(output_dir), configs.DATA_REGISTRY_SUBDIR))
+
+
+def pulled_revision(registry: str, rev: str, name: str, output_dir: str) -> dict:
+    """The data root of ``name`` at revision ``rev`` (a local registry's is pulled once per commit into
+    <output>/data-cache/; a remote registry's names may move, so it is pulled each time) and the revision the model
+    will record."""
+    import shutil
+
+    from components import data_registry
+
+    try:
+        local = not data_registry.is_url(registry)
+        commit = data_registry.DataRegistry(registry).describe(name, rev).rev if local else rev
+        root = os.path.join(os.path.abspath(output_dir), configs.DATA_CACHE_SUBDIR, f"{name}-{commit}")
+        if local and os.path.isdir(root):
+            revision = data_registry.DataRegistry(registry).describe(name, commit)  # pulled before: the same files
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+            revision = data_registry.pull(registry, rev, root, name)
+    except data_registry.DataRegistryError as error:
+        raise SystemExit(f"data: {error}") from error
+    print(f"data {name} at {revision.rev[:12]} of {registry}", file=sys.stderr)
+    return {"root": root, "data_version": revision.to_dict()}
+
+
 def cmd_run(args) -> int:
     from tfx import v1 as tfx
 
@@ -86,8 +119,16 @@ def cmd_run(args) -> int:
               f"  The model will be a demo, not a usable {what[1]}. Put the {what[2]} or pass --data / set "
               f"{what[3]}.\n{banner}", file=sys.stderr)
     output_dir = args.output or os.environ.get("RADASSIST_OUTPUT_DIR") or os.path.join(REPO_ROOT, configs.OUTPUT_SUBDIR)
+    data_version = {}
+    if args.data_rev:
+        if args.data:
+            raise SystemExit("pipeline run: give --data or --data-rev, not both")
+        revision = pulled_revision(registry_location(args, output_dir), args.data_rev,
+                                   args.data_name or DATA_NAMES[args.task], output_dir)
+        data_root, data_version = revision["root"], revision["data_version"]
     options = configs.PipelineOptions(
         data_root=data_root,
+        data_version=data_version,
         model_base=args.model_base or os.environ.get("RADASSIST_MODEL_BASE", ""),
         mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
         training=training_options(args),
@@ -154,7 +195,19 @@ def monitor_settings(args) -> tuple[dict, str]:
         "mlflow_tracking_uri": tracking,
         "webhook_url": os.environ.get("RADASSIST_MONITOR_WEBHOOK_URL", ""),
         "pushgateway_url": os.environ.get("RADASSIST_PUSHGATEWAY_URL", ""),
+        "feedback": _feedback_path(args),
     }, output_dir
+
+
+def _feedback_path(args) -> str:
+    """The feedback export the window's labelled calls come from (--feedback, else $RADASSIST_FEEDBACK_CSV); a local
+    path must exist (a typo must not pass for a window nobody signed), an s3:// one is read when the run starts."""
+    path = args.feedback or os.environ.get("RADASSIST_FEEDBACK_CSV", "")
+    if path and "://" not in path:
+        if not os.path.isfile(path):
+            raise SystemExit(f"monitor: feedback export not found: {path}")
+        path = os.path.abspath(path)
+    return path
 
 
 def cmd_monitor(args) -> int:
@@ -234,6 +287,9 @@ def _add_monitor_command(areas) -> None:
                                                "$RADASSIST_MONITORING_DIR or <output>/monitoring)")
     monitor.add_argument("--thresholds-json", help="JSON object of drift threshold overrides (components/monitoring/"
                                                    "drift.Thresholds)")
+    monitor.add_argument("--feedback", help="the doctors' readings: a CSV of `radassist feedback export --out` "
+                                            "(local or s3://; default $RADASSIST_FEEDBACK_CSV): the window's labelled "
+                                            "calls are scored with TFMA")
     monitor.add_argument("--fail-on-drift", action="store_true", help=f"exit {EXIT_DRIFT} when the window drifted")
     monitor.add_argument("--beam-arg", action="append", help="Beam pipeline argument (repeatable)")
     monitor.add_argument("--compile", metavar="FILE", help="compile for Kubeflow instead of running (the window "
@@ -275,9 +331,11 @@ def cmd_retrain(args) -> int:
                                             os.path.join(output_dir, configs.DATA_VERSIONS_SUBDIR))
     print(f"data version {version.id}: base {version.manifest['base_counts']} + {len(training_cases)} confirmed "
           f"training cases, {len(held)} held back ({counts})", file=sys.stderr)
+    data_version = {"id": version.id, **tracked_version(args, output_dir, version, len(training_cases))}
     staging = os.path.join(output_dir, configs.RETRAIN_STAGING_SUBDIR)
     options = configs.PipelineOptions(
-        data_root=version.root, model_base=staging, mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
+        data_root=version.root, data_version=data_version, model_base=staging,
+        mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", ""),
         training=training_options(args), accuracy_floor=args.accuracy_floor if args.accuracy_floor is not None
         else configs.ACCURACY_FLOOR, regression_tolerance=args.regression_tolerance, beam_pipeline_args=args.beam_arg)
     settings = LocalSettings(options, output_dir)
@@ -302,7 +360,7 @@ def cmd_retrain(args) -> int:
     candidate_accuracy, served_accuracy = holdout_accuracy(candidate), holdout_accuracy(served)
     promote, reason = retraining.promotion(summary["blessed"] and candidate is not None, candidate_accuracy,
                                            served_accuracy, args.holdout_tolerance)
-    record = {"data_version": version.id, "data_root": version.root, "blessed": summary["blessed"],
+    record = {"data_version": data_version, "data_root": version.root, "blessed": summary["blessed"],
               "official_test": summary.get("metrics"), "holdout_cases": len(labels),
               "holdout_accuracy": {"candidate": candidate_accuracy, "served": served_accuracy},
               "promoted": promote, "reason": reason, "candidate": candidate, "served_before": served}
@@ -310,11 +368,30 @@ def cmd_retrain(args) -> int:
         target = os.path.join(model_dir, os.path.basename(candidate.rstrip("/")))
         shutil.copytree(candidate, target + ".partial")
         with open(os.path.join(target + ".partial", retraining.DATA_VERSION_INFO), "w", encoding="utf-8") as handle:
-            json.dump({"data_version": version.id, "manifest": version.manifest}, handle, indent=2)
+            json.dump({"data_version": version.id, "dvc": data_version, "manifest": version.manifest}, handle,
+                      indent=2)
         os.replace(target + ".partial", target)  # whole, or not at all: the server hot-reloads it
         record["promoted_to"] = target
     print(json.dumps(record, indent=2, default=str))
     return 0 if promote else EXIT_NOT_PROMOTED
+
+
+def tracked_version(args, output_dir: str, version, confirmed: int) -> dict:
+    """The data version as a revision of the data registry (its DVC revision, which the model records), when a
+    registry is configured or exists at the default place; {} (untracked) otherwise."""
+    from components import data_registry
+
+    configured = args.data_registry or os.environ.get("RADASSIST_DATA_REGISTRY")
+    registry = data_registry.DataRegistry(registry_location(args, output_dir))
+    if not configured and not registry.exists:
+        return {}
+    try:
+        revision = registry.add(version.root, DATA_NAMES["classifier"],
+                                f"retraining data version {version.id}: the base + {confirmed} confirmed cases")
+    except data_registry.DataRegistryError as error:
+        raise SystemExit(f"retrain: tracking the data version: {error}") from error
+    print(f"data version {version.id} is revision {revision.rev[:12]} of {registry.root}", file=sys.stderr)
+    return revision.to_dict()
 
 
 EXIT_NOT_PROMOTED = 4  # ``retrain``: the candidate was trained but not pushed (the rule said no)
@@ -330,6 +407,8 @@ def _add_retrain_command(areas) -> None:
                                           "Metadata holds the last blessed model; data versions go under it")
     retrain.add_argument("--model-base", help="the served models (default: $RADASSIST_MODEL_BASE or <output>/models)")
     retrain.add_argument("--holdout-share", type=float, default=0.2, help="share of confirmed cases held back")
+    retrain.add_argument("--data-registry", help="track the data version in this DVC data registry (default: "
+                                                 "$RADASSIST_DATA_REGISTRY, or <output>/data-registry if it exists)")
     retrain.add_argument("--holdout-tolerance", type=float, default=0.0,
                          help="how much lower than the served model's the held-back accuracy may be")
     retrain.add_argument("--regression-tolerance", type=float, default=configs.REGRESSION_TOLERANCE,
@@ -337,6 +416,70 @@ def _add_retrain_command(areas) -> None:
     retrain.add_argument("--accuracy-floor", type=float, help=f"blessing floor (default {configs.ACCURACY_FLOOR})")
     _add_training_flags(retrain, task=False)
     retrain.set_defaults(func=cmd_retrain, filter_stderr=True, task="classifier")
+
+
+def cmd_data(args) -> int:
+    """``radassist data init|add|pull|log``: the DVC data registry."""
+    from components import data_registry
+    from radassist.contract import MODEL_INFO_PATH
+
+    output_dir = args.output or os.environ.get("RADASSIST_OUTPUT_DIR") or os.path.join(REPO_ROOT, configs.OUTPUT_SUBDIR)
+    location = registry_location(args, output_dir)
+    registry = data_registry.DataRegistry(location)
+    try:
+        if args.action == "init":
+            remote = args.remote or os.environ.get("RADASSIST_DVC_REMOTE") or os.path.join(
+                os.path.abspath(output_dir), configs.DVC_REMOTE_SUBDIR)
+            registry.init(remote, endpoint_url=args.endpoint_url or "")
+            print(f"data registry {registry.root}, DVC remote {remote}")
+        elif args.action == "add":
+            revision = registry.add(args.data, args.name, args.message or "")
+            print(json.dumps(revision.to_dict(), indent=2))
+        elif args.action == "log":
+            for entry in registry.log(args.name):
+                print(f"{entry['rev']}  {entry['date']}  {entry['message']}")
+        else:  # pull: by revision, or the revision a model recorded
+            name, rev = args.name, args.rev
+            if args.model:
+                with open(os.path.join(args.model, MODEL_INFO_PATH), encoding="utf-8") as handle:
+                    recorded = json.load(handle).get("data_version") or {}
+                if not recorded.get("rev"):
+                    raise SystemExit(f"data pull: {args.model} records no data revision (trained on untracked "
+                                     "data)")
+                location, name, rev = args.data_registry or recorded["registry"], recorded["name"], recorded["rev"]
+            elif not rev:
+                raise SystemExit("data pull: give --rev REV or --model MODEL_VERSION_DIR")
+            revision = data_registry.pull(location, rev, args.out, name)
+            print(json.dumps({**revision.to_dict(), "out": os.path.abspath(args.out)}, indent=2))
+    except data_registry.DataRegistryError as error:
+        raise SystemExit(f"data {args.action}: {error}") from error
+    return 0
+
+
+def _add_data_command(areas) -> None:
+    data = areas.add_parser("data", help="data versions with DVC: the registry training runs name and models record",
+                            description="The DVC data registry: a git repository whose DVC files track the training "
+                            "data (and retraining rounds' confirmed cases); files in a DVC remote (a folder, or S3).")
+    actions = data.add_subparsers(dest="action", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-registry", help="the registry (default: $RADASSIST_DATA_REGISTRY or "
+                                                "<output>/data-registry)")
+    common.add_argument("--output", help="output directory for the defaults (default: $RADASSIST_OUTPUT_DIR or "
+                                         "./outputs)")
+    common.add_argument("--name", default=DATA_NAMES["classifier"], help="the tracked folder (default chest-ct)")
+    init = actions.add_parser("init", parents=[common], help="create the registry")
+    init.add_argument("--remote", help="DVC remote: a folder or s3://bucket/prefix (default: $RADASSIST_DVC_REMOTE "
+                                       "or <output>/dvc-remote)")
+    init.add_argument("--endpoint-url", help="an S3 endpoint other than AWS's (MinIO, a test server)")
+    add = actions.add_parser("add", parents=[common], help="track a data folder's current contents as a new revision")
+    add.add_argument("--data", required=True, help="the data root to track (copied into the registry)")
+    add.add_argument("-m", "--message", help="the revision's message")
+    pull = actions.add_parser("pull", parents=[common], help="restore the data of a revision (or of a model)")
+    pull.add_argument("--rev", help="a git commit, branch or tag of the registry")
+    pull.add_argument("--model", help="a pushed model version's folder: pull the revision it was trained on")
+    pull.add_argument("--out", required=True, help="a new folder for the data")
+    actions.add_parser("log", parents=[common], help="the revisions of the tracked folder, newest first")
+    data.set_defaults(func=cmd_data)
 
 
 def _add_training_flags(parser, task: bool = True) -> None:
@@ -367,6 +510,11 @@ def add_commands(areas) -> None:
     run.add_argument("--model-base", help="where blessed models are pushed (default: <output>/models)")
     run.add_argument("--accuracy-floor", type=float, help=f"blessing floor (default {configs.ACCURACY_FLOOR})")
     run.add_argument("--dice-floor", type=float, help=f"the segmenter's blessing floor (default {configs.DICE_FLOOR})")
+    run.add_argument("--data-rev", help="train on the data registry's revision REV (a git commit, branch or tag) "
+                                        "instead of --data; the model records it")
+    run.add_argument("--data-registry", help="the DVC data registry (default: $RADASSIST_DATA_REGISTRY or "
+                                             "<output>/data-registry); a local clone or a git URL")
+    run.add_argument("--data-name", help="the tracked folder (default: chest-ct, the segmenter's lidc-crops)")
     _add_training_flags(run)
     run.set_defaults(func=cmd_run, filter_stderr=True)
 
@@ -386,3 +534,4 @@ def add_commands(areas) -> None:
     compile_.set_defaults(func=cmd_compile, filter_stderr=True)
     _add_monitor_command(areas)
     _add_retrain_command(areas)
+    _add_data_command(areas)

@@ -26,6 +26,9 @@ MONITORING_SUBDIR = "monitoring"            # published reports, read by the por
 MONITORING_BASELINE_SUBDIR = "monitoring-baselines"  # baseline features, one file per model version and data
 DATA_VERSIONS_SUBDIR = "data-versions"      # `radassist retrain`: base data + confirmed cases, one folder each
 RETRAIN_STAGING_SUBDIR = "retrain-staging"  # its pipeline pushes here; promoted to the model base by rule
+DATA_REGISTRY_SUBDIR = "data-registry"      # `radassist data`: the DVC data registry (git), unless configured
+DVC_REMOTE_SUBDIR = "dvc-remote"            # its default DVC remote (a folder; s3://... in production)
+DATA_CACHE_SUBDIR = "data-cache"            # data pulled by revision for `pipeline run --data-rev`, one per commit
 
 ACCURACY_FLOOR = 0.6                # blessing: official-test accuracy must reach this ...
 REGRESSION_TOLERANCE = 0.0          # ... and not fall below the last blessed model's by more than this
@@ -57,6 +60,9 @@ class PipelineOptions:
     near_distance: int = NEAR_DUPLICATE_BITS
     mlflow_experiment: str = ""
     beam_pipeline_args: list[str] | None = None
+    # What the data is, recorded in the model's info file, ML Metadata and MLflow: the DVC revision (registry, rev,
+    # md5) and the retraining data version's id when there is one; empty for untracked data.
+    data_version: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if self.task not in TASKS:

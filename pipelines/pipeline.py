@@ -20,7 +20,7 @@ from components.mlflow_registry import MlflowRegistrar
 from components.segmentation import evaluation as segmentation_evaluation
 from components.segmentation import features as segmentation_features
 from components.segmentation.example_gen import NoduleExampleGen
-from components.trainer.run_fn import MODEL_NAME_KEY
+from components.trainer.run_fn import DATA_VERSION_KEY, MODEL_NAME_KEY
 
 CLASSIFIER, SEGMENTER = "classifier", "segmenter"
 TASKS = (CLASSIFIER, SEGMENTER)
@@ -46,6 +46,7 @@ def create_pipeline(
     mlflow_experiment: str,
     task: str = CLASSIFIER,
     dice_floor: float = 0.0,
+    data_version: dict | None = None,
     metadata_connection_config=None,
     beam_pipeline_args: list[str] | None = None,
     enable_cache: bool = False,
@@ -87,7 +88,7 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["valid"]),
-        custom_config={**training, MODEL_NAME_KEY: model_name},
+        custom_config={**training, MODEL_NAME_KEY: model_name, DATA_VERSION_KEY: data_version or {}},
     )
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -120,7 +121,8 @@ def create_pipeline(
         description=DESCRIPTION[task],
         params_json=json.dumps(
             {**training, **task_params, "task": task, "regression_tolerance": regression_tolerance,
-             "data_root": data_root}, sort_keys=True, default=str),
+             "data_root": data_root, **{f"data.{k}": v for k, v in (data_version or {}).items()}},
+            sort_keys=True, default=str),
     )
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,

@@ -165,18 +165,21 @@ def monitoring():
     record("monitoring_viewed")
     db.session.commit()
     return render_template("admin/monitoring.html", model=model, root=root, summaries=summaries, links=links,
-                           agreements=agreements, charts=charts, legends=legends)
+                           agreements=agreements, charts=charts, legends=legends,
+                           labelled=[published.labelled_accuracy(s) for s in summaries])
 
 
 @bp.get("/monitoring/<model>/<label>")
+@bp.get("/monitoring/<model>/<label>/<page>")
 @role_required(Role.ADMIN)
-def monitoring_report(model: str, label: str):
-    """One window's report (TFDV's measurements and each feature's distribution against the baseline)."""
+def monitoring_report(model: str, label: str, page: str = "report"):
+    """One window's page: its drift report (TFDV's measurements and each feature's distribution against the
+    baseline) or ``evaluation`` (TFMA's slicing metrics over the calls doctors labelled)."""
     from flask import send_file
 
     from portal import monitoring as published
 
-    path = published.report_path(current_app.config["MONITORING_DIR"], model, label)
+    path = published.report_path(current_app.config["MONITORING_DIR"], model, label, page)
     if path is None:
         abort(404)
     g.csp_sandbox = True  # a generated page: no scripts, forms or same-origin rights even if one slipped in

@@ -4,11 +4,13 @@ retraining (``radassist feedback export``, ``/admin/feedback.csv``)."""
 
 import csv
 import io
+import json
 import os
 
 from portal.models import Report, ReportStatus, Scan, db
 
-COLUMNS = ("report_id", "report_version", "scan_id", "image_sha256", "original_sha256", "scan_kind", "model_name",
+COLUMNS = ("report_id", "report_version", "scan_id", "image_sha256", "original_sha256", "scan_kind", "source",
+           "scanner", "model_name",
            "model_version", "predicted_class", "in_domain", "uncertain", "cancer_probability", "confirmed_class",
            "doctor_agrees", "signed_at")
 
@@ -21,12 +23,19 @@ def labelled_reports():
         .order_by(Report.signed_at, Report.id)).all()
 
 
+def scanner(scan) -> str:
+    """The scan's scanner as its DICOM names it (manufacturer and model; "" for PNG/JPEG): a slice, not a person."""
+    acquisition = json.loads(scan.acquisition_json) if scan.acquisition_json else {}
+    return " ".join(acquisition[key] for key in ("Manufacturer", "ManufacturerModelName") if acquisition.get(key))
+
+
 def rows() -> list[dict]:
     def flag(value):
         return "" if value is None else str(bool(value)).lower()
 
     return [{"report_id": report.id, "report_version": report.version, "scan_id": scan.id,
              "image_sha256": scan.image_sha256, "original_sha256": scan.original_sha256, "scan_kind": scan.kind,
+             "source": scan.source, "scanner": scanner(scan),
              "model_name": report.model_name, "model_version": report.model_version,
              "predicted_class": report.predicted_class, "in_domain": flag(report.in_domain),
              "uncertain": flag(report.uncertain),

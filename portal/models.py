@@ -145,6 +145,11 @@ class Scan(db.Model):
     patient: Mapped[User] = relationship(foreign_keys=[patient_id])
     uploaded_by: Mapped[User] = relationship(foreign_keys=[uploaded_by_id])
 
+    @property
+    def source(self) -> str:
+        """Who sent the scan in (monitoring slices by it): ``doctor_upload`` or ``patient_upload``."""
+        return "patient_upload" if self.self_submitted else "doctor_upload"
+
 
 class JobStatus(enum.StrEnum):
     QUEUED = "queued"

@@ -20,6 +20,8 @@ from radassist import contract
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE, REPORT_FILE = contract.MONITORING_SUMMARY_FILE, contract.MONITORING_REPORT_FILE
+EVALUATION_FILE = contract.MONITORING_EVALUATION_FILE
+PAGES = {"report": REPORT_FILE, "evaluation": EVALUATION_FILE}  # a window's pages the portal serves
 LABEL = re.compile(r"^\d{8}T\d{6}-\d{8}T\d{6}$")           # a window's folder: START-END, compact UTC
 MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 GROUP_COLOURS = {"intensity": "#1f77b4", "geometry": "#2ca02c", "output": "#9467bd", "embedding": "#e8710a"}
@@ -57,9 +59,10 @@ def latest_alert(root: str, model: str) -> dict | None:
     return newest[-1] if newest and newest[-1].get("alert") else None
 
 
-def report_path(root: str, model: str, label: str) -> str | None:
+def report_path(root: str, model: str, label: str, page: str = "report") -> str | None:
+    """A window's published page (``PAGES``: the drift report or TFMA over its labelled calls), None if absent."""
     folder = _folder(root, model, label)
-    path = folder and os.path.join(folder, REPORT_FILE)
+    path = folder and page in PAGES and os.path.join(folder, PAGES[page])
     return path if path and os.path.isfile(path) else None
 
 
@@ -81,6 +84,11 @@ def agreement(summaries: list[dict], model: str) -> list[dict]:
         readings = counts.get(True, 0) + counts.get(False, 0)
         result.append({"readings": readings, "share": counts.get(True, 0) / readings if readings else None})
     return result
+
+
+def labelled_accuracy(summary: dict) -> float | None:
+    """TFMA's accuracy on the window's calls that doctors have read (None without any)."""
+    return (summary.get("feedback") or {}).get("accuracy")
 
 
 @dataclasses.dataclass
@@ -158,7 +166,10 @@ def charts(summaries: list[dict], agreements: list[dict], links: list[str]) -> t
                                                for s in summaries], palette[i % len(palette)])
                                  for i, name in enumerate(classes)], links, ticks, maximum=1.0, percent=True,
                                 title="predicted class mix"),
-        "agreement": line_chart([Series("doctors agree", [a["share"] for a in agreements], "#2ca02c")], links,
-                                ticks, maximum=1.0, percent=True, title="doctors' agreement with the model"),
+        "agreement": line_chart([Series("doctors agree (sign-offs in the window)", [a["share"] for a in agreements],
+                                        "#2ca02c"),
+                                 Series("accuracy on the window's labelled calls (TFMA)",
+                                        [labelled_accuracy(s) for s in summaries], "#1f77b4")],
+                                links, ticks, maximum=1.0, percent=True, title="doctors' agreement with the model"),
     }, {"classes": {name: palette[i % len(palette)] for i, name in enumerate(classes)},
         "groups": {series.name: series.colour for series in drift}}

@@ -19,7 +19,7 @@ def record(scan, image_sha256: str, prediction, segmentation) -> dict:
         "model_name": prediction.model_name, "model_version": prediction.model_version,
         "segmentation_model": f"{segmented.model_name}/{segmented.model_version}" if segmented else None,
         "scan_kind": scan.kind, "modality": scan.modality,
-        "source": "patient_upload" if scan.self_submitted else "doctor_upload",
+        "source": scan.source,
         "uploaded_at": scan.created_at.isoformat(timespec="seconds") + "Z",
         "acquisition": json.loads(scan.acquisition_json) if scan.acquisition_json else {},
         "width": scan.width, "height": scan.height,

@@ -20,7 +20,7 @@ from radassist import quiet  # noqa: E402 - after the Keras choice
 
 CHILD_MARK = "RADASSIST_QUIET_CHILD"  # set in the filtered child's environment: the child runs the command itself
 # Each part's command module, the dependency group it needs and the commands it registers.
-PARTS = (("pipelines.cli", "train", ("pipeline", "monitor", "retrain")), ("serving.cli", "serve", ("serve",)),
+PARTS = (("pipelines.cli", "train", ("pipeline", "monitor", "retrain", "data")), ("serving.cli", "serve", ("serve",)),
          ("portal.cli", "portal", ("portal", "worker", "users", "migrate", "feedback")))
 
 

@@ -75,6 +75,7 @@ SEGMENT_OUTPUTS = (Output.PROBABILITY_MAP, Output.IMAGE_SIZE, Output.LESION_COUN
 PREDICTION_LOG_SUFFIX = ".tfrecord.gz"
 # A monitored window's published files (components/monitoring/publish.py writes them, the portal reads them).
 MONITORING_SUMMARY_FILE, MONITORING_REPORT_FILE = "summary.json", "report.html"
+MONITORING_EVALUATION_FILE = "evaluation.html"  # TFMA over the window's doctor-labelled calls
 # Where a SavedModel version keeps its info file (the full training record; ModelInfo reads its contract fields).
 MODEL_INFO_PATH = os.path.join("assets.extra", "radassist_model.json")
 

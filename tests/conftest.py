@@ -256,3 +256,25 @@ def pytest_ignore_collect(collection_path, config):
     if "not slow" in markexpr and collection_path.name in SLOW_MODULES:
         return True
     return None
+
+
+@pytest.fixture()
+def s3(monkeypatch):
+    """moto's S3 server on a free port, the AWS variables pointing at it, and a new bucket: (client, bucket)."""
+    import uuid
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(key, value)
+    client = boto3.client("s3", endpoint_url=endpoint)
+    bucket = f"models-{uuid.uuid4().hex[:12]}"  # moto's backend outlives a server: one bucket per test
+    client.create_bucket(Bucket=bucket)
+    yield client, bucket
+    server.stop()

@@ -111,6 +111,20 @@ def test_both_model_servers_serve_both_models_from_one_tf_serving_config():
         assert volumes["model-config"]["configMap"]["name"] == "model-config"
 
 
+def test_our_server_logs_the_classifiers_calls_for_monitoring():
+    """The radassist-server overlay replaces the model config with base's plus a logging_config (TF Serving's own
+    field) for the classifier, so `radassist monitor` has traffic to read; the TF Serving overlay keeps base's."""
+    from serving.model_config import read_model_config
+
+    base = read_model_config(os.path.join(INFRA, "serving", "base", "models.config"))
+    ours = read_model_config(os.path.join(INFRA, "serving", "radassist-server", "models.config"))
+    assert [(m.name, m.base_path) for m in ours] == [(m.name, m.base_path) for m in base]
+    assert ours[0].logging.filename_prefix.startswith("s3://") and ours[0].logging.sampling_rate > 0
+    (kustomization,) = _documents(os.path.join(INFRA, "serving", "radassist-server", "kustomization.yaml"))
+    (generator,) = kustomization["configMapGenerator"]
+    assert generator == {"name": "model-config", "behavior": "replace", "files": ["models.config"]}
+
+
 def test_the_alert_rules_read_the_metrics_the_monitor_pushes():
     with open(os.path.join(REPO_ROOT, "components", "monitoring", "publish.py")) as handle:
         pushed = set(re.findall(r'Gauge\("(radassist_\w+)"', handle.read()))

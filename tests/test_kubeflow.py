@@ -115,15 +115,17 @@ def test_the_monitoring_pipeline_compiles_to_a_recurring_run_with_a_moving_windo
     assert cli.main(["monitor", "--window", "24h", "--compile", str(job), "--logs", "s3://logs/predictions",
                      "--model-base", "s3://bucket/models", "--data", "s3://bucket/chest-ct", "--publish-dir",
                      "/mnt/monitoring", "--image", "registry.example/radassist-train:1.2.3",
-                     "--baseline-cache", "s3://bucket/monitoring-baselines"]) == 0
+                     "--baseline-cache", "s3://bucket/monitoring-baselines",
+                     "--feedback", "s3://bucket/feedback/labels.csv"]) == 0
     spec_dict = kubeflow_runner.pipeline_spec(str(job))
     spec = json_format.ParseDict(spec_dict, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
     assert set(spec.root.dag.tasks) == {"PredictionLogExampleGen", "BaselineExampleGen", "window_statistics",
-                                        "baseline_statistics", "DriftValidator"}
+                                        "baseline_statistics", "FeedbackEvaluator", "DriftValidator"}
     assert spec.pipeline_info.name == "radassist-monitoring"
     text = json.dumps(spec_dict)
     for expected in ('"24h"', "s3://logs/predictions", "s3://bucket/chest-ct", "s3://bucket/models/radassist",
-                     "/mnt/monitoring", "s3://bucket/monitoring-baselines", "registry.example/radassist-train:1.2.3"):
+                     "/mnt/monitoring", "s3://bucket/monitoring-baselines", "registry.example/radassist-train:1.2.3",
+                     "s3://bucket/feedback/labels.csv"):
         assert expected in text, expected
     _FakeKfpClient.calls = []
     assert kubeflow_runner.submit(str(job), "http://kfp:8888", schedule="0 0 2 * * *",

@@ -134,3 +134,39 @@ def test_embedding_test_holds_its_false_alarm_rate_on_exchangeable_samples():
     moved = drift.embedding_drift(reference, rng.normal(size=(100, 8)) + np.array([0.6] + [0] * 7), thresholds)
     assert moved["drifted"] and moved["p_value"] < 0.01
 
+
+
+def test_the_windows_doctor_labelled_calls_are_scored_by_tfma(tmp_path):
+    from components.monitoring import labelled
+
+    images = sample_images("test")[:8]
+    outputs = model_outputs(8, seed=5)
+    window = features.feature_columns(images, outputs, [3] * 6 + [4] * 2)
+    predicted = list(window[features.PREDICTED_CLASS])
+    digests = list(window[features.SHA256])
+    readings = {  # doctors read six of the eight: four agree, one confirms another class, one cannot say
+        digests[0]: {"confirmed_class": predicted[0], "source": "doctor_upload", "scanner": "SIEMENS"},
+        digests[1]: {"confirmed_class": predicted[1], "source": "doctor_upload", "scanner": ""},
+        digests[2]: {"confirmed_class": predicted[2], "source": "patient_upload", "scanner": ""},
+        digests[3]: {"confirmed_class": next(c for c in CLASSES if c != predicted[3]), "source": "doctor_upload"},
+        digests[6]: {"confirmed_class": predicted[6], "source": "doctor_upload"},
+        digests[7]: {"confirmed_class": "not_assessable", "source": "doctor_upload"},
+        "f" * 64: {"confirmed_class": "normal"},  # an image outside the window
+    }
+    rows, counts = labelled.labelled_rows(window, readings, {3: CLASSES, 4: CLASSES}, "W")
+    assert counts == {"readings": 7, "labelled": 5, "not_a_class": 1}
+    assert [CLASSES[i] for i in rows[labelled.LABEL]][:3] == predicted[:3]
+    np.testing.assert_allclose(rows[features.PROBABILITIES][0], outputs["probabilities"][0])
+    result = labelled.evaluate(rows, str(tmp_path))
+    assert result["labelled"] == 5 and result["accuracy"] == pytest.approx(4 / 5)
+    slices = result["slices"]
+    assert slices["model_version=3"]["example_count"] == 4 and slices["model_version=3"]["accuracy"] == 0.75
+    assert slices["model_version=4"]["accuracy"] == 1.0 and slices["source=patient_upload"]["example_count"] == 1
+    assert slices["scanner=SIEMENS"]["example_count"] == 1 and slices["window=W"]["example_count"] == 5
+    assert sum(map(sum, result["confusion_matrix"])) == 5
+    page = labelled.render_html(result, counts, "radassist", "W", CLASSES)
+    assert "model_version=3" in page and "<script" not in page
+    # A version whose classes are unknown (deleted) labels nothing; no labelled call: no TFMA run, a clear page.
+    assert labelled.labelled_rows(window, readings, {}, "W")[1]["labelled"] == 0
+    empty = labelled.evaluate({}, str(tmp_path / "none"))
+    assert empty["accuracy"] is None and "No labelled call" in labelled.render_html(empty, {}, "radassist", "W", ())

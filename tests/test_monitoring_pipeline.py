@@ -71,10 +71,13 @@ def traffic(contract_model_base, tmp_path_factory):
                            "--prediction-log-file-seconds", "1").start()
     images = sample_images("train")
     earlier = time.time() - 3 * 3600
+    answers = {}
     try:
         with ServingClient(server.address, MODEL_NAME, timeout=60) as client:
             for start in range(0, len(images), 8):
-                client.predict(images[start:start + 8])
+                batch = images[start:start + 8]
+                for image, prediction in zip(batch, client.predict(batch), strict=True):
+                    answers[hashlib.sha256(image).hexdigest()] = prediction.class_name
             closed = _wait_for_closed_files(logs, 1)
             for path in closed:  # as if logged three hours ago
                 os.utime(path, (earlier, earlier))
@@ -86,7 +89,7 @@ def traffic(contract_model_base, tmp_path_factory):
         server.stop()
     moment = dt.datetime.fromtimestamp(earlier, dt.UTC)
     distinct = len({hashlib.sha256(image).digest() for image in images})  # the sample repeats one slice
-    return {"root": root, "output": root / "outputs", "logs": logs, "count": distinct,
+    return {"root": root, "output": root / "outputs", "logs": logs, "count": distinct, "answers": answers,
             "earlier": "/".join((moment + dt.timedelta(minutes=m)).isoformat() for m in (-5, 5))}
 
 
@@ -115,15 +118,42 @@ def _summaries(traffic) -> dict[str, dict]:
     return found
 
 
-def test_monitor_finds_the_shifted_window_only_and_delivers_its_verdict(traffic, monkeypatch):
+def feedback_export(path, answers: dict[str, str]) -> str:
+    """Doctors' readings of six of the window's images, as `radassist feedback export` writes them: four agree with
+    the model, one confirms another class, one is not assessable (and an older reading of the first is superseded)."""
+    from portal.feedback import COLUMNS, to_csv
+
+    classes = ("adenocarcinoma", "large.cell.carcinoma", "squamous.cell.carcinoma", "normal")
+    digests = sorted(answers)[:6]
+    confirmed = [answers[d] for d in digests[:4]] + [next(c for c in classes if c != answers[digests[4]]),
+                                                     "not_assessable"]
+    rows = [{name: "" for name in COLUMNS} | {
+        "report_id": i, "report_version": 1, "image_sha256": digest, "scan_kind": "png", "source": "doctor_upload",
+        "model_name": MODEL_NAME, "model_version": 1, "predicted_class": answers[digest], "confirmed_class": label,
+        "signed_at": "2026-12-01T10:00:00Z"} for i, (digest, label) in enumerate(zip(digests, confirmed, strict=True))]
+    rows.append(rows[0] | {"report_version": 0, "confirmed_class": confirmed[4], "signed_at": "2026-11-01T10:00:00Z"})
+    path.write_text(to_csv(rows))
+    return str(path)
+
+
+def test_monitor_finds_the_shifted_window_only_and_delivers_its_verdict(traffic, monkeypatch, tmp_path):
     receiver = Receiver()
     monkeypatch.setenv("RADASSIST_MONITOR_WEBHOOK_URL", receiver.url + "/hook")
     monkeypatch.setenv("RADASSIST_PUSHGATEWAY_URL", receiver.url)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    labels = feedback_export(tmp_path / "labels.csv", traffic["answers"])
 
-    assert _monitor(traffic, traffic["earlier"], "--fail-on-drift") == 0
+    assert _monitor(traffic, traffic["earlier"], "--fail-on-drift", "--feedback", labels) == 0
     (quiet,) = _summaries(traffic).values()
     assert quiet["images"] == traffic["count"] and not quiet["alert"], quiet["verdict"]
+    # TFMA over the window's doctor-labelled calls: 4 of 5 readable ones agree.
+    labelled = quiet["feedback"]
+    assert (labelled["labelled"], labelled["not_a_class"], labelled["accuracy"]) == (5, 1, 0.8)
+    assert labelled["slices"]["model_version=1"]["example_count"] == 5
+    assert labelled["slices"]["source=doctor_upload"]["accuracy"] == 0.8
+    page = (traffic["output"] / configs.MONITORING_SUBDIR / MODEL_NAME / quiet["window"]["label"]
+            / "evaluation.html").read_text()
+    assert "model_version=1" in page and "0.800" in page
     assert quiet["baseline"] == {"model_version": 1, "images": traffic["count"]}
     assert quiet["model_versions"] == {"1": traffic["count"]} and quiet["delivery"]["pushgateway"] == "ok"
     assert not [r for r in receiver.received if r[1] == "/hook"]  # no alert, no webhook
@@ -152,6 +182,10 @@ def test_monitor_finds_the_shifted_window_only_and_delivers_its_verdict(traffic,
     experiment = tracking.get_experiment_by_name("radassist-monitoring")
     runs = tracking.search_runs([experiment.experiment_id])
     assert sorted(run.data.metrics["alert"] for run in runs) == [0.0, 1.0]
+    assert sorted(run.data.metrics["labelled_calls"] for run in runs) == [0.0, 5.0]
+    assert 'radassist_labelled_accuracy{model="radassist"} 0.8' in pushed[0]
+    evaluations = [a for a in store.get_artifacts_by_type("ModelEvaluation") if "labelled" in a.custom_properties]
+    assert sorted(a.custom_properties["labelled"].int_value for a in evaluations) == [0, 5]
 
 
 def test_a_window_without_traffic_gives_no_verdict_and_no_error(traffic):

@@ -34,6 +34,12 @@ def run(first_pipeline_run):
     return first_pipeline_run
 
 
+def subprocess_lines(command: list[str]) -> list[str]:
+    import subprocess
+
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+
+
 def _store(output):
     return read_only_store(str(output / "tfx" / "metadata.sqlite"))
 
@@ -179,6 +185,7 @@ def test_retraining_on_confirmed_cases_records_its_data_version_and_promotes_by_
     refusals: tests/test_retraining.py; the Evaluator's: the second run above.)"""
     import shutil
 
+    from test_data_registry import same_tree
     from test_retraining import feedback_export, shifted_test_cases
 
     from components import retraining
@@ -187,9 +194,11 @@ def test_retraining_on_confirmed_cases_records_its_data_version_and_promotes_by_
     shutil.copytree(run["output"], output)  # its ML Metadata knows the last blessed model
     before = sorted(os.listdir(output / "models" / "radassist"))
     labels, images = feedback_export(tmp_path / "export", shifted_test_cases())
+    registry = ["--data-registry", str(tmp_path / "registry")]
+    assert cli.main(["data", "init", *registry, "--output", str(output)]) == 0
     assert cli.main(["retrain", "--feedback", labels, "--images", images, "--data", str(run["data"]), "--output",
                      str(output), "--quick", "--seed", "3", "--accuracy-floor", "0", "--holdout-share", "0.25",
-                     "--regression-tolerance", "1", "--holdout-tolerance", "1"]) == 0
+                     "--regression-tolerance", "1", "--holdout-tolerance", "1", *registry]) == 0
     (version_root,) = glob.glob(str(output / "data-versions" / "*"))
     manifest = json.loads(pathlib.Path(version_root, retraining.MANIFEST).read_text())
     assert len(manifest["confirmed_train"]) + len(manifest["confirmed_holdout"]) == 40
@@ -199,7 +208,20 @@ def test_retraining_on_confirmed_cases_records_its_data_version_and_promotes_by_
     recorded = json.loads((output / "models" / "radassist" / new / retraining.DATA_VERSION_INFO).read_text())
     assert recorded["data_version"] == manifest["id"] == os.path.basename(version_root)
     assert ModelInfo.from_saved_model(str(output / "models" / "radassist" / new)) is not None
+    # The data version is a DVC revision of the registry, recorded by the model itself, ML Metadata and MLflow.
+    info = json.loads((output / "models" / "radassist" / new / "assets.extra" / "radassist_model.json").read_text())
+    revision = info["data_version"]
+    assert revision["id"] == manifest["id"] and revision["rev"] == recorded["dvc"]["rev"]
+    log = subprocess_lines(["git", "-C", str(tmp_path / "registry"), "log", "--format=%H"])
+    assert revision["rev"] == log[0] and len(log) == 2  # the registry's start, then this data version
+    trainer = _node_executions(_store(output), "Trainer")[-1]
+    assert revision["rev"] in trainer.custom_properties["custom_config"].string_value
     client = MlflowClient(tracking_uri="sqlite:///" + str(output / "mlflow" / "mlflow.db"))
     newest = client.search_runs([client.get_experiment_by_name("radassist-training").experiment_id],
                                 order_by=["attributes.start_time DESC"])[0]
     assert newest.data.params["data_root"] == version_root
+    assert newest.data.params["data.rev"] == revision["rev"] and newest.data.params["data.md5"] == revision["md5"]
+    # Rebuildable from its record: `radassist data pull --model` restores exactly the data it was trained on.
+    assert cli.main(["data", "pull", "--model", str(output / "models" / "radassist" / new),
+                     "--out", str(tmp_path / "rebuilt")]) == 0
+    assert same_tree(str(tmp_path / "rebuilt"), version_root)

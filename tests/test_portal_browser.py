@@ -426,10 +426,12 @@ def test_the_viewer_windows_zooms_overlays_measures_and_compares(browser, stack,
 
 def _publish_monitored_windows(model_dir: str, folder: str) -> list[dict]:
     """Two windows scored by the monitoring code against the contract model's training images and published as
-    `radassist monitor` publishes them: the training slices again (quiet), then a darker, padded export (alert)."""
+    `radassist monitor` publishes them: the training slices again (quiet), then a darker, padded export (alert)
+    whose first ten calls doctors have read (TFMA's page over them, as the monitor's FeedbackEvaluator writes it)."""
     from test_monitoring import darker_and_padded, sample_images
 
-    from components.monitoring import baseline, drift, publish
+    from components.monitoring import baseline, drift, labelled, publish
+    from radassist.contract import ModelInfo
 
     predictor = baseline.Predictor(os.path.join(model_dir, "1"))
     reference = drift.distinct(predictor.columns(sample_images("train"), 1))
@@ -443,7 +445,15 @@ def _publish_monitored_windows(model_dir: str, folder: str) -> list[dict]:
                                           "end": f"2026-11-0{day + 1}T00:00:00+00:00"},
                                   counts={}, baseline={"model_version": 1, "images": len(reference["sha256"])},
                                   window_columns=window, baseline_columns=reference)
-        publish.publish_files(summary, publish.render_html(summary, reference, window), folder)
+        readings = {digest: {"confirmed_class": name, "source": "doctor_upload"} for digest, name in
+                    list(zip(window["sha256"], window["predicted_class"], strict=True))[:10]} if day == 2 else {}
+        classes = ModelInfo.from_saved_model(os.path.join(model_dir, "1")).class_names
+        rows, counts = labelled.labelled_rows(window, readings, {1: classes}, summary["window"]["label"])
+        scored = labelled.evaluate(rows, os.path.join(folder, "tfma", str(day)))
+        summary["feedback"] = labelled.summary(scored, counts)
+        publish.publish_files(summary, publish.render_html(summary, reference, window),
+                              labelled.render_html(scored, counts, "radassist", summary["window"]["label"], classes),
+                              folder)
         published.append(summary)
     return published
 
@@ -467,4 +477,10 @@ def test_admin_sees_the_drift_alert_and_opens_the_windows_report(browser, stack)
     assert "drift: " in page.locator(".verdict").inner_text()
     assert page.locator("svg[aria-label='baseline and window histograms']").count() >= 5
     _shot(page, "monitoring-window-report")
+    # The table links the window's TFMA page over the calls doctors have read (all ten agree here).
+    page.go_back()
+    page.locator("#windows a", has_text="100% of 10").click()
+    page.wait_for_selector("#slices")
+    assert "model_version=1" in page.locator("#slices").inner_text()
+    _shot(page, "monitoring-labelled-calls")
     page.close()

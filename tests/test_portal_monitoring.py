@@ -12,7 +12,7 @@ from factories import gen_scan
 from portal.models import Report, db
 
 
-def _window(root, start: dt.datetime, *, alert: bool, images: int = 120) -> str:
+def _window(root, start: dt.datetime, *, alert: bool, images: int = 120, labelled: int = 0) -> str:
     """A window summary as components/monitoring/publish.py writes it (its fields, not its statistics)."""
     end = start + dt.timedelta(days=1)
     label = f"{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}"
@@ -25,8 +25,10 @@ def _window(root, start: dt.datetime, *, alert: bool, images: int = 120) -> str:
                "images": images, "model_versions": {"3": images}, "ood_share": 0.2 if alert else 0.01,
                "review_share": 0.1, "confidence_mean": 0.81, "class_mix": {"normal": 0.6, "adenocarcinoma": 0.4},
                "groups": groups, "embedding": {"mmd2": 0.001, "p_value": 0.4, "score": 0.0, "drifted": False},
-               "alert": alert, "verdict": "drift: intensity" if alert else "no drift"}
+               "alert": alert, "verdict": "drift: intensity" if alert else "no drift",
+               "feedback": {"labelled": labelled, "accuracy": 0.8 if labelled else None, "slices": {}}}
     (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "evaluation.html").write_text(f"<!doctype html><h1>labelled calls {label}</h1>")
     (folder / "report.html").write_text(f"<!doctype html><h1>window {label}</h1><p>{summary['verdict']}</p>")
     return label
 
@@ -35,7 +37,7 @@ def _window(root, start: dt.datetime, *, alert: bool, images: int = 120) -> str:
 def published(app, tmp_path):
     root = tmp_path / "monitoring"
     first = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
-    labels = [_window(root, first + dt.timedelta(days=i), alert=i == 4) for i in range(5)]
+    labels = [_window(root, first + dt.timedelta(days=i), alert=i == 4, labelled=5 * (i == 3)) for i in range(5)]
     (root / "radassist" / "not-a-window").mkdir()
     (root / "radassist" / "20261201T000000-20261202T000000").mkdir()  # a window being written: no summary yet
     app.config["MONITORING_DIR"] = str(root)
@@ -66,6 +68,12 @@ def test_the_monitoring_page_plots_each_window_and_links_its_report(app, publish
         assert page.count(f'href="{link}"') >= 4  # a point on each chart's lines, and the table's link
     assert "alert above 1" in page and page.count("<tr class=\"alert\">") == 1
     assert "67% of 3" in page  # two of the three sign-offs in the second window agree
+    # The fourth window's calls that doctors read: TFMA's accuracy on the chart, and its page linked.
+    assert page.count(f'href="{links[3]}/evaluation"') == 1 and "80% of 5" in page
+    assert "labelled calls (TFMA) 11-05 00:00: 80%" in page  # its point on the agreement chart
+    evaluation = client.get(f"{links[3]}/evaluation")
+    assert evaluation.status_code == 200 and "labelled calls" in evaluation.get_data(as_text=True)
+    assert evaluation.headers["Content-Security-Policy"].endswith("; sandbox")
     report = client.get(links[-1])
     assert report.status_code == 200 and "drift: intensity" in report.get_data(as_text=True)
     assert report.headers["Content-Security-Policy"].endswith("; sandbox")
@@ -76,7 +84,8 @@ def test_the_monitoring_page_plots_each_window_and_links_its_report(app, publish
 
 def test_only_window_folders_are_opened_and_only_by_admins(app, published, auth, client):
     auth.login("admin@example.org")
-    for bad in ("../../etc/passwd", "not-a-window", "20261201T000000-20261202T000000", "..%2f..%2fsecret"):
+    for bad in ("../../etc/passwd", "not-a-window", "20261201T000000-20261202T000000", "..%2f..%2fsecret",
+                f"{published[0]}/summary.json", f"{published[0]}/..", f"{published[0]}/report.html"):
         assert client.get(f"/admin/monitoring/radassist/{bad}").status_code == 404
     assert client.get("/admin/monitoring/other-model/" + published[0]).status_code == 404
     assert client.get("/admin/monitoring?model=../x").status_code == 404

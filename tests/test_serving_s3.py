@@ -2,33 +2,14 @@
 
 import glob
 import os
-import uuid
 
-import boto3
 import pytest
 from conftest import free_port
 from contract_model import grey_png
-from moto.server import ThreadedMotoServer
 
 from serving.client import ServingClient
 from serving.server import ModelServer, ServerConfig
 from serving.storage import S3Storage
-
-
-@pytest.fixture()
-def s3(monkeypatch):
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3", endpoint_url=endpoint)
-    bucket = f"models-{uuid.uuid4().hex[:12]}"  # moto's backend outlives a server: one bucket per test
-    client.create_bucket(Bucket=bucket)
-    yield client, bucket
-    server.stop()
 
 
 def _upload(s3, local_dir: str, prefix: str) -> None:

@@ -4,9 +4,13 @@
   features per distinct image (split ``window``);
 - ``BaselineExampleGen``: the same features of the reference images (held-out splits) of the model version that
   served most of the window (split ``baseline``), cached per version (components/monitoring/baseline.py);
+- ``FeedbackEvaluator``: TFMA over the window's calls that doctors labelled at sign-off (the portal's feedback
+  export), sliced by window, model version, source and scanner (components/monitoring/labelled.py) -> a
+  ModelEvaluation artifact (TFMA's output, ``labelled.json``, ``evaluation.html``);
 - ``DriftValidator``: TFDV's ``validate_statistics`` with drift comparators against the baseline's statistics,
   the permutation tests and the embedding's MMD (components/monitoring/drift.py) -> a DriftReport artifact
-  (summary JSON, anomalies, schema, HTML view), published for the portal, MLflow, Prometheus and a webhook
+  (summary JSON with the labelled calls' accuracy, anomalies, schema, HTML views),
+  published for the portal, MLflow, Prometheus and a webhook
   (components/monitoring/publish.py).
 """
 
@@ -21,12 +25,15 @@ from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArti
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact, artifact_utils, standard_artifacts
 
-from components.monitoring import baseline, drift, features, logs, publish
+from components import feedback as feedback_export
+from components.monitoring import baseline, drift, features, labelled, logs, publish
+from radassist.contract import MODEL_INFO_PATH, ModelInfo
 
 log = logging.getLogger(__name__)
 
 WINDOW_SPLIT, BASELINE_SPLIT = "window", "baseline"
 EXAMPLES_FILE = "data_tfrecord-00000-of-00001.gz"
+LABELLED_FILE = "labelled.json"  # FeedbackEvaluator's result, in its ModelEvaluation artifact
 STATISTICS_FILE = "FeatureStats.pb"
 
 
@@ -116,12 +123,52 @@ def BaselineExampleGen(  # noqa: N802
     examples.set_string_custom_property("cache", cached)
 
 
+def model_classes(model_dir: str, version: int) -> tuple[str, ...]:
+    """A model version's class order, from its own info (empty when the version or its info is gone)."""
+    path = os.path.join(model_dir, str(version), MODEL_INFO_PATH)
+    if not tf.io.gfile.exists(path):
+        return ()
+    with tf.io.gfile.GFile(path, "r") as handle:
+        return ModelInfo.from_json(handle.read()).class_names
+
+
+@component
+def FeedbackEvaluator(  # noqa: N802
+    window_examples: InputArtifact[standard_artifacts.Examples],
+    evaluation: OutputArtifact[standard_artifacts.ModelEvaluation],
+    model_name: Parameter[str],
+    model_dir: Parameter[str],
+    feedback: Parameter[str] = "",
+):
+    """TFMA over the window's calls that carry a doctor's reading in the feedback export ``feedback`` (a CSV, local
+    or S3; empty: none configured, nothing labelled)."""
+    window = read_split(window_examples, WINDOW_SPLIT)
+    readings = feedback_export.read_export(feedback) if feedback else {}
+    versions = sorted({int(v) for v in window.get(features.MODEL_VERSION, [])})
+    class_names = {version: model_classes(model_dir, version) for version in versions}
+    label = publish.window_label(window_examples.get_string_custom_property("window_start"),
+                                 window_examples.get_string_custom_property("window_end"))
+    rows, counts = labelled.labelled_rows(window, readings, class_names, label)
+    result = labelled.evaluate(rows, evaluation.uri)
+    names = class_names[versions[-1]] if versions else ()
+    files = {LABELLED_FILE: json.dumps(labelled.summary(result, counts), indent=2),
+             publish.EVALUATION_FILE: labelled.render_html(result, counts, model_name, label, names)}
+    for name, text in files.items():
+        with tf.io.gfile.GFile(os.path.join(evaluation.uri, name), "w") as handle:
+            handle.write(text)
+    evaluation.set_int_custom_property("labelled", result["labelled"])
+    if result["accuracy"] is not None:
+        evaluation.set_float_custom_property("accuracy", result["accuracy"])
+    log.info("FeedbackEvaluator: %s labelled calls, accuracy %s", result["labelled"], result["accuracy"])
+
+
 @component
 def DriftValidator(  # noqa: N802
     baseline_examples: InputArtifact[standard_artifacts.Examples],
     window_examples: InputArtifact[standard_artifacts.Examples],
     baseline_statistics: InputArtifact[standard_artifacts.ExampleStatistics],
     window_statistics: InputArtifact[standard_artifacts.ExampleStatistics],
+    evaluation: InputArtifact[standard_artifacts.ModelEvaluation],
     report: OutputArtifact[DriftReport],
     model_name: Parameter[str],
     thresholds_json: Parameter[str] = "{}",
@@ -150,8 +197,13 @@ def DriftValidator(  # noqa: N802
         baseline={"model_version": baseline_examples.get_int_custom_property("model_version"),
                   "images": baseline_examples.get_int_custom_property("images")},
         window_columns=window, baseline_columns=reference)
+    with tf.io.gfile.GFile(os.path.join(evaluation.uri, LABELLED_FILE)) as handle:
+        summary["feedback"] = json.load(handle)
     html = publish.render_html(summary, reference, window)
-    files = {publish.SUMMARY_FILE: json.dumps(summary, indent=2), publish.REPORT_FILE: html}
+    with tf.io.gfile.GFile(os.path.join(evaluation.uri, publish.EVALUATION_FILE)) as handle:
+        evaluation_html = handle.read()
+    files = {publish.SUMMARY_FILE: json.dumps(summary, indent=2), publish.REPORT_FILE: html,
+             publish.EVALUATION_FILE: evaluation_html}
     if anomalies is not None:
         files["anomalies.pbtxt"] = text_format.MessageToString(anomalies)
         files["schema.pbtxt"] = text_format.MessageToString(schema)
@@ -165,7 +217,9 @@ def DriftValidator(  # noqa: N802
         report.set_float_custom_property(f"{group}_score", scores["score"])
     if summary["embedding"]:
         report.set_float_custom_property("embedding_mmd2", summary["embedding"]["mmd2"])
-    publish.send(summary, html, publish_dir=publish_dir, mlflow_tracking_uri=mlflow_tracking_uri,
+    if summary["feedback"]["accuracy"] is not None:
+        report.set_float_custom_property("labelled_accuracy", summary["feedback"]["accuracy"])
+    publish.send(summary, html, evaluation_html, publish_dir=publish_dir, mlflow_tracking_uri=mlflow_tracking_uri,
                  mlflow_experiment=mlflow_experiment, webhook_url=webhook_url, pushgateway_url=pushgateway_url,
                  report_dir=report.uri)
     with tf.io.gfile.GFile(os.path.join(report.uri, publish.SUMMARY_FILE), "w") as handle:

@@ -8,6 +8,8 @@ does):
   covers (padding, cropping, zoom) and the deskew angle;
 - ``output``: the model's confidence, predicted class, out-of-distribution score and share, review share;
 - ``embedding``: the model's pooled-feature principal components (the ``embedding`` output), tested jointly.
+The probability vector rides along ungrouped: the window's doctor-labelled calls are scored with it
+(components/monitoring/labelled.py).
 Identifiers are hashes only: no patient data reaches the logs (serving/prediction_log.py) or these features.
 """
 
@@ -23,6 +25,8 @@ MODEL_VERSION = "model_version"
 SIGNATURE = "signature"
 PREDICTED_CLASS = "predicted_class"
 EMBEDDING = "embedding"
+PROBABILITIES = "probabilities"  # the calibrated class probabilities, kept for TFMA over doctor-labelled calls
+VECTORS = (EMBEDDING, PROBABILITIES)  # one vector per image; every other feature is one value
 EXAMPLES_SUFFIX = ".tfrecord.gz"  # the monitoring pipeline's feature rows: gzip'd TFRecords of tf.Examples
 INTENSITY_LEVELS = (0.1, 0.25, 0.5, 0.75, 0.9)  # quantiles of the body's raw gray levels kept as features
 INTENSITY_NAMES = tuple(f"intensity_q{round(level * 100):02d}" for level in INTENSITY_LEVELS)
@@ -56,14 +60,14 @@ def input_statistics(images: list[bytes], batch_size: int = 32) -> dict[str, np.
 
 
 def to_examples(rows: dict[str, np.ndarray]) -> list[bytes]:
-    """Feature columns (one value, or one vector for ``embedding``, per image) -> serialized tf.Examples."""
+    """Feature columns (one value, or one vector for ``VECTORS``, per image) -> serialized tf.Examples."""
     count = len(rows[SHA256]) if rows else 0
     examples = []
     for i in range(count):
         feature = {}
         for name, column in rows.items():
             value = column[i]
-            if name == EMBEDDING:
+            if name in VECTORS:
                 feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(value).tolist()))
             elif isinstance(value, (str, bytes)):
                 text = value.encode() if isinstance(value, str) else value
@@ -77,7 +81,7 @@ def to_examples(rows: dict[str, np.ndarray]) -> list[bytes]:
 
 
 def from_examples(serialized: list[bytes]) -> dict[str, np.ndarray]:
-    """The inverse of ``to_examples``: columns as numpy arrays (``embedding`` [N, K] when present)."""
+    """The inverse of ``to_examples``: columns as numpy arrays (``VECTORS`` [N, K] when present)."""
     columns: dict[str, list] = {}
     for raw in serialized:
         example = tf.train.Example.FromString(raw)
@@ -86,8 +90,8 @@ def from_examples(serialized: list[bytes]) -> dict[str, np.ndarray]:
             values = list(getattr(feature, kind).value)
             if kind == "bytes_list":
                 values = [value.decode() for value in values]
-            columns.setdefault(name, []).append(values if name == EMBEDDING else values[0])
-    return {name: np.asarray(values, np.float32 if name in (*NUMERIC, EMBEDDING) else object)
+            columns.setdefault(name, []).append(values if name in VECTORS else values[0])
+    return {name: np.asarray(values, np.float32 if name in (*NUMERIC, *VECTORS) else object)
             for name, values in columns.items()}
 
 
@@ -106,6 +110,7 @@ def feature_columns(images: list[bytes], outputs: dict[str, np.ndarray], version
         SIGNATURE: np.asarray(signatures if signatures is not None else ["predict_image"] * count, object),
         **input_statistics(images),
         "confidence": probabilities.max(axis=1),
+        PROBABILITIES: probabilities.reshape(count, -1),
         PREDICTED_CLASS: np.asarray([n.decode() if isinstance(n, bytes) else str(n) for n in names], object),
         "ood_score": np.asarray(outputs.get("ood_score", np.full(count, np.nan)), np.float32),
         "out_of_domain": 1.0 - np.asarray(outputs.get("in_domain", np.ones(count)), np.float32),

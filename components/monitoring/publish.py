@@ -1,7 +1,8 @@
 """Where a window's drift verdict goes: its summary JSON and HTML view, the published folder the portal's Monitoring
 page reads, MLflow, a Prometheus Pushgateway and an optional webhook.
 
-The published folder holds ``<model>/<window label>/summary.json`` and ``report.html`` per monitored window; the
+The published folder holds ``<model>/<window label>/summary.json``, ``report.html`` (drift) and ``evaluation.html``
+(TFMA over the doctor-labelled calls) per monitored window; the
 portal lists it (portal/monitoring.py). Every remote call has a timeout; a failed delivery is logged and
 recorded in the summary's ``delivery`` and never loses the report (it stays in the pipeline's artifact).
 """
@@ -21,6 +22,7 @@ from radassist import contract
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE, REPORT_FILE = contract.MONITORING_SUMMARY_FILE, contract.MONITORING_REPORT_FILE
+EVALUATION_FILE = contract.MONITORING_EVALUATION_FILE
 MLFLOW_EXPERIMENT = "radassist-monitoring"
 TIMEOUT_SECONDS = 10.0
 CONFIDENCE_BINS = np.linspace(0.0, 1.0, 11)
@@ -121,6 +123,7 @@ tr.drift{{background:#fde8e4}}
 <p>{summary_['images']} distinct images (baseline: version {summary_['baseline']['model_version']},
 {summary_['baseline']['images']} reference images); out of domain {_share(summary_['ood_share'])}, needs review
 {_share(summary_['review_share'])}.</p>
+<p id="labelled">{_labelled(summary_.get('feedback'))}</p>
 <h2>Feature groups</h2><p>A group drifts when its score (largest TFDV distance / threshold) is over 1 and its
 permutation test's p-value is under {summary_['thresholds']['alpha']}.</p>
 <table><tr><th>group</th><th>score</th><th>p-value</th><th></th></tr>{groups}</table>
@@ -129,6 +132,13 @@ permutation test's p-value is under {summary_['thresholds']['alpha']}.</p>
 style="background:#e8710a"></span></p>
 <table><tr><th>group</th><th>feature</th><th>distance / threshold</th><th>distribution</th></tr>{''.join(rows)}</table>
 </body></html>"""
+
+
+def _labelled(feedback: dict | None) -> str:
+    if not feedback or not feedback.get("labelled"):
+        return "No call in this window carries a doctor's reading yet."
+    return (f"Doctors read {feedback['labelled']} of the window's images: the model agreed with "
+            f"{feedback['accuracy']:.1%} of them (TFMA, by slice: {html.escape(EVALUATION_FILE)}).")
 
 
 def _minute(moment: str) -> str:
@@ -165,6 +175,10 @@ def push_metrics(summary_: dict, gateway: str, timeout: float = TIMEOUT_SECONDS)
     if summary_.get("ood_share") is not None:
         Gauge("radassist_window_ood_share", "share of the window's images out of domain", ["model"],
               registry=registry).labels(model).set(summary_["ood_share"])
+    labelled = summary_.get("feedback") or {}
+    if labelled.get("accuracy") is not None:
+        Gauge("radassist_labelled_accuracy", "accuracy on the window's doctor-labelled calls (TFMA)", ["model"],
+              registry=registry).labels(model).set(labelled["accuracy"])
     Gauge("radassist_monitoring_last_run_timestamp_seconds", "when the monitor last finished", ["model"],
           registry=registry).labels(model).set_to_current_time()
     push_to_gateway(gateway, job=PUSHGATEWAY_JOB, registry=registry, grouping_key={"model": model},
@@ -187,15 +201,21 @@ def log_mlflow(summary_: dict, report_dir: str, tracking_uri: str, experiment: s
         for name in ("ood_share", "review_share", "confidence_mean"):
             if summary_.get(name) is not None:
                 metrics[name] = summary_[name]
+        labelled = summary_.get("feedback") or {}
+        metrics["labelled_calls"] = float(labelled.get("labelled", 0))
+        if labelled.get("accuracy") is not None:
+            metrics["labelled_accuracy"] = labelled["accuracy"]
         mlflow.log_metrics(metrics)
         mlflow.log_artifacts(report_dir)
 
 
-def publish_files(summary_: dict, html_text: str, publish_dir: str) -> str:
-    """Writes the window's summary and view under ``<publish_dir>/<model>/<label>/``; returns that folder."""
+def publish_files(summary_: dict, html_text: str, evaluation_html: str, publish_dir: str) -> str:
+    """Writes the window's summary and views under ``<publish_dir>/<model>/<label>/``; returns that folder."""
     folder = os.path.join(publish_dir, summary_["model"], summary_["window"]["label"])
     os.makedirs(folder, exist_ok=True)
-    for name, text in ((REPORT_FILE, html_text), (SUMMARY_FILE, json.dumps(summary_, indent=2))):
+    # The summary last: the portal lists a window by its summary, so its pages are there once it is.
+    for name, text in ((REPORT_FILE, html_text), (EVALUATION_FILE, evaluation_html),
+                       (SUMMARY_FILE, json.dumps(summary_, indent=2))):
         temporary = os.path.join(folder, f".{name}.partial")
         with open(temporary, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -203,7 +223,7 @@ def publish_files(summary_: dict, html_text: str, publish_dir: str) -> str:
     return folder
 
 
-def send(summary_: dict, html_text: str, *, publish_dir: str = "", mlflow_tracking_uri: str = "",
+def send(summary_: dict, html_text: str, evaluation_html: str, *, publish_dir: str = "", mlflow_tracking_uri: str = "",
          mlflow_experiment: str = MLFLOW_EXPERIMENT, webhook_url: str = "", pushgateway_url: str = "",
          report_dir: str = "") -> dict:
     """Delivers the report to each configured place; returns {place: "ok" | error text} (also in the summary)."""
@@ -226,5 +246,5 @@ def send(summary_: dict, html_text: str, *, publish_dir: str = "", mlflow_tracki
             delivery[place] = f"failed: {error}"
     summary_["delivery"] = delivery
     if publish_dir:
-        publish_files(summary_, html_text, publish_dir)
+        publish_files(summary_, html_text, evaluation_html, publish_dir)
     return delivery

@@ -11,7 +11,7 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 
 from components.segmentation import export, features, recipe
-from components.trainer.run_fn import MODEL_NAME_KEY
+from components.trainer.run_fn import DATA_VERSION_KEY, MODEL_NAME_KEY
 from radassist.contract import SEGMENTATION_MODEL_NAME
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Trains and exports; ``fn_args.custom_config`` holds SegmentationConfig fields plus ``model_name``."""
     custom = dict(fn_args.custom_config or {})
     model_name = custom.pop(MODEL_NAME_KEY, SEGMENTATION_MODEL_NAME)
+    data_version = custom.pop(DATA_VERSION_KEY, None) or {}
     config = recipe.SegmentationConfig.from_dict(custom)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     started = time.time()
@@ -66,6 +67,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     log.info("lesion threshold %.2f: validation patient-mean Dice %.3f", threshold, valid_dice)
     info = {
         "model_name": model_name,
+        "data_version": data_version,
         "training": config.to_dict(),
         "training_dtype_policy": trained.policy,
         "train_examples": int(len(train.grey)),

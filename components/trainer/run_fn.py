@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 # custom_config keys that are not training knobs
 MODEL_NAME_KEY = "model_name"
+DATA_VERSION_KEY = "data_version"  # the data's DVC revision (components/data_registry.py): into the model's info
 
 
 def load_split(file_pattern: list[str], tf_transform_output: tft.TFTransformOutput, batch_size: int = 32):
@@ -64,9 +65,11 @@ def shifted_views(file_pattern: list[str], tf_transform_output: tft.TFTransformO
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    """Trains and exports; ``fn_args.custom_config`` holds TrainingConfig fields plus ``model_name``."""
+    """Trains and exports; ``fn_args.custom_config`` holds TrainingConfig fields plus ``model_name`` and
+    ``data_version``."""
     custom = dict(fn_args.custom_config or {})
     model_name = custom.pop(MODEL_NAME_KEY, MODEL_NAME)
+    data_version = custom.pop(DATA_VERSION_KEY, None) or {}
     config = recipes.TrainingConfig.from_dict(custom)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     started = time.time()
@@ -80,6 +83,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                                shifted_views=shifted_views(fn_args.train_files, tf_transform_output, config.seed))
     info = {
         "model_name": model_name,
+        "data_version": data_version,
         "training": json.loads(json.dumps(config.__dict__)),
         "training_dtype_policy": recipes.dtype_policy(config),
         "train_examples": int(len(train[1])),
