@@ -200,10 +200,13 @@ def sign_off(report: Report, doctor: User, store: BlobStore, assessment: str, co
         raise ReportError("This report is already final.")
     if _newer_version(report) is not None:
         raise ReportError("A newer version of this report exists.")
-    report.doctor_agrees, report.confirmed_class = doctor_label(report, assessment, confirmed_class)
-    report.status, report.signed_by_id, report.signed_at = ReportStatus.FINAL.value, doctor.id, utcnow()
-    report.signed_by = doctor
-    report.pdf_sha256 = store.put(render_pdf(report, store))
+    # One flush for the whole sign-off: rendering may lazy-load the scan, and an autoflush between the status and
+    # the PDF would write the report as final first and then refuse its PDF as a change to a final report.
+    with db.session.no_autoflush:
+        report.doctor_agrees, report.confirmed_class = doctor_label(report, assessment, confirmed_class)
+        report.status, report.signed_by_id, report.signed_at = ReportStatus.FINAL.value, doctor.id, utcnow()
+        report.signed_by = doctor
+        report.pdf_sha256 = store.put(render_pdf(report, store))
 
 
 def amend(report: Report, doctor: User, reason: str, store: BlobStore) -> Report:

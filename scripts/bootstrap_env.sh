@@ -76,18 +76,18 @@ patch_interpreter() {  # make .venv/bin/python3.11 a patched copy that runs on t
 
 # DVC (data versions: `radassist data`) lives in a virtual environment of its own under .venv/tools/dvc, linked as
 # .venv/bin/dvc: its pins (aiobotocore's botocore, hydra's antlr4) would otherwise downgrade packages that TFX, boto3
-# and moto need. RadAssist calls it as a command, as people do.
-DVC_REQUIREMENT="dvc[s3]==3.67.1"
+# and moto need. RadAssist calls it as a command, as people do. Its pin is pyproject.toml's `data` group.
 install_dvc() {
-  local tool="$VENV/tools/dvc"
-  if [ -x "$tool/bin/dvc" ] && [ "$(cat "$tool/.requirement" 2>/dev/null)" = "$DVC_REQUIREMENT" ]; then
+  local tool="$VENV/tools/dvc" wanted
+  wanted=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
+  if [ -x "$tool/bin/dvc" ] && [ "$(cat "$tool/.installed" 2>/dev/null)" = "$wanted" ]; then
     return
   fi
-  say "installing $DVC_REQUIREMENT into $tool"
+  say "installing DVC (pyproject.toml's data group) into $tool"
   rm -rf "$tool"
   "$PYTHON" -m venv "$tool"
-  "$tool/bin/python" -m pip install -q "$DVC_REQUIREMENT"
-  echo "$DVC_REQUIREMENT" > "$tool/.requirement"
+  "$tool/bin/python" -m pip install -q "$ROOT[data]"
+  echo "$wanted" > "$tool/.installed"
   ln -sf "$tool/bin/dvc" "$VENV/bin/dvc"
 }
 

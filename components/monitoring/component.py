@@ -49,6 +49,12 @@ def _write_split(examples: artifact.Artifact, split: str, rows: dict[str, np.nda
     baseline.write_examples(os.path.join(artifact_utils.get_split_uri([examples], split), EXAMPLES_FILE), rows)
 
 
+def _write_files(folder: str, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        with tf.io.gfile.GFile(os.path.join(folder, name), "w") as handle:
+            handle.write(text)
+
+
 def read_split(examples: artifact.Artifact, split: str) -> dict[str, np.ndarray]:
     paths = sorted(tf.io.gfile.glob(os.path.join(artifact_utils.get_split_uri([examples], split), "*")))
     return baseline.read_examples(paths)
@@ -153,9 +159,7 @@ def FeedbackEvaluator(  # noqa: N802
     names = class_names[versions[-1]] if versions else ()
     files = {LABELLED_FILE: json.dumps(labelled.summary(result, counts), indent=2),
              publish.EVALUATION_FILE: labelled.render_html(result, counts, model_name, label, names)}
-    for name, text in files.items():
-        with tf.io.gfile.GFile(os.path.join(evaluation.uri, name), "w") as handle:
-            handle.write(text)
+    _write_files(evaluation.uri, files)
     evaluation.set_int_custom_property("labelled", result["labelled"])
     if result["accuracy"] is not None:
         evaluation.set_float_custom_property("accuracy", result["accuracy"])
@@ -207,9 +211,7 @@ def DriftValidator(  # noqa: N802
     if anomalies is not None:
         files["anomalies.pbtxt"] = text_format.MessageToString(anomalies)
         files["schema.pbtxt"] = text_format.MessageToString(schema)
-    for name, text in files.items():
-        with tf.io.gfile.GFile(os.path.join(report.uri, name), "w") as handle:
-            handle.write(text)
+    _write_files(report.uri, files)
     report.set_int_custom_property("alert", int(summary["alert"]))
     report.set_int_custom_property("images", summary["images"])
     report.set_string_custom_property("verdict", summary["verdict"])
