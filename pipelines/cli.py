@@ -161,7 +161,8 @@ def cmd_compile(args) -> int:
     print(f"wrote {path}")
     if args.submit:
         try:
-            run_id = submit(path, args.submit, schedule=args.schedule, timeout=args.kfp_timeout)
+            run_id = submit(path, args.submit, schedule=args.schedule, timeout=args.kfp_timeout,
+                            service_account=args.service_account)
         except (TimeoutError, OSError) as error:
             raise SystemExit(f"error: submitting to {args.submit}: {error}") from error
         print(f"{'recurring run' if args.schedule else 'run'} created: {run_id}")
@@ -259,7 +260,7 @@ def _compile_monitoring(args, settings: dict) -> int:
     if args.submit:
         try:
             run_id = submit(path, args.submit, schedule=args.schedule, timeout=args.kfp_timeout,
-                            experiment=configs.MONITORING_PIPELINE_NAME,
+                            experiment=configs.MONITORING_PIPELINE_NAME, service_account=args.service_account,
                             run_name=f"{configs.MONITORING_PIPELINE_NAME}-{'schedule' if args.schedule else 'run'}")
         except (TimeoutError, OSError) as error:
             raise SystemExit(f"error: submitting to {args.submit}: {error}") from error
@@ -300,6 +301,8 @@ def _add_monitor_command(areas) -> None:
     monitor.add_argument("--submit", metavar="HOST", help="with --compile: KFP API host to create a run on")
     monitor.add_argument("--schedule", metavar="CRON", help="with --submit: a recurring run (6-field cron)")
     monitor.add_argument("--kfp-timeout", type=float, default=configs.KFP_TIMEOUT_SECONDS)
+    monitor.add_argument("--service-account", default=configs.KFP_MONITORING_SERVICE_ACCOUNT,
+                         help="with --submit: the Kubernetes service account its pods run as (its IAM role)")
     monitor.set_defaults(func=cmd_monitor, filter_stderr=True)
 
 
@@ -530,6 +533,8 @@ def add_commands(areas) -> None:
     compile_.add_argument("--schedule", metavar="CRON", help="with --submit: a recurring run (6-field cron)")
     compile_.add_argument("--kfp-timeout", type=float, default=configs.KFP_TIMEOUT_SECONDS,
                           help="seconds each call to the KFP API may take")
+    compile_.add_argument("--service-account", default=configs.KFP_SERVICE_ACCOUNT,
+                          help="with --submit: the Kubernetes service account its pods run as (its IAM role)")
     _add_training_flags(compile_)
     compile_.set_defaults(func=cmd_compile, filter_stderr=True)
     _add_monitor_command(areas)

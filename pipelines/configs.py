@@ -40,6 +40,8 @@ MLFLOW_TIMEOUT_SECONDS = 30         # each MLflow REST call (the CLI and Dockerf
 KFP_IMAGE = "ghcr.io/radassist/radassist-train:latest"
 KFP_PIPELINE_ROOT = "s3://radassist-pipelines/root"
 KFP_TIMEOUT_SECONDS = 60.0          # each call to the KFP API (submission)
+KFP_SERVICE_ACCOUNT = "radassist-pipeline"              # training runs' pods (IRSA role: infra/aws/pipeline)
+KFP_MONITORING_SERVICE_ACCOUNT = "radassist-monitoring"  # the monitoring pipeline's
 
 
 @dataclasses.dataclass

@@ -72,17 +72,20 @@ def _within(seconds: float, what: str, function):
 
 
 def submit(job_file: str, host: str, *, schedule: str | None = None, experiment: str = configs.PIPELINE_NAME,
-           run_name: str | None = None, timeout: float = configs.KFP_TIMEOUT_SECONDS, client_factory=None) -> str:
-    """Creates a run (or, with a 6-field cron ``schedule``, a recurring run) on a KFP cluster; returns its id.
-    The whole submission may take ``timeout`` seconds (TimeoutError after that)."""
+           run_name: str | None = None, timeout: float = configs.KFP_TIMEOUT_SECONDS, client_factory=None,
+           service_account: str = configs.KFP_SERVICE_ACCOUNT) -> str:
+    """Creates a run (or, with a 6-field cron ``schedule``, a recurring run) on a KFP cluster, its pods under
+    ``service_account`` (the IAM role of that service account: infra/aws/pipeline); returns its id. The whole
+    submission may take ``timeout`` seconds (TimeoutError after that)."""
     import kfp  # imported here: only submission needs the KFP client
 
     factory = client_factory or kfp.Client
     return _within(timeout, f"the KFP API at {host}",
-                   lambda: _submit(factory(host=host), job_file, schedule, experiment, run_name))
+                   lambda: _submit(factory(host=host), job_file, schedule, experiment, run_name, service_account))
 
 
-def _submit(client, job_file: str, schedule: str | None, experiment: str, run_name: str | None) -> str:
+def _submit(client, job_file: str, schedule: str | None, experiment: str, run_name: str | None,
+            service_account: str) -> str:
     name = run_name or f"{configs.PIPELINE_NAME}-{'schedule' if schedule else 'run'}"
     with tempfile.TemporaryDirectory() as tmp:
         package = os.path.join(tmp, "pipeline.json")
@@ -92,10 +95,10 @@ def _submit(client, job_file: str, schedule: str | None, experiment: str, run_na
         if schedule:
             job = client.create_recurring_run(
                 experiment_id=experiment_id, job_name=name, cron_expression=schedule,
-                pipeline_package_path=package, enabled=True,
+                pipeline_package_path=package, enabled=True, service_account=service_account,
             )
             return job.recurring_run_id
         run = client.create_run_from_pipeline_package(
-            package, arguments={}, run_name=name, experiment_name=experiment
+            package, arguments={}, run_name=name, experiment_name=experiment, service_account=service_account
         )
         return run.run_id

