@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export TF_USE_LEGACY_KERAS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: env browser run train test test-fast test-full lint benchmark-accuracy benchmark-robustness benchmark-abuse benchmark-segmentation compile-kfp clean
+.PHONY: env browser run train test test-fast test-full lint benchmark-accuracy benchmark-robustness benchmark-abuse benchmark-segmentation benchmark-images compile-kfp clean
 
 env:  ## build .venv (patched interpreter on glibc < 2.39), idempotent
 	@bash scripts/bootstrap_env.sh
@@ -40,6 +40,9 @@ benchmark-abuse: env  ## attacks a real stack (model in $$RADASSIST_MODEL_BASE o
 
 benchmark-segmentation: env  ## both pipelines, both models served, measured -> benchmarks/results/segmentation.json
 	$(PY) -m benchmarks.segmentation --data $${RADASSIST_SEG_FULL_DATA_DIR:-../shared/data/lung-seg} --chest-ct $${RADASSIST_FULL_DATA_DIR:-../shared/data/chest-ct}
+
+benchmark-images: env  ## each image's Python environment installed into a folder and measured -> images.json
+	$(PY) -m benchmarks.images
 
 compile-kfp: env  ## write the Kubeflow Pipelines spec
 	$(PY) -m radassist.cli pipeline compile --output build/radassist_pipeline.json $(ARGS)

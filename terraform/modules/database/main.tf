@@ -11,21 +11,14 @@ resource "aws_db_subnet_group" "this" {
   tags       = var.tags
 }
 
-resource "aws_security_group" "this" {
-  name        = "${var.name}-postgres"
-  description = "PostgreSQL from the EKS nodes"
-  vpc_id      = var.vpc_id
-  tags        = var.tags
-}
-
-resource "aws_vpc_security_group_ingress_rule" "clients" {
-  for_each                     = toset(var.client_security_group_ids)
-  security_group_id            = aws_security_group.this.id
-  description                  = "PostgreSQL from the cluster"
-  referenced_security_group_id = each.key
-  ip_protocol                  = "tcp"
-  from_port                    = 5432
-  to_port                      = 5432
+module "security_group" {
+  source                    = "../service_security_group"
+  name                      = "${var.name}-postgres"
+  service                   = "PostgreSQL"
+  vpc_id                    = var.vpc_id
+  port                      = 5432
+  client_security_group_ids = var.client_security_group_ids
+  tags                      = var.tags
 }
 
 resource "aws_db_parameter_group" "this" {
@@ -100,7 +93,7 @@ resource "aws_db_instance" "this" {
   kms_key_id            = var.kms_key_arn
 
   db_subnet_group_name   = aws_db_subnet_group.this.name
-  vpc_security_group_ids = [aws_security_group.this.id]
+  vpc_security_group_ids = [module.security_group.id]
   parameter_group_name   = aws_db_parameter_group.this.name
   publicly_accessible    = false
   multi_az               = var.multi_az

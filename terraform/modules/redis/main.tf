@@ -27,21 +27,14 @@ resource "aws_elasticache_subnet_group" "this" {
   tags       = var.tags
 }
 
-resource "aws_security_group" "this" {
-  name        = "${var.name}-redis"
-  description = "Redis from the EKS nodes"
-  vpc_id      = var.vpc_id
-  tags        = var.tags
-}
-
-resource "aws_vpc_security_group_ingress_rule" "clients" {
-  for_each                     = toset(var.client_security_group_ids)
-  security_group_id            = aws_security_group.this.id
-  description                  = "Redis (TLS) from the cluster"
-  referenced_security_group_id = each.key
-  ip_protocol                  = "tcp"
-  from_port                    = 6379
-  to_port                      = 6379
+module "security_group" {
+  source                    = "../service_security_group"
+  name                      = "${var.name}-redis"
+  service                   = "Redis (TLS)"
+  vpc_id                    = var.vpc_id
+  port                      = 6379
+  client_security_group_ids = var.client_security_group_ids
+  tags                      = var.tags
 }
 
 resource "aws_elasticache_replication_group" "this" {
@@ -56,7 +49,7 @@ resource "aws_elasticache_replication_group" "this" {
   multi_az_enabled           = var.replicas > 0
   port                       = 6379
   subnet_group_name          = aws_elasticache_subnet_group.this.name
-  security_group_ids         = [aws_security_group.this.id]
+  security_group_ids         = [module.security_group.id]
 
   transit_encryption_enabled = true
   at_rest_encryption_enabled = true
