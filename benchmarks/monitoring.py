@@ -298,8 +298,14 @@ def portal_round(model_base: str, work: str, uploads: list[tuple[str, bytes]], t
 
 def retrain(args, work: str, seed: int, feedback: dict, registry: str) -> dict:
     """`radassist retrain` on a fresh copy of the outputs that trained the served model (its ML Metadata knows the
-    last blessed model): the candidate, whether the rule promoted it, and its record."""
+    last blessed model): the candidate, whether the rule promoted it, and its record (kept beside the outputs: a
+    rerun of the benchmark reuses a finished round)."""
     outputs = os.path.join(work, f"retrain-seed{seed}")
+    kept = os.path.join(outputs, "retrain-record.json")
+    if os.path.exists(kept):
+        with open(kept) as handle:
+            return json.load(handle)
+    shutil.rmtree(outputs, ignore_errors=True)
     shutil.copytree(args.trained_outputs, outputs, symlinks=True)
     command = [sys.executable, "-m", "radassist.cli", "retrain", "--feedback", feedback["labels"], "--images",
                feedback["images"], "--data", args.data_full, "--output", outputs, "--seed", str(seed),
@@ -309,15 +315,16 @@ def retrain(args, work: str, seed: int, feedback: dict, registry: str) -> dict:
     seconds = time.perf_counter() - began
     if done.returncode not in (0, 4):
         raise RuntimeError(f"retrain failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    record = json.loads(done.stdout[done.stdout.index("{"):])
-    return {**record, "seconds": round(seconds, 1), "outputs": outputs}
+    record = {**json.loads(done.stdout[done.stdout.index("{"):]), "seconds": round(seconds, 1), "outputs": outputs}
+    with open(kept, "w") as handle:
+        json.dump(record, handle, indent=2, default=str)
+    return record
 
 
 def retraining_section(args) -> dict:
     """One retraining round with doctors' confirmed labels on the shifted windows' exports, through the portal."""
     work = os.path.join(args.work, "retraining")
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
+    os.makedirs(work, exist_ok=True)
     data = args.data_full
     leaked = leaked_test_files(data)
     test = [(path, pathlib.Path(path).read_bytes()) for path in split_paths(data, "test")]
@@ -349,28 +356,39 @@ def retraining_section(args) -> dict:
     before = accuracy_report(served, sets)
     print(f"before: {before}", flush=True)
     portal_base = os.path.join(work, "portal-models")
-    shutil.copytree(model_base, portal_base)
-    feedback = portal_round(portal_base, work, uploads, truth)
-    monitored, monitor_seconds = run_monitor_labelled(reference, work, feedback)
+    round_file = os.path.join(work, "portal-round.json")
+    if os.path.exists(round_file):  # a rerun: the doctors have read these already
+        with open(round_file) as handle:
+            feedback, monitored, monitor_seconds = json.load(handle)
+    else:
+        shutil.rmtree(work)
+        os.makedirs(work)
+        shutil.copytree(model_base, portal_base)
+        feedback = portal_round(portal_base, work, uploads, truth)
+        monitored, monitor_seconds = run_monitor_labelled(reference, work, feedback)
+        with open(round_file, "w") as handle:
+            json.dump([feedback, monitored, monitor_seconds], handle)
     registry = os.path.join(work, "data-registry")
-    subprocess.run([sys.executable, "-m", "radassist.cli", "data", "init", "--data-registry", registry,
-                    "--output", work], check=True, capture_output=True)
+    if not os.path.isdir(registry):
+        subprocess.run([sys.executable, "-m", "radassist.cli", "data", "init", "--data-registry", registry,
+                        "--output", work], check=True, capture_output=True)
     rounds = []
     for seed in args.retrain_seeds:
         record = retrain(args, work, seed, feedback, registry)
-        candidate = record.get("promoted_to") or record.get("candidate")
-        after = accuracy_report(candidate, sets) if candidate else None
+        # The candidate the round trained, promoted or not; and what is served once the rule has spoken.
+        after = accuracy_report(record["trained_model"], sets)
         rounds.append({"seed": seed, "promoted": record["promoted"], "reason": record["reason"],
                        "blessed": record["blessed"], "holdout_cases": record["holdout_cases"],
                        "holdout_accuracy": record["holdout_accuracy"], "data_version": record["data_version"],
-                       "retrain_seconds": record["seconds"], "after": after})
+                       "retrain_seconds": record["seconds"], "after": after,
+                       "served_after": after if record["promoted"] else before})
         print(f"seed {seed}: promoted={record['promoted']} ({record['reason']}) after: {after}", flush=True)
 
     def stat(values):
         return {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4),
                 "min": round(float(np.min(values)), 4), "max": round(float(np.max(values)), 4)}
 
-    afters = [r["after"] for r in rounds if r["after"]]
+    afters = [r["after"] for r in rounds]
     shifted_names = [f"shifted_heldout/{shift}" for shift in SHIFTS_WATCHED]
 
     def summary(result: dict) -> dict:
@@ -380,15 +398,19 @@ def retraining_section(args) -> dict:
 
     return {
         "before": summary(before),
-        "after": {key: stat([summary(a)[key] for a in afters]) for key in summary(before)} if afters else None,
+        "after": {key: stat([summary(a)[key] for a in afters]) for key in summary(before)},
+        "promoted": sum(r["promoted"] for r in rounds), "seeds": len(rounds),
+        "served_after": {key: stat([summary(r["served_after"])[key] for r in rounds]) for key in summary(before)},
         "before_by_set": before, "after_by_seed": rounds,
         "confirmed_cases": len(uploads), "confirmed_originals": len(confirmed), "heldout_originals": len(measured),
         "portal": {k: v for k, v in feedback.items() if k in ("uploads", "reports", "signed", "analyse_seconds")},
         "monitor_labelled": monitored.get("feedback"), "monitor_verdict": monitored.get("verdict"),
         "monitor_seconds": round(monitor_seconds, 1),
-        "note": "shifted_heldout: the six shifted exports of test images whose exports no doctor read (never "
-                "trained on); official_test and leak_free_test include originals whose shifted exports were "
-                "confirmed and trained on; test_never_confirmed excludes them",
+        "note": "after: the model each round trained (promoted or not); served_after: what is served once the "
+                "promotion rule has spoken (the candidate if promoted, else the model before). shifted_heldout: the "
+                "six shifted exports of test images whose exports no doctor read (never trained on); official_test "
+                "and leak_free_test include originals whose shifted exports were confirmed and trained on; "
+                "test_never_confirmed excludes them",
     }
 
 

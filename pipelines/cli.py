@@ -366,7 +366,8 @@ def cmd_retrain(args) -> int:
     record = {"data_version": data_version, "data_root": version.root, "blessed": summary["blessed"],
               "official_test": summary.get("metrics"), "holdout_cases": len(labels),
               "holdout_accuracy": {"candidate": candidate_accuracy, "served": served_accuracy},
-              "promoted": promote, "reason": reason, "candidate": candidate, "served_before": served}
+              "promoted": promote, "reason": reason, "candidate": candidate, "served_before": served,
+              "trained_model": summary.get("trained_model")}
     if promote:
         target = os.path.join(model_dir, os.path.basename(candidate.rstrip("/")))
         shutil.copytree(candidate, target + ".partial")

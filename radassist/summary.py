@@ -22,7 +22,8 @@ def _custom(artifact, key: str, default=None):
 
 
 def read_summary(metadata_path: str) -> dict:
-    """Latest audit counts, test metrics (overall and leak-free), blessing and pushed version."""
+    """Latest audit counts, test metrics (overall and leak-free), blessing, pushed version and the trained model
+    (its SavedModel, pushed or not)."""
     store = read_only_store(metadata_path)
     summary: dict = {}
     report = _latest(store, LeakageReport.TYPE_NAME)
@@ -38,6 +39,11 @@ def read_summary(metadata_path: str) -> dict:
     summary["pushed"] = bool(_custom(pushed, "pushed", 0))
     summary["pushed_destination"] = _custom(pushed, "pushed_destination") if summary["pushed"] else None
     summary["pushed_version"] = _custom(pushed, "pushed_version") if summary["pushed"] else None
+    model = _latest(store, "Model")
+    if model is not None:
+        from tfx.utils import path_utils
+
+        summary["trained_model"] = path_utils.serving_model_path(model.uri)
     return summary
 
 
