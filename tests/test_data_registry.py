@@ -95,3 +95,23 @@ def test_an_s3_remote_round_trip(s3, tmp_path):
     shutil.rmtree(os.path.join(registry.root, ".dvc", "cache"))  # nothing local: the files must come from S3
     restored = data_registry.pull(registry.root, revision.rev, str(tmp_path / "restored"))
     assert restored.md5 == revision.md5 and same_tree(str(tmp_path / "restored"), SAMPLE)
+
+
+def test_a_training_run_takes_its_data_by_revision_pulled_once_per_commit(tmp_path):
+    """`radassist pipeline run --data-rev REV`: the revision's data is pulled into <output>/data-cache once per
+    commit, and the run gets the revision the model will record."""
+    from pipelines import cli as pipeline_cli
+
+    registry = data_registry.DataRegistry(str(tmp_path / "registry"))
+    registry.init(str(tmp_path / "remote"))
+    first = registry.add(SAMPLE)
+    registry.add(a_second_round(tmp_path))
+    pulled = pipeline_cli.pulled_revision(registry.root, first.rev[:10], "chest-ct", str(tmp_path / "outputs"))
+    assert pulled["data_version"] == first.to_dict() and same_tree(pulled["root"], SAMPLE)
+    assert pulled["root"] == str(tmp_path / "outputs" / "data-cache" / f"chest-ct-{first.rev}")
+    marker = os.path.join(pulled["root"], "train", "normal", "pulled-once")
+    open(marker, "w").close()
+    assert pipeline_cli.pulled_revision(registry.root, first.rev, "chest-ct", str(tmp_path / "outputs")) == pulled
+    assert os.path.exists(marker)  # reused, not pulled again
+    with pytest.raises(SystemExit, match="data: "):
+        pipeline_cli.pulled_revision(registry.root, "no-such-revision", "chest-ct", str(tmp_path / "outputs"))
