@@ -24,6 +24,10 @@ IMAGES = {  # image -> (Dockerfile, the pyproject groups it installs into its ma
     "portal": ("Dockerfile.portal", "portal", {}),
     "train": ("Dockerfile.train", "train,serve", {"dvc": "data"}),
 }
+SMOKE = {  # what each Dockerfile's build checks, run here against the installed folder alone (no other packages)
+    "portal": "import portal, portal.worker, fpdf, serving.client",
+    "train": "import tfx, tensorflow_data_validation, ml_metadata, serving.server, pipelines.cli",
+}
 TRAINING_STACK = ("tensorflow", "tfx", "apache_beam", "mlflow", "tensorflow_data_validation", "tensorflow_transform",
                   "tensorflow_model_analysis", "keras", "tf_keras", "kfp")
 
@@ -56,6 +60,18 @@ def distributions(target: str) -> dict[str, int]:
     return sizes
 
 
+def smoke(image: str, target: str) -> bool:
+    """The image's import check with nothing but the folder and the standard library on the path (``-S``: no site
+    packages), so a dependency the group forgets fails here as it would in the image."""
+    code = f"import sys; sys.path.insert(0, {target!r}); {SMOKE[image]}"
+    environment = {"PATH": os.environ.get("PATH", ""), "TF_USE_LEGACY_KERAS": "1"}
+    done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=600,
+                          cwd=tempfile.gettempdir(), env=environment)
+    if done.returncode != 0:
+        print(f"{image}: import check failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+    return done.returncode == 0
+
+
 def measure(image: str, work: str) -> dict:
     dockerfile, groups, extra = IMAGES[image]
     target = os.path.join(work, image)
@@ -66,7 +82,7 @@ def measure(image: str, work: str) -> dict:
               "distributions": len(sizes), "install_seconds": round(seconds, 1),
               "largest_mb": {name: round(size / 2 ** 20, 1) for name, size in
                              sorted(sizes.items(), key=lambda item: -item[1])[:10]},
-              "training_stack_present": present}
+              "training_stack_present": present, "imports_ok": smoke(image, target)}
     for name, group in extra.items():
         folder = os.path.join(work, f"{image}-{name}")
         install(group, folder)
