@@ -54,7 +54,9 @@ MODEL = "radassist"
 
 
 def split_paths(data_root: str, split: str) -> list[str]:
-    return sorted(os.path.abspath(p) for p in glob.glob(os.path.join(data_root, split, "*", "*")) if os.path.isfile(p))
+    from components.ct_example_gen import split_files
+
+    return split_files(os.path.abspath(data_root), [split])
 
 
 def log_traffic(model_dir: str, pools: dict[str, list[bytes]], work: str, clients: int = 2) -> dict[str, list[bytes]]:

@@ -70,6 +70,16 @@ class ScanImage:
         )
 
 
+def split_files(data_root: str, splits) -> list[str]:
+    """Every file of a data root's splits, ``<root>/<split>/<class folder>/<file>`` (local or a gfile URI), sorted;
+    folders whose name is no class are listed too (read_scan_image skips their files with a reason)."""
+    found = []
+    for split in splits:
+        found.extend(path for path in tf.io.gfile.glob(os.path.join(data_root, split, "*", "*"))
+                     if not tf.io.gfile.isdir(path))
+    return sorted(found)
+
+
 def read_scan_image(path: str, data_root: str) -> ScanImage:
     """Reads and validates one image file under ``data_root``.
 

@@ -45,13 +45,10 @@ def _sha256(path: str) -> str:
 
 def base_files(base_root: str) -> dict[str, list[str]]:
     """The base data's image files per split (``<split>/<class folder>/<file>``)."""
-    found = {}
-    for split in features.SPLITS:
-        folder = os.path.join(base_root, split)
-        found[split] = sorted(os.path.join(split, cls, name) for cls in sorted(os.listdir(folder))
-                              if os.path.isdir(os.path.join(folder, cls))
-                              for name in os.listdir(os.path.join(folder, cls))) if os.path.isdir(folder) else []
-    return found
+    from components.ct_example_gen import split_files
+
+    return {split: [os.path.relpath(path, base_root) for path in split_files(base_root, [split])]
+            for split in features.SPLITS}
 
 
 def read_confirmed(labels_csv: str, images_dir: str, base_root: str) -> tuple[list[ConfirmedCase], dict]:

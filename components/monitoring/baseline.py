@@ -18,7 +18,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from components.ct_example_gen import SkippedFile, read_scan_image
+from components.ct_example_gen import SkippedFile, read_scan_image, split_files
 from components.monitoring import drift, features
 from radassist.contract import Signature
 
@@ -43,8 +43,7 @@ def version_path(model_dir: str, version: int | None = None) -> tuple[str, int]:
 
 def reference_files(data_root: str, splits: tuple[str, ...] = REFERENCE_SPLITS) -> list[str]:
     """The image files of a data root's splits (``<root>/<split>/<class>/<file>``), sorted."""
-    files = sorted(path for split in splits for path in tf.io.gfile.glob(os.path.join(data_root, split, "*", "*"))
-                   if not tf.io.gfile.isdir(path))
+    files = split_files(data_root, splits)
     if not files:
         raise FileNotFoundError(f"no images under {data_root}/{{{','.join(splits)}}}/<class>/")
     return files
