@@ -255,7 +255,10 @@ def _compile_monitoring(args, settings: dict) -> int:
     path = compile_monitoring(output_file=args.compile, image=args.image, pipeline_root=args.pipeline_root,
                               settings={**settings, "window": args.window,
                                         "baseline_cache_dir": args.baseline_cache
-                                        or settings["baseline_cache_dir"]})
+                                        or settings["baseline_cache_dir"],
+                                        # read in the cluster when each run starts (a Secret's env), not baked in
+                                        "webhook_url": "env:RADASSIST_MONITOR_WEBHOOK_URL",
+                                        "pushgateway_url": "env:RADASSIST_PUSHGATEWAY_URL"})
     print(f"wrote {path}")
     if args.submit:
         try:

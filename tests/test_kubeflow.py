@@ -107,13 +107,14 @@ def test_submitting_to_a_cluster_that_never_answers_times_out(tmp_path):
     assert 2 <= time.monotonic() - started < 10 and accepted
 
 
-def test_the_monitoring_pipeline_compiles_to_a_recurring_run_with_a_moving_window(tmp_path):
+def test_the_monitoring_pipeline_compiles_to_a_recurring_run_with_a_moving_window(tmp_path, monkeypatch):
     """`radassist monitor --compile`: the window stays a duration (resolved when each scheduled run starts), and
     the spec carries the cluster's paths and the monitoring components."""
     from pipelines import cli as pipeline_cli
     from radassist import cli
 
     job = tmp_path / "monitoring.json"
+    monkeypatch.setenv("RADASSIST_MONITOR_WEBHOOK_URL", "https://hooks.example/T0KEN-secret")
     assert cli.main(["monitor", "--window", "24h", "--compile", str(job), "--logs", "s3://logs/predictions",
                      "--model-base", "s3://bucket/models", "--data", "s3://bucket/chest-ct", "--publish-dir",
                      "/mnt/monitoring", "--image", "registry.example/radassist-train:1.2.3",
@@ -129,6 +130,8 @@ def test_the_monitoring_pipeline_compiles_to_a_recurring_run_with_a_moving_windo
                      "/mnt/monitoring", "s3://bucket/monitoring-baselines", "registry.example/radassist-train:1.2.3",
                      "s3://bucket/feedback/labels.csv"):
         assert expected in text, expected
+    # The webhook's URL (it may carry a token) is read by the step from its environment, never written in the spec.
+    assert "T0KEN-secret" not in text and "env:RADASSIST_MONITOR_WEBHOOK_URL" in text
     _FakeKfpClient.calls = []
     assert kubeflow_runner.submit(str(job), "http://kfp:8888", schedule="0 0 2 * * *",
                                   experiment="radassist-monitoring", client_factory=_FakeKfpClient,

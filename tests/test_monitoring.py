@@ -170,3 +170,11 @@ def test_the_windows_doctor_labelled_calls_are_scored_by_tfma(tmp_path):
     assert labelled.labelled_rows(window, readings, {}, "W")[1]["labelled"] == 0
     empty = labelled.evaluate({}, str(tmp_path / "none"))
     assert empty["accuracy"] is None and "No labelled call" in labelled.render_html(empty, {}, "radassist", "W", ())
+
+
+def test_a_compiled_steps_delivery_urls_come_from_its_environment(monkeypatch):
+    from components.monitoring.component import resolve
+
+    monkeypatch.setenv("RADASSIST_MONITOR_WEBHOOK_URL", "https://hooks.example/T0KEN")
+    assert resolve("env:RADASSIST_MONITOR_WEBHOOK_URL") == "https://hooks.example/T0KEN"
+    assert resolve("env:RADASSIST_UNSET_VARIABLE") == "" and resolve("http://pushgateway:9091") == "http://pushgateway:9091"

@@ -49,6 +49,17 @@ def _write_split(examples: artifact.Artifact, split: str, rows: dict[str, np.nda
     baseline.write_examples(os.path.join(artifact_utils.get_split_uri([examples], split), EXAMPLES_FILE), rows)
 
 
+ENVIRONMENT_REFERENCE = "env:"  # a parameter "env:NAME" is read from the step's environment when it runs
+
+
+def resolve(value: str) -> str:
+    """A parameter's value, or for ``env:NAME`` the running step's $NAME (a compiled KFP spec names the variable, so
+    a webhook URL with a token stays in the cluster's secret instead of the spec)."""
+    if value.startswith(ENVIRONMENT_REFERENCE):
+        return os.environ.get(value.removeprefix(ENVIRONMENT_REFERENCE), "")
+    return value
+
+
 def _write_files(folder: str, files: dict[str, str]) -> None:
     for name, text in files.items():
         with tf.io.gfile.GFile(os.path.join(folder, name), "w") as handle:
@@ -222,7 +233,8 @@ def DriftValidator(  # noqa: N802
     if summary["feedback"]["accuracy"] is not None:
         report.set_float_custom_property("labelled_accuracy", summary["feedback"]["accuracy"])
     publish.send(summary, html, evaluation_html, publish_dir=publish_dir, mlflow_tracking_uri=mlflow_tracking_uri,
-                 mlflow_experiment=mlflow_experiment, webhook_url=webhook_url, pushgateway_url=pushgateway_url,
+                 mlflow_experiment=mlflow_experiment, webhook_url=resolve(webhook_url),
+                 pushgateway_url=resolve(pushgateway_url),
                  report_dir=report.uri)
     with tf.io.gfile.GFile(os.path.join(report.uri, publish.SUMMARY_FILE), "w") as handle:
         json.dump(summary, handle, indent=2)  # now with where it was delivered
