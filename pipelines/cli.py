@@ -363,7 +363,9 @@ def cmd_retrain(args) -> int:
     except (FileNotFoundError, tf.errors.NotFoundError):
         served = None  # nothing served yet
     candidate = summary["pushed_destination"] if summary["pushed"] else None
-    candidate_accuracy, served_accuracy = holdout_accuracy(candidate), holdout_accuracy(served)
+    # The round's model on the held-back cases, whether or not the Evaluator blessed it (the record says both).
+    candidate_accuracy = holdout_accuracy(candidate or summary.get("trained_model"))
+    served_accuracy = holdout_accuracy(served)
     promote, reason = retraining.promotion(summary["blessed"] and candidate is not None, candidate_accuracy,
                                            served_accuracy, args.holdout_tolerance)
     record = {"data_version": data_version, "data_root": version.root, "blessed": summary["blessed"],
