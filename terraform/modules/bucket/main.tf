@@ -6,7 +6,7 @@ resource "aws_s3_bucket" "this" {
   # checkov:skip=CKV_AWS_144: cross-region replication is the hospital's disaster-recovery and data-residency decision (scans are patient data); versioning keeps every overwritten or deleted object here
   # checkov:skip=CKV2_AWS_62: no consumer of S3 event notifications; the pipelines and the monitor read buckets on their own schedule
   # checkov:skip=CKV_AWS_145: the access-log bucket only (kms_key_arn null) uses SSE-S3, because S3 delivers server access logs to SSE-S3 buckets only; every other bucket gets SSE-KMS below
-  # checkov:skip=CKV_AWS_18: the access-log bucket only (access_log_bucket null) does not log its own access; every other bucket logs to it below
+  # checkov:skip=CKV_AWS_18: the access-log bucket only (log_access false) does not log its own access; every other bucket logs to it below
   bucket        = var.name
   force_destroy = var.force_destroy
   tags          = var.tags
@@ -46,7 +46,7 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "this" {
 }
 
 resource "aws_s3_bucket_logging" "this" {
-  count         = var.access_log_bucket == null ? 0 : 1
+  count         = var.log_access ? 1 : 0
   bucket        = aws_s3_bucket.this.id
   target_bucket = var.access_log_bucket
   target_prefix = "${var.name}/"

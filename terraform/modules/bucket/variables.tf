@@ -8,9 +8,15 @@ variable "kms_key_arn" {
   description = "KMS key of the default encryption; null: SSE-S3 (only the access-log bucket: S3 delivers server access logs to SSE-S3 buckets only)."
 }
 
+variable "log_access" {
+  type        = bool
+  description = "Whether this bucket's server access logs go to access_log_bucket (false: the access-log bucket itself)."
+}
+
 variable "access_log_bucket" {
   type        = string
-  description = "Bucket that receives this bucket's server access logs; null for the access-log bucket itself."
+  description = "Bucket that receives this bucket's server access logs, when log_access."
+  default     = null
 }
 
 variable "log_source_bucket_arns" {

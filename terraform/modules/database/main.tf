@@ -3,8 +3,6 @@
 # (never in terraform's variables or outputs). Only the cluster's nodes may connect; NetworkPolicies narrow that to
 # the portal's pods.
 
-data "aws_partition" "current" {}
-
 resource "aws_db_subnet_group" "this" {
   name       = var.name
   subnet_ids = var.subnet_ids
@@ -52,25 +50,12 @@ resource "aws_cloudwatch_log_group" "postgres" {
   tags              = var.tags
 }
 
-data "aws_iam_policy_document" "monitoring_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["monitoring.rds.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role" "monitoring" {
-  name               = "${var.name}-rds-monitoring"
-  assume_role_policy = data.aws_iam_policy_document.monitoring_assume.json
-  tags               = var.tags
-}
-
-resource "aws_iam_role_policy_attachment" "monitoring" {
-  role       = aws_iam_role.monitoring.name
-  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+module "monitoring_role" {
+  source           = "../service_role"
+  name             = "${var.name}-rds-monitoring"
+  service          = "monitoring.rds.amazonaws.com"
+  managed_policies = ["service-role/AmazonRDSEnhancedMonitoringRole"]
+  tags             = var.tags
 }
 
 resource "aws_db_instance" "this" {
@@ -113,7 +98,7 @@ resource "aws_db_instance" "this" {
   performance_insights_kms_key_id       = var.kms_key_arn
   performance_insights_retention_period = 7
   monitoring_interval                   = 60
-  monitoring_role_arn                   = aws_iam_role.monitoring.arn
+  monitoring_role_arn                   = module.monitoring_role.arn
 
   tags       = var.tags
   depends_on = [aws_cloudwatch_log_group.postgres]

@@ -3,31 +3,13 @@
 # service accounts (IRSA), a CPU node group and an optional GPU node group for the full training recipe. Nodes
 # require IMDSv2 with one hop, so pods cannot borrow the node's role: they get their own through IRSA.
 
-data "aws_partition" "current" {}
-
-locals {
-  managed = "arn:${data.aws_partition.current.partition}:iam::aws:policy"
-}
-
-data "aws_iam_policy_document" "cluster_assume" {
-  statement {
-    actions = ["sts:AssumeRole", "sts:TagSession"]
-    principals {
-      type        = "Service"
-      identifiers = ["eks.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role" "cluster" {
-  name               = "${var.name}-cluster"
-  assume_role_policy = data.aws_iam_policy_document.cluster_assume.json
-  tags               = var.tags
-}
-
-resource "aws_iam_role_policy_attachment" "cluster" {
-  role       = aws_iam_role.cluster.name
-  policy_arn = "${local.managed}/AmazonEKSClusterPolicy"
+module "cluster_role" {
+  source           = "../service_role"
+  name             = "${var.name}-cluster"
+  service          = "eks.amazonaws.com"
+  tag_session      = true
+  managed_policies = ["AmazonEKSClusterPolicy"]
+  tags             = var.tags
 }
 
 resource "aws_cloudwatch_log_group" "cluster" {
@@ -42,7 +24,7 @@ resource "aws_eks_cluster" "this" {
   # checkov:skip=CKV_AWS_39: the public endpoint is off unless public_access_cidrs names ranges (validated: never 0.0.0.0/0); envs/prod leaves it empty (VPN to the private endpoint), envs/dev may open it to the team's range
   name                      = var.name
   version                   = var.kubernetes_version
-  role_arn                  = aws_iam_role.cluster.arn
+  role_arn                  = module.cluster_role.arn
   enabled_cluster_log_types = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 
   vpc_config {
@@ -64,7 +46,7 @@ resource "aws_eks_cluster" "this" {
   }
 
   tags       = var.tags
-  depends_on = [aws_iam_role_policy_attachment.cluster, aws_cloudwatch_log_group.cluster]
+  depends_on = [module.cluster_role, aws_cloudwatch_log_group.cluster]
 }
 
 resource "aws_iam_openid_connect_provider" "this" {
@@ -74,26 +56,12 @@ resource "aws_iam_openid_connect_provider" "this" {
   tags            = var.tags
 }
 
-data "aws_iam_policy_document" "node_assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["ec2.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role" "node" {
-  name               = "${var.name}-node"
-  assume_role_policy = data.aws_iam_policy_document.node_assume.json
-  tags               = var.tags
-}
-
-resource "aws_iam_role_policy_attachment" "node" {
-  for_each   = toset(["AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly"])
-  role       = aws_iam_role.node.name
-  policy_arn = "${local.managed}/${each.key}"
+module "node_role" {
+  source           = "../service_role"
+  name             = "${var.name}-node"
+  service          = "ec2.amazonaws.com"
+  managed_policies = ["AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly"]
+  tags             = var.tags
 }
 
 resource "aws_launch_template" "node" {
@@ -127,7 +95,7 @@ resource "aws_launch_template" "node" {
 resource "aws_eks_node_group" "cpu" {
   cluster_name    = aws_eks_cluster.this.name
   node_group_name = "cpu"
-  node_role_arn   = aws_iam_role.node.arn
+  node_role_arn   = module.node_role.arn
   subnet_ids      = var.subnet_ids
   instance_types  = var.cpu_nodes.instance_types
   labels          = { "radassist.io/pool" = "cpu" }
@@ -151,14 +119,14 @@ resource "aws_eks_node_group" "cpu" {
     ignore_changes = [scaling_config[0].desired_size] # the cluster autoscaler moves it
   }
   tags       = var.tags
-  depends_on = [aws_iam_role_policy_attachment.node]
+  depends_on = [module.node_role]
 }
 
 resource "aws_eks_node_group" "gpu" {
   count           = var.gpu_nodes.enabled ? 1 : 0
   cluster_name    = aws_eks_cluster.this.name
   node_group_name = "gpu"
-  node_role_arn   = aws_iam_role.node.arn
+  node_role_arn   = module.node_role.arn
   subnet_ids      = var.subnet_ids
   instance_types  = var.gpu_nodes.instance_types
   ami_type        = "AL2023_x86_64_NVIDIA"
@@ -185,7 +153,7 @@ resource "aws_eks_node_group" "gpu" {
     ignore_changes = [scaling_config[0].desired_size]
   }
   tags       = var.tags
-  depends_on = [aws_iam_role_policy_attachment.node]
+  depends_on = [module.node_role]
 }
 
 resource "aws_eks_addon" "vpc_cni" {

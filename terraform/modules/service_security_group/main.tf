@@ -10,10 +10,10 @@ resource "aws_security_group" "this" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "clients" {
-  for_each                     = toset(var.client_security_group_ids)
+  count                        = length(var.client_security_group_ids) # the ids are known only after apply
   security_group_id            = aws_security_group.this.id
   description                  = "${var.service} from the cluster"
-  referenced_security_group_id = each.key
+  referenced_security_group_id = var.client_security_group_ids[count.index]
   ip_protocol                  = "tcp"
   from_port                    = var.port
   to_port                      = var.port
