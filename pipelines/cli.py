@@ -97,6 +97,19 @@ def pulled_revision(registry: str, rev: str, name: str, output_dir: str) -> dict
     return {"root": root, "data_version": revision.to_dict()}
 
 
+def training_data(args, output_dir: str) -> tuple[str, bool, dict]:
+    """``pipeline run``'s data root, whether it is the committed sample, and the data version the model records:
+    --data-rev's registry revision (real data: never the sample's banner or blessing floor), else the data-folder
+    policy (resolve_data_dir; untracked)."""
+    if not args.data_rev:
+        return *resolve_data_dir(args.data, task=args.task), {}
+    if args.data:
+        raise SystemExit("pipeline run: give --data or --data-rev, not both")
+    revision = pulled_revision(registry_location(args, output_dir), args.data_rev,
+                               args.data_name or DATA_NAMES[args.task], output_dir)
+    return revision["root"], False, revision["data_version"]
+
+
 def cmd_run(args) -> int:
     from tfx import v1 as tfx
 
@@ -106,7 +119,8 @@ def cmd_run(args) -> int:
 
     # MLflow's client takes its per-call timeout from the environment only (the registrar has no other way).
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(configs.MLFLOW_TIMEOUT_SECONDS))
-    data_root, is_sample = resolve_data_dir(args.data, task=args.task)
+    output_dir = args.output or os.environ.get("RADASSIST_OUTPUT_DIR") or os.path.join(REPO_ROOT, configs.OUTPUT_SUBDIR)
+    data_root, is_sample, data_version = training_data(args, output_dir)
     if is_sample:
         banner = "!" * 100
         if args.task == "segmenter":
@@ -118,14 +132,6 @@ def cmd_run(args) -> int:
         print(f"{banner}\n  NO DATASET CONFIGURED: training on {what[0]} in {data_root}.\n"
               f"  The model will be a demo, not a usable {what[1]}. Put the {what[2]} or pass --data / set "
               f"{what[3]}.\n{banner}", file=sys.stderr)
-    output_dir = args.output or os.environ.get("RADASSIST_OUTPUT_DIR") or os.path.join(REPO_ROOT, configs.OUTPUT_SUBDIR)
-    data_version = {}
-    if args.data_rev:
-        if args.data:
-            raise SystemExit("pipeline run: give --data or --data-rev, not both")
-        revision = pulled_revision(registry_location(args, output_dir), args.data_rev,
-                                   args.data_name or DATA_NAMES[args.task], output_dir)
-        data_root, data_version = revision["root"], revision["data_version"]
     options = configs.PipelineOptions(
         data_root=data_root,
         data_version=data_version,

@@ -115,3 +115,24 @@ def test_a_training_run_takes_its_data_by_revision_pulled_once_per_commit(tmp_pa
     assert os.path.exists(marker)  # reused, not pulled again
     with pytest.raises(SystemExit, match="data: "):
         pipeline_cli.pulled_revision(registry.root, "no-such-revision", "chest-ct", str(tmp_path / "outputs"))
+
+
+def test_a_run_on_a_revision_is_a_run_on_real_data(tmp_path, monkeypatch):
+    """`pipeline run --data-rev` never takes the sample's path (its banner, its zero blessing floor), even where no
+    --data or $RADASSIST_DATA_DIR is set; --data with --data-rev is refused."""
+    from pipelines import cli as pipeline_cli
+
+    monkeypatch.delenv("RADASSIST_DATA_DIR", raising=False)
+    monkeypatch.delenv("RADASSIST_DATA_REGISTRY", raising=False)
+    registry = data_registry.DataRegistry(str(tmp_path / "registry"))
+    registry.init(str(tmp_path / "remote"))
+    revision = registry.add(SAMPLE)
+    parser = cli.make_parser()
+    args = parser.parse_args(["pipeline", "run", "--data-rev", revision.rev, "--data-registry", registry.root])
+    root, is_sample, recorded = pipeline_cli.training_data(args, str(tmp_path / "outputs"))
+    assert not is_sample and recorded == revision.to_dict() and same_tree(root, SAMPLE)
+    untracked = parser.parse_args(["pipeline", "run"])
+    assert pipeline_cli.training_data(untracked, str(tmp_path / "outputs"))[2] == {}
+    both = parser.parse_args(["pipeline", "run", "--data", SAMPLE, "--data-rev", revision.rev])
+    with pytest.raises(SystemExit, match="not both"):
+        pipeline_cli.training_data(both, str(tmp_path / "outputs"))
