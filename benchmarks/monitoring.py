@@ -108,10 +108,15 @@ def reused_traffic(work: str, pools: dict) -> dict[str, list[bytes]]:
         sorted(glob.glob(os.path.join(work, "pools", name, "*"))), compression_type="GZIP")] for name in pools}
 
 
+def odd_hash(image: bytes, salt: str = "") -> bool:
+    """Whether the image falls in the odd half of a split by hash (a salt draws another, independent halving)."""
+    return int(hashlib.sha256(salt.encode() + image).hexdigest()[:8], 16) % 2 == 1
+
+
 def held_out_half(image: bytes) -> bool:
     """Half of the test split (by image hash) is the monitor's reference; windows are drawn from the other half
     only, so no window image is a reference image."""
-    return int(hashlib.sha256(image).hexdigest()[:8], 16) % 2 == 1
+    return odd_hash(image)
 
 
 def reference_root(data_root: str, test_images: dict[str, bytes], work: str) -> str:
@@ -184,10 +189,6 @@ def run_monitor(args, work: str, start: dt.datetime) -> tuple[dict, float]:
 
 
 # --- one retraining round through the portal (issue 14, part 5) ---------------------------------------------------
-def _half(image: bytes, salt: str) -> bool:
-    return int(hashlib.sha256(salt.encode() + image).hexdigest()[:8], 16) % 2 == 0
-
-
 def leaked_test_files(data_root: str) -> set[str]:
     """The test files the pipeline's LeakageAudit calls leaked (copies or near copies of training images)."""
     from components.ct_example_gen import SkippedFile, read_scan_image
@@ -334,8 +335,8 @@ def retraining_section(args) -> dict:
     # The windows' half of the test split (the reference half stays untouched); of it, the doctors read the shifted
     # exports of one half ("confirmed") and the other half's exports measure the round (never trained on).
     windows = [(path, image) for path, image in test if held_out_half(image)]
-    confirmed = [(path, image) for path, image in windows if _half(image, "confirmed")]
-    measured = [(path, image) for path, image in windows if not _half(image, "confirmed")]
+    confirmed = [(path, image) for path, image in windows if not odd_hash(image, "confirmed")]
+    measured = [(path, image) for path, image in windows if odd_hash(image, "confirmed")]
     exports, truth = {}, {}
     for shift in SHIFTS_WATCHED:
         for path, image in confirmed:

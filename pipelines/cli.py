@@ -65,6 +65,12 @@ def training_options(args) -> dict:
     return training
 
 
+def output_folder(args) -> str:
+    """The output directory, absolute: --output, else $RADASSIST_OUTPUT_DIR, else ./outputs in the repository."""
+    return os.path.abspath(args.output or os.environ.get("RADASSIST_OUTPUT_DIR")
+                           or os.path.join(REPO_ROOT, configs.OUTPUT_SUBDIR))
+
+
 DATA_NAMES = {task: os.path.basename(DATA_FOLDERS[task][1]) for task in DATA_FOLDERS}  # tracked folder per task
 
 
@@ -83,11 +89,11 @@ def pulled_revision(registry: str, rev: str, name: str, output_dir: str) -> dict
     from components import data_registry
 
     try:
-        local = not data_registry.is_url(registry)
-        commit = data_registry.DataRegistry(registry).describe(name, rev).rev if local else rev
+        found = None if data_registry.is_url(registry) else data_registry.DataRegistry(registry).describe(name, rev)
+        commit = found.rev if found else rev
         root = os.path.join(os.path.abspath(output_dir), configs.DATA_CACHE_SUBDIR, f"{name}-{commit}")
-        if local and os.path.isdir(root):
-            revision = data_registry.DataRegistry(registry).describe(name, commit)  # pulled before: the same files
+        if found and os.path.isdir(root):
+            revision = found  # pulled before: the same files
         else:
             shutil.rmtree(root, ignore_errors=True)
             revision = data_registry.pull(registry, rev, root, name)
@@ -119,7 +125,7 @@ def cmd_run(args) -> int:
 
     # MLflow's client takes its per-call timeout from the environment only (the registrar has no other way).
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(configs.MLFLOW_TIMEOUT_SECONDS))
-    output_dir = args.output or os.environ.get("RADASSIST_OUTPUT_DIR") or os.path.join(REPO_ROOT, configs.OUTPUT_SUBDIR)
+    output_dir = output_folder(args)
     data_root, is_sample, data_version = training_data(args, output_dir)
     if is_sample:
         banner = "!" * 100
@@ -179,8 +185,7 @@ def monitor_settings(args) -> tuple[dict, str]:
     """``create_monitoring_pipeline``'s arguments from the monitor's flags and the environment (the output folder's
     defaults: prediction-logs/, models/, monitoring/), and the output folder. Compiled for KFP, --data is a path
     as the cluster sees it (s3://...), taken as given."""
-    output_dir = os.path.abspath(args.output or os.environ.get("RADASSIST_OUTPUT_DIR")
-                                 or os.path.join(REPO_ROOT, configs.OUTPUT_SUBDIR))
+    output_dir = output_folder(args)
     model_base = args.model_base or os.environ.get("RADASSIST_MODEL_BASE") or os.path.join(output_dir, "models")
     data_root = args.data if args.compile and args.data else resolve_data_dir(args.data)[0]
     thresholds = json.loads(args.thresholds_json) if args.thresholds_json else {}
@@ -331,8 +336,7 @@ def cmd_retrain(args) -> int:
 
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(configs.MLFLOW_TIMEOUT_SECONDS))
     base_root, _ = resolve_data_dir(args.data)
-    output_dir = os.path.abspath(args.output or os.environ.get("RADASSIST_OUTPUT_DIR")
-                                 or os.path.join(REPO_ROOT, configs.OUTPUT_SUBDIR))
+    output_dir = output_folder(args)
     model_base = os.path.abspath(args.model_base or os.environ.get("RADASSIST_MODEL_BASE")
                                  or os.path.join(output_dir, "models"))
     cases, counts = retraining.read_confirmed(args.feedback, args.images, base_root)
@@ -438,7 +442,7 @@ def cmd_data(args) -> int:
     from components import data_registry
     from radassist.contract import MODEL_INFO_PATH
 
-    output_dir = args.output or os.environ.get("RADASSIST_OUTPUT_DIR") or os.path.join(REPO_ROOT, configs.OUTPUT_SUBDIR)
+    output_dir = output_folder(args)
     location = registry_location(args, output_dir)
     registry = data_registry.DataRegistry(location)
     try:

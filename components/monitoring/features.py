@@ -60,7 +60,8 @@ def input_statistics(images: list[bytes], batch_size: int = 32) -> dict[str, np.
 
 
 def to_examples(rows: dict[str, np.ndarray]) -> list[bytes]:
-    """Feature columns (one value, or one vector for ``VECTORS``, per image) -> serialized tf.Examples."""
+    """Feature columns (one value, or one vector for ``VECTORS``, per image) -> serialized tf.Examples: strings as
+    bytes, integers (the model version, a label) as int64, other numbers as floats."""
     count = len(rows[SHA256]) if rows else 0
     examples = []
     for i in range(count):
@@ -72,7 +73,7 @@ def to_examples(rows: dict[str, np.ndarray]) -> list[bytes]:
             elif isinstance(value, (str, bytes)):
                 text = value.encode() if isinstance(value, str) else value
                 feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[text]))
-            elif name == MODEL_VERSION:
+            elif isinstance(value, (int, np.integer)):
                 feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
             else:
                 feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))

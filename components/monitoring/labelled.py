@@ -53,21 +53,6 @@ def labelled_rows(window: dict[str, np.ndarray], readings: dict[str, dict], clas
     return {name: np.asarray(values) for name, values in rows.items()}, counts
 
 
-def to_examples(rows: dict[str, np.ndarray]) -> list[bytes]:
-    import tensorflow as tf
-
-    def feature(value):
-        if isinstance(value, np.ndarray):
-            return tf.train.Feature(float_list=tf.train.FloatList(value=value.astype(float).tolist()))
-        if isinstance(value, (int, np.integer)):
-            return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(value).encode()]))
-
-    count = len(rows.get(LABEL, []))
-    return [tf.train.Example(features=tf.train.Features(feature={
-        name: feature(column[i]) for name, column in rows.items()})).SerializeToString() for i in range(count)]
-
-
 def eval_config():
     """Model-agnostic TFMA: the logged probabilities against the doctors' labels, sliced as SLICES."""
     from tensorflow_model_analysis.proto import config_pb2
@@ -95,7 +80,7 @@ def evaluate(rows: dict[str, np.ndarray], output_dir: str) -> dict:
     data = os.path.join(output_dir, EXAMPLES_FILE)
     tf.io.gfile.makedirs(output_dir)
     with tf.io.TFRecordWriter(data, tf.io.TFRecordOptions(compression_type="GZIP")) as writer:
-        for example in to_examples(rows):
+        for example in features.to_examples(rows):
             writer.write(example)
     tfma_dir = os.path.join(output_dir, TFMA_SUBDIR)
     tfma.run_model_analysis(eval_config=eval_config(), data_location=data, output_path=tfma_dir)
