@@ -316,6 +316,7 @@ def measure(client, args, info: dict) -> dict:
             "segment_ms": {"p50": statistics.median(timings), "p90": float(np.percentile(timings, 90)),
                            "calls": len(timings), "image": "512 x 512 PNG, one per call, gRPC"},
             "trainer_seconds": info.get("training_seconds"),
+            "train_steps": info.get("train_steps"), "planned_train_steps": info.get("planned_train_steps"),
             "training": info.get("training"), "training_dtype_policy": info.get("training_dtype_policy"),
             "valid_patient_dice_mean": info.get("valid_patient_dice_mean"),
             "per_full_slice": per_slice,

@@ -9,13 +9,16 @@ from components.segmentation.data import NoduleSlices, consensus
 from components.segmentation.unet import UNetConfig, build_unet
 
 
-def synthetic_slices(count: int, size: int = 64, seed: int = 0) -> NoduleSlices:
-    """Noisy grey crops, each with one bright disc that 2-4 of four 'readers' outlined (one reader a pixel wider)."""
+def synthetic_slices(count: int, size: int = 64, seed: int = 0, centred: bool = False) -> NoduleSlices:
+    """Noisy grey crops, each with one bright disc that 2-4 of four 'readers' outlined (one reader a pixel wider);
+    ``centred``: every disc at the crop's centre, as in the LIDC crops."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[:size, :size]
     images, masks = [], []
     for _ in range(count):
         cy, cx, radius = rng.uniform(16, size - 16, 2).tolist() + [rng.uniform(3, 9)]
+        if centred:
+            cy = cx = size / 2
         disc = (y - cy) ** 2 + (x - cx) ** 2 <= radius ** 2
         image = rng.normal(40, 12, (size, size)) + 140 * disc
         images.append(np.clip(image, 0, 255).astype(np.uint8))
@@ -46,6 +49,18 @@ def test_windows_hold_the_nodule_or_nothing():
     assert np.allclose(inputs[~holding].mean(), 40 / 255, atol=0.05)  # negatives are background only
     with pytest.raises(ValueError, match="multiple of 8"):
         recipe.SegmentationConfig(window=60)
+
+
+def test_negative_windows_hold_no_nodule_even_when_every_crop_is_centred_on_one():
+    # A 48 px window of a 64 px crop always covers the centre: a negative is built from nodule-free quarters.
+    slices = synthetic_slices(16, centred=True)
+    inputs, targets = recipe.sample_windows(slices.images / 255.0, slices.consensus, np.random.default_rng(2),
+                                            window=48, negative_fraction=1.0)
+    assert inputs.shape == (16, 48, 48, 1) and not targets.any()
+    assert inputs.max() < 140 / 255  # no disc pixel (180) in any of them, only noise about 40
+    inputs, targets = recipe.sample_windows(slices.images / 255.0, slices.consensus, np.random.default_rng(2),
+                                            window=48, negative_fraction=0.0)
+    assert targets.reshape(16, -1).any(axis=1).all()
 
 
 def test_dice_iou_and_the_patient_mean():
@@ -79,6 +94,23 @@ def test_a_short_training_run_learns_to_outline_nodules():
     threshold = recipe.choose_threshold(probability, held_out.consensus, held_out.patient_id)
     assert recipe.patient_mean(recipe.dice(probability >= threshold, held_out.consensus),
                                held_out.patient_id) >= 0.7
+
+
+def test_a_time_budget_shortens_the_run_and_its_rate_schedule():
+    import tensorflow as tf
+
+    slices = synthetic_slices(24)
+    config = recipe.SegmentationConfig(epochs=50, window=32, batch_size=4, precision="float32", time_budget_s=1.0,
+                                       unet=UNetConfig(weights="none"))
+    epochs_said = []
+    trained = recipe.train(config, slices.images / 255.0, slices.consensus,
+                           progress=lambda epoch, epochs, loss: epochs_said.append(epochs))
+    # The speed is timed over the first 25 steps; a budget already spent stops the run right there.
+    assert trained.planned_steps == 300 and trained.steps == 25
+    assert len(trained.losses) == 5 and epochs_said == [50] * 4 + [5]  # the plan, until the speed is known
+    assert recipe._affordable_steps(100.0, 10.0, 0.5, done=25) == 25 + 162  # 90 % of the 90 s left
+    schedule = recipe._CosineDecay(1e-3, tf.Variable(100.0), alpha=0.02)
+    assert [round(float(schedule(step)), 7) for step in (0, 50, 100, 150)] == [1e-3, 5.1e-4, 2e-5, 2e-5]
 
 
 def test_the_benchmarks_shift_moves_content_and_readers_are_scored_against_the_others():

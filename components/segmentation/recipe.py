@@ -24,17 +24,19 @@ class SegmentationConfig:
     recipe: str = "cpu"                   # cpu | full
     unet: UNetConfig = UNetConfig()
     window: int = 96                      # training window (px, a multiple of ENCODER_STRIDE)
-    negative_fraction: float = 0.15       # windows holding no consensus pixel
+    negative_fraction: float = 0.2        # windows holding no consensus pixel (negative_window)
     epochs: int = 8
     batch_size: int = 16
     learning_rate: float = 1e-3           # Adam, cosine decay to 2 % of it
     seed: int = 0
     precision: str = "auto"               # auto (bfloat16 where native) | bfloat16 | float32
+    time_budget_s: float | None = 1080.0  # training stops within this (the schedule shortened); None: all epochs
 
     @classmethod
     def full(cls, **overrides) -> "SegmentationConfig":
         return cls(**{"recipe": "full", "unet": UNetConfig(train_from_block=1), "window": 128,
-                      "negative_fraction": 0.2, "epochs": 60, "learning_rate": 3e-4, **overrides})
+                      "negative_fraction": 0.2, "epochs": 60, "learning_rate": 3e-4, "time_budget_s": None,
+                      **overrides})
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "SegmentationConfig":
@@ -73,30 +75,56 @@ def dtype_policy(config: SegmentationConfig) -> str:
     return "mixed_bfloat16" if config.precision == "bfloat16" else "float32"
 
 
+def _turned(pixels: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Both turned by the same random multiple of 90 degrees and mirrored at random."""
+    turns = int(rng.integers(4))
+    pixels, mask = np.rot90(pixels, turns), np.rot90(mask, turns)
+    if rng.random() < 0.5:
+        pixels, mask = pixels[:, ::-1], mask[:, ::-1]
+    return pixels, mask
+
+
+def negative_window(images: np.ndarray, targets: np.ndarray, rng: np.random.Generator,
+                    window: int) -> tuple[np.ndarray, np.ndarray]:
+    """A window with (almost always) no nodule in it: four quarter windows, each from a nodule-free place of a
+    random image, turned and mirrored. A crop centred on its nodule holds no nodule-free window of the full size
+    (a 96 px window of a 128 px crop always covers the centre), and a whole slice is mostly nodule-free lung: without
+    such windows the network learns that every view holds a nodule, and outlines vessels on whole slices. A quarter
+    that found no nodule-free place in 20 tries keeps its part of the target, so the labels stay true."""
+    half = window // 2
+    size_y, size_x = images.shape[1:3]
+    pixels, mask = np.zeros((window, window), np.float32), np.zeros((window, window), bool)
+    for row, column in ((0, 0), (0, half), (half, 0), (half, half)):
+        for _ in range(20):
+            index = rng.integers(len(images))
+            top, left = rng.integers(0, size_y - half + 1), rng.integers(0, size_x - half + 1)
+            if not targets[index, top:top + half, left:left + half].any():
+                break
+        quarter, quarter_mask = _turned(images[index, top:top + half, left:left + half],
+                                        targets[index, top:top + half, left:left + half], rng)
+        pixels[row:row + half, column:column + half] = quarter
+        mask[row:row + half, column:column + half] = quarter_mask
+    return pixels, mask
+
+
 def sample_windows(images: np.ndarray, targets: np.ndarray, rng: np.random.Generator, window: int,
                    negative_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """One training window per image of float grey ``images`` [N, H, W] in 0..1 and bool ``targets`` [N, H, W]:
-    float32 [N, w, w, 1] windows and targets, turned by a random
-    multiple of 90 degrees and mirrored at random. A positive window holds the nodule's centroid at least 8 px
-    inside its edge; a negative one no target pixel (the image's first such window of 20 tries, else any)."""
+    float32 [N, w, w, 1] windows and targets, turned by a random multiple of 90 degrees and mirrored at random. A
+    positive window holds the nodule's centroid at least 8 px inside its edge; a ``negative_fraction`` of them (and
+    every image with no target) are negative windows (``negative_window``) drawn from the batch's images."""
     size_y, size_x = images.shape[1:3]
     inputs, outputs = [], []
     for image, target in zip(images, targets, strict=True):
         if not target.any() or rng.random() < negative_fraction:
-            for _ in range(20):
-                top, left = rng.integers(0, size_y - window + 1), rng.integers(0, size_x - window + 1)
-                if not target[top:top + window, left:left + window].any():
-                    break
+            pixels, mask = negative_window(images, targets, rng, window)
         else:
             centre_y, centre_x = np.argwhere(target).mean(axis=0).astype(int)
             margin = min(8, window // 4)
             top = int(np.clip(centre_y - rng.integers(margin, window - margin), 0, size_y - window))
             left = int(np.clip(centre_x - rng.integers(margin, window - margin), 0, size_x - window))
-        pixels, mask = image[top:top + window, left:left + window], target[top:top + window, left:left + window]
-        turns = int(rng.integers(4))
-        pixels, mask = np.rot90(pixels, turns), np.rot90(mask, turns)
-        if rng.random() < 0.5:
-            pixels, mask = pixels[:, ::-1], mask[:, ::-1]
+            pixels, mask = _turned(image[top:top + window, left:left + window],
+                                   target[top:top + window, left:left + window], rng)
         inputs.append(pixels)
         outputs.append(mask)
     return np.stack(inputs)[..., None].astype(np.float32), np.stack(outputs)[..., None].astype(np.float32)
@@ -111,6 +139,21 @@ def _loss(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     return cross_entropy + tf.reduce_mean(1.0 - (2.0 * overlap + 1.0) / (total + 1.0))
 
 
+class _CosineDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
+    """Cosine decay to ``alpha`` of the rate over ``total_steps``, a variable: a time budget may shorten the run
+    once the speed of this machine is known, and the rate still ends low."""
+
+    def __init__(self, initial: float, total_steps: tf.Variable, alpha: float):
+        self.initial, self.total_steps, self.alpha = initial, total_steps, alpha
+
+    def __call__(self, step):
+        progress = tf.minimum(tf.cast(step, tf.float32) / tf.maximum(self.total_steps, 1.0), 1.0)
+        return self.initial * ((1.0 - self.alpha) * 0.5 * (1.0 + tf.cos(np.pi * progress)) + self.alpha)
+
+    def get_config(self) -> dict:
+        return {"initial": self.initial, "total_steps": float(self.total_steps.numpy()), "alpha": self.alpha}
+
+
 @dataclasses.dataclass
 class TrainedSegmenter:
     model: tf_keras.Model
@@ -118,21 +161,34 @@ class TrainedSegmenter:
     policy: str
     train_seconds: float
     losses: list[float]  # mean loss per epoch
+    steps: int           # optimiser steps taken
+    planned_steps: int   # epochs x steps per epoch: fewer were taken where the time budget ran short
+
+
+_SPEED_PROBE_STEPS = (5, 25)  # the steps between which the speed is timed (the first ones trace the graph)
+
+
+def _affordable_steps(budget_s: float, elapsed_s: float, seconds_per_step: float, done: int) -> int:
+    """Steps the rest of the budget pays for, at the measured speed, counting those done; 10 % held back for the
+    epochs' bookkeeping and the machine's variance."""
+    return done + max(0, int((budget_s - elapsed_s) * 0.9 / seconds_per_step))
 
 
 def train(config: SegmentationConfig, images: np.ndarray, targets: np.ndarray,
           progress: Callable[[int, int, float], None] | None = None) -> TrainedSegmenter:
     """Trains on float grey ``images`` [N, H, W] in 0..1 (canonical: the Transform graph's) and bool ``targets``
-    [N, H, W] (the consensus); ``progress(epoch, epochs, loss)`` after each epoch."""
+    [N, H, W] (the consensus); ``progress(epoch, epochs, loss)`` after each epoch. With a ``time_budget_s``, the
+    speed is timed over the first steps and the run shortened (the rate schedule with it) to what the budget
+    affords on this machine."""
     tf_keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     policy = dtype_policy(config)
     with keras_policy(policy):
         model = build_unet(config.unet)
     steps_per_epoch = max(1, len(images) // config.batch_size)
-    schedule = tf_keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps_per_epoch,
-                                                         alpha=0.02)
-    optimizer = tf_keras.optimizers.Adam(schedule)
+    planned = total = config.epochs * steps_per_epoch
+    total_steps = tf.Variable(float(total), trainable=False)
+    optimizer = tf_keras.optimizers.Adam(_CosineDecay(config.learning_rate, total_steps, alpha=0.02))
 
     @tf.function(reduce_retracing=True)
     def step(inputs, outputs):
@@ -142,19 +198,32 @@ def train(config: SegmentationConfig, images: np.ndarray, targets: np.ndarray,
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
         return loss
 
-    started, losses = time.perf_counter(), []
+    started, losses, done, probe_started = time.perf_counter(), [], 0, None
     for epoch in range(config.epochs):
+        if done >= total:
+            break
         order = rng.permutation(len(images))
         epoch_losses = []
         for index in range(steps_per_epoch):
+            if done >= total:
+                break
             rows = order[index * config.batch_size:(index + 1) * config.batch_size]
             inputs, outputs = sample_windows(images[rows], targets[rows], rng, config.window,
                                              config.negative_fraction)
             epoch_losses.append(float(step(tf.constant(inputs), tf.constant(outputs))))
-        losses.append(float(np.mean(epoch_losses)))
-        if progress:
-            progress(epoch + 1, config.epochs, losses[-1])
-    return TrainedSegmenter(model, config, policy, time.perf_counter() - started, losses)
+            done += 1
+            if config.time_budget_s and done == _SPEED_PROBE_STEPS[0]:
+                probe_started = time.perf_counter()
+            elif probe_started is not None and done == _SPEED_PROBE_STEPS[1]:
+                now = time.perf_counter()
+                speed = (now - probe_started) / (_SPEED_PROBE_STEPS[1] - _SPEED_PROBE_STEPS[0])
+                total = min(planned, _affordable_steps(config.time_budget_s, now - started, speed, done))
+                total_steps.assign(float(total))
+        if epoch_losses:
+            losses.append(float(np.mean(epoch_losses)))
+            if progress:
+                progress(epoch + 1, -(-total // steps_per_epoch), losses[-1])
+    return TrainedSegmenter(model, config, policy, time.perf_counter() - started, losses, done, planned)
 
 
 _PREDICT = weakref.WeakKeyDictionary()  # model -> its traced inference function

@@ -61,6 +61,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     trained = recipe.train(config, train.grey, train.target,
                            progress=lambda epoch, epochs, loss: log.info("Trainer: epoch %d/%d, loss %.3f",
                                                                          epoch, epochs, loss))
+    if trained.steps < trained.planned_steps:
+        log.warning("the time budget (%.0f s) paid for %d of %d steps on this machine", config.time_budget_s,
+                    trained.steps, trained.planned_steps)
     valid_probability = recipe.probabilities(trained.model, valid.grey)
     threshold = recipe.choose_threshold(valid_probability, valid.target, valid.patient)
     valid_dice = recipe.patient_mean(recipe.dice(valid_probability >= threshold, valid.target), valid.patient)
@@ -74,6 +77,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         "valid_examples": int(len(valid.grey)),
         "valid_patient_dice_mean": round(valid_dice, 4),
         "train_seconds": round(trained.train_seconds, 1),
+        "train_steps": trained.steps,
+        "planned_train_steps": trained.planned_steps,  # more than train_steps where the time budget ran short
         "training_seconds": round(time.time() - started, 1),
     }
     export.export(trained.model, tf_transform_output.transform_features_layer(), tf_transform_output.raw_feature_spec(),
