@@ -255,24 +255,31 @@ def tool(name: str) -> str:
     return path
 
 
-def checkov(*arguments: str) -> list[dict]:
-    """Checkov's reports (one per framework) of a run over ``arguments``; it prints concatenated JSON documents."""
-    done = subprocess.run([tool("checkov"), "--output", "json", "--skip-download", *arguments], capture_output=True,
-                          text=True, timeout=600, cwd=ROOT, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"})
-    decoder, text, position, reports = json.JSONDecoder(), done.stdout, 0, []
-    while text[position:].strip():
-        position += len(text[position:]) - len(text[position:].lstrip())
-        document, position = decoder.raw_decode(text, position)
-        reports.extend(document if isinstance(document, list) else [document])
-    assert reports, done.stderr[-2000:]
-    return reports
+def checkov(*arguments: str, frameworks: set[str]) -> list[dict]:
+    """Checkov's reports (one per framework) of a run over ``arguments``; it prints concatenated JSON documents.
+    Checkov drops a framework's report when its worker gives no result and still exits normally (seen once on a
+    fully loaded machine: kubernetes and kustomize missing): one retry, then a failure that shows Checkov's log."""
+    for _ in range(2):
+        done = subprocess.run([tool("checkov"), "--output", "json", "--skip-download", *arguments],
+                              capture_output=True, text=True, timeout=600, cwd=ROOT,
+                              env={**os.environ, "BC_SKIP_MAPPING": "TRUE"})
+        decoder, text, position, reports = json.JSONDecoder(), done.stdout, 0, []
+        while text[position:].strip():
+            position += len(text[position:]) - len(text[position:].lstrip())
+            document, position = decoder.raw_decode(text, position)
+            reports.extend(document if isinstance(document, list) else [document])
+        if {report["check_type"] for report in reports} >= frameworks:
+            return reports
+    pytest.fail(f"Checkov reported no {sorted(frameworks - {r['check_type'] for r in reports})}: "
+                f"{done.stderr[-3000:]}")
 
 
 @pytest.mark.slow
 def test_checkov_fails_nothing_without_a_written_reason():
-    reports = checkov("--framework", "terraform", "kubernetes", "kustomize", "-d", TERRAFORM, "-d", INFRA)
+    reports = checkov("--framework", "terraform", "kubernetes", "kustomize", "-d", TERRAFORM, "-d", INFRA,
+                      frameworks={"terraform", "kubernetes", "kustomize"})
     reports += checkov("--framework", "dockerfile", "-f", os.path.join(ROOT, "Dockerfile.portal"),
-                       "-f", os.path.join(ROOT, "Dockerfile.train"))
+                       "-f", os.path.join(ROOT, "Dockerfile.train"), frameworks={"dockerfile"})
     frameworks = {report["check_type"] for report in reports}
     assert frameworks == {"terraform", "kubernetes", "kustomize", "dockerfile"}, frameworks
     failed = [(r["check_type"], c["check_id"], c["resource"], c["file_path"]) for r in reports
