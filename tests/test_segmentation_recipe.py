@@ -147,3 +147,20 @@ def test_the_benchmark_maps_the_grad_cam_peak_to_input_pixels_and_counts_detecti
     found[3, 3] = found[3, 4] = 1  # overlaps the first nodule
     found[17, 2] = 2               # overlaps none
     assert bench.detection(found, mask) == (1, 2, 1)
+
+
+def test_the_candidate_benchmark_counts_found_nodules_and_false_lesions_at_each_cut():
+    from benchmarks import segmentation_candidates as bench
+
+    probability = np.zeros((32, 32), np.float32)
+    probability[4:8, 4:8] = 0.95     # on the nodule
+    probability[20:23, 20:30] = 0.6  # a vessel: elongated, less sure
+    mask = np.zeros((32, 32), bool)
+    mask[5:9, 5:9] = True
+    found = bench.candidates(probability, probability, threshold=0.5)
+    assert [int(region.sum()) for region, _ in found] == [16, 30]
+    assert found[0][1][1] == pytest.approx(1.0, abs=0.01) and found[1][1][1] < 0.5  # elongation: 1 round, < 1 long
+    points, missed = bench.evaluate([probability], [probability], [mask], threshold=0.5)
+    assert [(p["cut"], p["sensitivity"], p["false_per_image"]) for p in points] == \
+        [(0.0, 1.0, 1.0), (0.9, 1.0, 0.0), (0.99, 0.0, 0.0)]
+    assert [m.tolist() for m in missed] == [[False]]

@@ -1,0 +1,166 @@
+"""Whole-slice false lesions against found nodules (issue 13), in-process: the segmentation recipe trained on the
+crops (or weights from an earlier run), then the operating points a lesion rule could choose on the 108 whole
+slices. Exploration for the next recipe, not the served figures (those are ``benchmarks/segmentation.py``'s).
+
+- ``test_patient_dice_mean`` at the threshold of best validation Dice, as the Trainer chooses it.
+- ``max_probability_rule``: a lesion kept only if its highest pixel probability reaches a cut (sensitivity and false
+  lesions per whole slice at each cut, and on the validation crops, where a rule would be chosen).
+- ``candidate_score``: a logistic score over each lesion's log area, elongation, mean and max probability, mean
+  intensity, the intensity of a 3 px ring around it, their difference and the share of the ring above half the
+  threshold, fitted on the validation crops' lesions (overlapping the consensus or not), applied to the whole slices.
+- ``missed_by_patient``: the whole-slice nodules no lesion overlaps, per patient.
+
+Usage: python -m benchmarks.segmentation_candidates --data ../shared/data/lung-seg [--training-json '{...}']
+       [--weights model.h5] -> benchmarks/results/segmentation_candidates.json
+"""
+
+import argparse
+import io
+import json
+import os
+import time
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+from sklearn.linear_model import LogisticRegression
+
+from benchmarks import write_result
+from benchmarks.segmentation import RESULTS_DIR, full_slices, png
+from components.segmentation import recipe
+from components.segmentation.data import load_crops
+from components.segmentation.lesions import MIN_AREA_PIXELS
+
+EIGHT_CONNECTED = np.ones((3, 3))
+PROBABILITY_CUTS = (0.0, 0.9, 0.99)
+SCORE_CUTS = (0.0, 0.3, 0.5, 0.7, 0.8)
+
+
+def canonical_slice(image: np.ndarray) -> np.ndarray:
+    """A whole slice as the served model sees it: exported as an 8-bit PNG, then min-max scaled to 0..1."""
+    pixels = np.asarray(Image.open(io.BytesIO(png(image)))).astype(np.float32)
+    return (pixels - pixels.min()) / max(float(pixels.max() - pixels.min()), 1.0)
+
+
+def candidates(probability: np.ndarray, grey: np.ndarray, threshold: float) -> list[tuple[np.ndarray, list[float]]]:
+    """Each lesion (8-connected, >= MIN_AREA_PIXELS at the threshold) as (its pixels, its features)."""
+    labels, count = ndimage.label(probability >= threshold, structure=EIGHT_CONNECTED)
+    found = []
+    for label in range(1, count + 1):
+        region = labels == label
+        area = int(region.sum())
+        if area < MIN_AREA_PIXELS:
+            continue
+        spread = np.sort(np.linalg.eigvalsh(np.cov(np.argwhere(region).T) + 1e-3 * np.eye(2)))
+        ring = ndimage.binary_dilation(region, EIGHT_CONNECTED, iterations=3) & ~region
+        inside = probability[region]
+        found.append((region, [np.log(area), float(np.sqrt(spread[0] / spread[1])), float(inside.max()),
+                               float(inside.mean()), float(grey[region].mean()), float(grey[ring].mean()),
+                               float(grey[region].mean() - grey[ring].mean()),
+                               float((probability[ring] >= threshold / 2).mean())]))
+    return found
+
+
+def operating_points(scored: list[tuple[list[float], list[bool]]], nodules: list[list[float]], slices: int,
+                     cuts: tuple[float, ...]) -> list[dict]:
+    """Sensitivity (nodules with a kept lesion on them) and false lesions per slice at each cut of a lesion score.
+    ``scored``: per slice, (scores, overlaps a nodule); ``nodules``: per nodule, the scores of the lesions on it."""
+    points = []
+    for cut in cuts:
+        false = sum(1 for scores, hits in scored for score, hit in zip(scores, hits, strict=True)
+                    if score >= cut and not hit)
+        found = sum(1 for on_nodule in nodules if any(score >= cut for score in on_nodule))
+        points.append({"cut": cut, "sensitivity": found / max(len(nodules), 1),
+                       "false_per_image": false / max(slices, 1)})
+    return points
+
+
+def evaluate(maps: list[np.ndarray], greys: list[np.ndarray], masks: list[np.ndarray], threshold: float,
+             score=None) -> tuple[list[dict], list[np.ndarray]]:
+    """Operating points over images (lesion score = max probability, or ``score(features)``) and the nodules no
+    lesion overlaps, as a bool per nodule, per image."""
+    scored, nodules, missed = [], [], []
+    for probability, grey, mask in zip(maps, greys, masks, strict=True):
+        found = candidates(probability, grey, threshold)
+        values = [score(features) if score else features[2] for _, features in found]
+        scored.append((values, [bool(mask[region].any()) for region, _ in found]))
+        parts, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
+        on = [[value for (region, _), value in zip(found, values, strict=True) if region[parts == part].any()]
+              for part in range(1, count + 1)]
+        nodules.extend(on)
+        missed.append(np.array([not hits for hits in on], bool))
+    cuts = SCORE_CUTS if score else PROBABILITY_CUTS
+    return operating_points(scored, nodules, len(maps), cuts), missed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="whole-slice lesion rules of the segmentation recipe (issue 13)")
+    parser.add_argument("--data", default="../shared/data/lung-seg")
+    parser.add_argument("--training-json", default='{"negative_fraction": 0.3, "time_budget_s": null}')
+    parser.add_argument("--weights", help="weights of an earlier run of the same --training-json (skips training)")
+    parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "segmentation_candidates.json"))
+    args = parser.parse_args()
+    started = time.time()
+    config = recipe.SegmentationConfig.from_dict(json.loads(args.training_json))
+    crops = load_crops(os.path.join(args.data, "lidc-idri-nodule-crops128"))
+    train, valid, test = (crops.of_split(name) for name in ("train", "val", "test"))
+    if args.weights:
+        from components.segmentation.unet import build_unet
+        from components.trainer.recipes import keras_policy
+
+        with keras_policy(recipe.dtype_policy(config)):
+            model = build_unet(config.unet)
+        model.load_weights(args.weights)
+        train_seconds = None
+    else:
+        trained = recipe.train(config, train.images / 255.0, train.consensus,
+                               progress=lambda epoch, epochs, loss: print(f"epoch {epoch}/{epochs} loss {loss:.3f}",
+                                                                          flush=True))
+        model, train_seconds = trained.model, trained.train_seconds
+    valid_map = recipe.probabilities(model, valid.images / 255.0)
+    threshold = recipe.choose_threshold(valid_map, valid.consensus, valid.patient_id)
+    test_map = recipe.probabilities(model, test.images / 255.0)
+    names, greys, masks = [], [], []
+    for name, image, mask in full_slices(args.data):
+        names.append(name)
+        greys.append(canonical_slice(image))
+        masks.append(mask)
+    slice_maps = [recipe.probabilities(model, grey[None], batch_size=1)[0] for grey in greys]
+    valid_greys = list(valid.images / 255.0)
+    by_probability, missed = evaluate(slice_maps, greys, masks, threshold)
+    valid_by_probability, _ = evaluate(list(valid_map), valid_greys, list(valid.consensus), threshold)
+    features, labels = [], []
+    for probability, grey, mask in zip(valid_map, valid_greys, valid.consensus, strict=True):
+        for region, values in candidates(probability, grey, threshold):
+            features.append(values)
+            labels.append(bool(mask[region].any()))
+    model_score = LogisticRegression(max_iter=2000).fit(np.array(features), np.array(labels))
+    by_score, _ = evaluate(slice_maps, greys, masks, threshold,
+                           score=lambda values: float(model_score.predict_proba([values])[0, 1]))
+    patients = sorted({name[:4] for name in names})
+    missed_by_patient = {f"LIDC-IDRI-{patient}": {
+        "nodules": int(sum(len(m) for name, m in zip(names, missed, strict=True) if name[:4] == patient)),
+        "missed": int(sum(m.sum() for name, m in zip(names, missed, strict=True) if name[:4] == patient))}
+        for patient in patients}
+    result = {
+        "training": config.to_dict(), "weights": args.weights, "train_seconds": train_seconds,
+        "lesion_threshold": threshold,
+        "test_patient_dice_mean": recipe.patient_mean(recipe.dice(test_map >= threshold, test.consensus),
+                                                      test.patient_id),
+        "max_probability_rule": {"whole_slices": by_probability, "validation_crops": valid_by_probability},
+        "candidate_score": {"fitted_on": f"{len(labels)} lesions of the validation crops ({sum(labels)} on the "
+                                         "consensus)", "whole_slices": by_score},
+        "missed_by_patient": missed_by_patient,
+        "wall_seconds": round(time.time() - started, 1),
+    }
+    print(f"threshold {threshold}, test Dice {result['test_patient_dice_mean']:.3f}")
+    for title, points in (("max probability", by_probability), ("candidate score", by_score)):
+        for point in points:
+            print(f"{title:<16} >= {point['cut']:<5} sensitivity {point['sensitivity']:.3f}  "
+                  f"false lesions per slice {point['false_per_image']:.2f}")
+    print(missed_by_patient)
+    write_result(result, args.output)
+
+
+if __name__ == "__main__":
+    main()
