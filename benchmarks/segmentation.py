@@ -44,12 +44,13 @@ from scipy import ndimage
 from benchmarks import write_result
 from components.segmentation import recipe
 from components.segmentation.data import load_crops
+from components.segmentation.lesions import MIN_AREA_PIXELS
 from radassist.contract import MODEL_NAME, SEGMENTATION_MODEL_NAME
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 AREA_BINS = ((0, 20), (20, 50), (50, 150), (150, None))  # consensus area, px (the Transform graph's size bins)
 SHIFTS = ((24, -20), (-30, 30))                          # (rows, columns) the crop content moves
-MIN_AREA_PIXELS = 3                                      # as components/segmentation/lesions.py
+EIGHT_CONNECTED = np.ones((3, 3))                        # as the graph's lesions
 POINTING_TOLERANCE_PX = 8                                # the tolerant variant: Grad-CAM's maximum this near the mask
 # The top-level keys of segmentation.json, exactly as the issue names them; everything else measured goes to
 # segmentation_details.json beside it.
@@ -108,10 +109,10 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def lesion_labels(segmentation) -> np.ndarray:
-    """The served map's lesions as labels (8-connected components of at least MIN_AREA_PIXELS at the threshold),
-    the same as the graph's; 0 elsewhere."""
-    labels, count = ndimage.label(segmentation.mask, structure=np.ones((3, 3)))
+def lesion_labels(mask: np.ndarray) -> np.ndarray:
+    """A map's lesions as labels (8-connected components of at least MIN_AREA_PIXELS of the bool ``mask``, the
+    pixels at the threshold), the same as the graph's; 0 elsewhere."""
+    labels, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
     areas = np.bincount(labels.ravel(), minlength=count + 1)
     keep = areas >= MIN_AREA_PIXELS
     keep[0] = False
@@ -120,7 +121,7 @@ def lesion_labels(segmentation) -> np.ndarray:
 
 def detection(found: np.ndarray, mask: np.ndarray) -> tuple[int, int, int]:
     """(nodules a lesion overlaps, nodules, lesions overlapping no nodule) on one slice."""
-    nodules, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    nodules, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
     hits = sum(bool((found[nodules == nodule] > 0).any()) for nodule in range(1, count + 1))
     false = sum(1 for label in np.unique(found) if label and not mask[found == label].any())
     return hits, count, false
@@ -269,7 +270,7 @@ def measure(client, args, info: dict) -> dict:
     for name, image, mask in full_slices(args.data):
         encoded = png(image)
         (segmentation,) = client.segment_batch([encoded])
-        found = lesion_labels(segmentation)
+        found = lesion_labels(segmentation.mask)
         slice_hits, slice_nodules, slice_false = detection(found, mask)
         explained = client.explain(encoded)
         y, x = gradcam_peak(explained)

@@ -15,46 +15,41 @@ Usage: python -m benchmarks.segmentation_candidates --data ../shared/data/lung-s
 """
 
 import argparse
-import io
 import json
 import os
 import time
 
 import numpy as np
-from PIL import Image
+import tensorflow as tf
 from scipy import ndimage
 from sklearn.linear_model import LogisticRegression
 
 from benchmarks import write_result
-from benchmarks.segmentation import RESULTS_DIR, full_slices, png
-from components.segmentation import recipe
+from benchmarks.segmentation import EIGHT_CONNECTED, RESULTS_DIR, full_slices, lesion_labels, png
+from components.segmentation import intensity, recipe
 from components.segmentation.data import load_crops
-from components.segmentation.lesions import MIN_AREA_PIXELS
 
-EIGHT_CONNECTED = np.ones((3, 3))
 PROBABILITY_CUTS = (0.0, 0.9, 0.99)
 SCORE_CUTS = (0.0, 0.3, 0.5, 0.7, 0.8)
+MAX_PROBABILITY = 2  # its place in a lesion's features
 
 
 def canonical_slice(image: np.ndarray) -> np.ndarray:
-    """A whole slice as the served model sees it: exported as an 8-bit PNG, then min-max scaled to 0..1."""
-    pixels = np.asarray(Image.open(io.BytesIO(png(image)))).astype(np.float32)
-    return (pixels - pixels.min()) / max(float(pixels.max() - pixels.min()), 1.0)
+    """A whole slice as the served model sees it: exported as an 8-bit PNG, decoded and scaled by the signature's
+    own intensity functions."""
+    return intensity.canonical(intensity.decode_grey(tf.constant(png(image)))).numpy()[..., 0]
 
 
 def candidates(probability: np.ndarray, grey: np.ndarray, threshold: float) -> list[tuple[np.ndarray, list[float]]]:
-    """Each lesion (8-connected, >= MIN_AREA_PIXELS at the threshold) as (its pixels, its features)."""
-    labels, count = ndimage.label(probability >= threshold, structure=EIGHT_CONNECTED)
+    """Each lesion (as the served ones: ``lesion_labels`` at the threshold) as (its pixels, its features)."""
+    labels = lesion_labels(probability >= threshold)
     found = []
-    for label in range(1, count + 1):
+    for label in np.unique(labels[labels > 0]):
         region = labels == label
-        area = int(region.sum())
-        if area < MIN_AREA_PIXELS:
-            continue
         spread = np.sort(np.linalg.eigvalsh(np.cov(np.argwhere(region).T) + 1e-3 * np.eye(2)))
         ring = ndimage.binary_dilation(region, EIGHT_CONNECTED, iterations=3) & ~region
         inside = probability[region]
-        found.append((region, [np.log(area), float(np.sqrt(spread[0] / spread[1])), float(inside.max()),
+        found.append((region, [np.log(region.sum()), float(np.sqrt(spread[0] / spread[1])), float(inside.max()),
                                float(inside.mean()), float(grey[region].mean()), float(grey[ring].mean()),
                                float(grey[region].mean() - grey[ring].mean()),
                                float((probability[ring] >= threshold / 2).mean())]))
@@ -75,14 +70,13 @@ def operating_points(scored: list[tuple[list[float], list[bool]]], nodules: list
     return points
 
 
-def evaluate(maps: list[np.ndarray], greys: list[np.ndarray], masks: list[np.ndarray], threshold: float,
+def evaluate(found_per_image: list[list[tuple[np.ndarray, list[float]]]], masks: list[np.ndarray],
              score=None) -> tuple[list[dict], list[np.ndarray]]:
-    """Operating points over images (lesion score = max probability, or ``score(features)``) and the nodules no
-    lesion overlaps, as a bool per nodule, per image."""
+    """Operating points over images, given each image's ``candidates`` (lesion score = max probability, or
+    ``score(features)``), and the nodules no lesion overlaps, as a bool per nodule, per image."""
     scored, nodules, missed = [], [], []
-    for probability, grey, mask in zip(maps, greys, masks, strict=True):
-        found = candidates(probability, grey, threshold)
-        values = [score(features) if score else features[2] for _, features in found]
+    for found, mask in zip(found_per_image, masks, strict=True):
+        values = [score(features) if score else features[MAX_PROBABILITY] for _, features in found]
         scored.append((values, [bool(mask[region].any()) for region, _ in found]))
         parts, count = ndimage.label(mask, structure=EIGHT_CONNECTED)
         on = [[value for (region, _), value in zip(found, values, strict=True) if region[parts == part].any()]
@@ -90,7 +84,7 @@ def evaluate(maps: list[np.ndarray], greys: list[np.ndarray], masks: list[np.nda
         nodules.extend(on)
         missed.append(np.array([not hits for hits in on], bool))
     cuts = SCORE_CUTS if score else PROBABILITY_CUTS
-    return operating_points(scored, nodules, len(maps), cuts), missed
+    return operating_points(scored, nodules, len(found_per_image), cuts), missed
 
 
 def main() -> None:
@@ -125,18 +119,17 @@ def main() -> None:
         names.append(name)
         greys.append(canonical_slice(image))
         masks.append(mask)
-    slice_maps = [recipe.probabilities(model, grey[None], batch_size=1)[0] for grey in greys]
-    valid_greys = list(valid.images / 255.0)
-    by_probability, missed = evaluate(slice_maps, greys, masks, threshold)
-    valid_by_probability, _ = evaluate(list(valid_map), valid_greys, list(valid.consensus), threshold)
-    features, labels = [], []
-    for probability, grey, mask in zip(valid_map, valid_greys, valid.consensus, strict=True):
-        for region, values in candidates(probability, grey, threshold):
-            features.append(values)
-            labels.append(bool(mask[region].any()))
+    slice_found = [candidates(recipe.probabilities(model, grey[None], batch_size=1)[0], grey, threshold)
+                   for grey in greys]
+    valid_found = [candidates(probability, grey, threshold)
+                   for probability, grey in zip(valid_map, valid.images / 255.0, strict=True)]
+    by_probability, missed = evaluate(slice_found, masks)
+    valid_by_probability, _ = evaluate(valid_found, list(valid.consensus))
+    features = [values for found in valid_found for _, values in found]
+    labels = [bool(mask[region].any()) for found, mask in zip(valid_found, valid.consensus, strict=True)
+              for region, _ in found]
     model_score = LogisticRegression(max_iter=2000).fit(np.array(features), np.array(labels))
-    by_score, _ = evaluate(slice_maps, greys, masks, threshold,
-                           score=lambda values: float(model_score.predict_proba([values])[0, 1]))
+    by_score, _ = evaluate(slice_found, masks, score=lambda values: float(model_score.predict_proba([values])[0, 1]))
     patients = sorted({name[:4] for name in names})
     missed_by_patient = {f"LIDC-IDRI-{patient}": {
         "nodules": int(sum(len(m) for name, m in zip(names, missed, strict=True) if name[:4] == patient)),

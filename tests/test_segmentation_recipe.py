@@ -160,7 +160,7 @@ def test_the_candidate_benchmark_counts_found_nodules_and_false_lesions_at_each_
     found = bench.candidates(probability, probability, threshold=0.5)
     assert [int(region.sum()) for region, _ in found] == [16, 30]
     assert found[0][1][1] == pytest.approx(1.0, abs=0.01) and found[1][1][1] < 0.5  # elongation: 1 round, < 1 long
-    points, missed = bench.evaluate([probability], [probability], [mask], threshold=0.5)
+    points, missed = bench.evaluate([found], [mask])
     assert [(p["cut"], p["sensitivity"], p["false_per_image"]) for p in points] == \
         [(0.0, 1.0, 1.0), (0.9, 1.0, 0.0), (0.99, 0.0, 0.0)]
     assert [m.tolist() for m in missed] == [[False]]
