@@ -105,12 +105,13 @@ def main() -> None:
         with keras_policy(recipe.dtype_policy(config)):
             model = build_unet(config.unet)
         model.load_weights(args.weights)
-        train_seconds = None
+        train_seconds = train_steps = planned_steps = None
     else:
         trained = recipe.train(config, train.images / 255.0, train.consensus,
                                progress=lambda epoch, epochs, loss: print(f"epoch {epoch}/{epochs} loss {loss:.3f}",
                                                                           flush=True))
         model, train_seconds = trained.model, trained.train_seconds
+        train_steps, planned_steps = trained.steps, trained.planned_steps
     valid_map = recipe.probabilities(model, valid.images / 255.0)
     threshold = recipe.choose_threshold(valid_map, valid.consensus, valid.patient_id)
     test_map = recipe.probabilities(model, test.images / 255.0)
@@ -137,6 +138,7 @@ def main() -> None:
         for patient in patients}
     result = {
         "training": config.to_dict(), "weights": args.weights, "train_seconds": train_seconds,
+        "train_steps": train_steps, "planned_train_steps": planned_steps,
         "lesion_threshold": threshold,
         "test_patient_dice_mean": recipe.patient_mean(recipe.dice(test_map >= threshold, test.consensus),
                                                       test.patient_id),

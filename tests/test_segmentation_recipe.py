@@ -108,7 +108,7 @@ def test_a_time_budget_shortens_the_run_and_its_rate_schedule():
     # The speed is timed over the first 25 steps; a budget already spent stops the run right there.
     assert trained.planned_steps == 300 and trained.steps == 25
     assert len(trained.losses) == 5 and epochs_said == [50] * 4 + [5]  # the plan, until the speed is known
-    assert recipe._affordable_steps(100.0, 10.0, 0.5, done=25) == 25 + 162  # 90 % of the 90 s left
+    assert recipe.affordable_steps(100.0, 10.0, 0.5, done=25) == 25 + 162  # 90 % of the 90 s left
     schedule = recipe._CosineDecay(1e-3, tf.Variable(100.0), alpha=0.02)
     assert [round(float(schedule(step)), 7) for step in (0, 50, 100, 150)] == [1e-3, 5.1e-4, 2e-5, 2e-5]
 

@@ -131,3 +131,47 @@ def test_intensities_are_min_max_scaled_so_a_linear_window_change_gives_the_same
     np.testing.assert_allclose(first, second, atol=1e-5)
     assert first.min() == 0.0 and first.max() == pytest.approx(1.0)
     assert not intensity.canonical(tf.fill([8, 8, 1], 90.0)).numpy().any()  # a uniform image is all 0, not NaN
+
+
+def test_only_the_content_of_a_scan_with_a_flat_border_is_segmented():
+    """A slice with a flat border (a window's black air, a lung mask's background) is segmented inside the box of
+    its content plus a margin, padded with the background: the same map there as the whole image gives, nothing
+    outside, and a much smaller input for the network. Where the corners differ the whole image is segmented."""
+    from components.segmentation import export
+
+    rng = np.random.default_rng(0)
+    scan = np.zeros((200, 160), np.uint8)
+    scan[60:100, 50:110] = rng.integers(30, 256, (40, 60))
+    scan[60, 50] = 255
+    seen = []
+    kernel = tf.constant(np.full((3, 3, 1, 1), 1 / 9, np.float32))
+
+    def model(batch, training=False):  # a local stand-in for the U-Net: 3 x 3 mean, then a steep logit
+        seen.append(tuple(batch.shape))
+        return 20.0 * (tf.nn.conv2d(batch, kernel, 1, "SAME") - 0.3)
+
+    segment = export.build_segment(model, threshold=0.5)
+    result = segment(tf.constant([_grey_png(scan)]))
+    chart = result["probability_map"].numpy()[0]
+    canonical = scan / 255.0
+    expected = tf.sigmoid(model(tf.constant(canonical[None, ..., None], tf.float32))).numpy()[0, ..., 0]
+    margin = export.CONTENT_MARGIN
+    box = (slice(60 - margin, 100 + margin), slice(50 - margin, 110 + margin))
+    assert seen[0][1] < 100 and seen[0][2] < 100 and seen[0][1] % 8 == 0 and seen[0][2] % 8 == 0
+    np.testing.assert_allclose(chart[box], expected[box], atol=1e-6)
+    outside = np.ones_like(chart, bool)
+    outside[box] = False
+    assert chart.shape == scan.shape and not chart[outside].any()
+    assert int(result["lesion_count"][0]) >= 1
+
+    scan[0, 0] = 255  # corners no longer agree: no background to skip
+    seen.clear()
+    segment(tf.constant([_grey_png(scan)]))
+    assert seen[0][1:3] == (200, 160)
+
+
+
+def _grey_png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()

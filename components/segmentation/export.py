@@ -6,7 +6,8 @@ Names are radassist/contract.py's. Signatures:
   lesions, connected components at and above the threshold chosen on validation (components/segmentation/lesions.py),
   measured in input pixels, largest first. Whole slices work: the network is fully convolutional (inputs are padded
   to a multiple of its stride); slices longer than MAX_WORKING_SIDE are segmented at that size and the map is
-  resized back.
+  resized back. Only the box of a slice's content is segmented where the slice has a flat border (``content_box``);
+  the map is 0 outside it.
 - ``serving_default``: ``examples`` (serialized tf.Examples with the raw features) -> ``probability_map`` [N, H, W]
   and ``lesion_mask`` [N, H, W, 1] ({0, 1} at the threshold; what TFMA scores against the consensus).
 - ``transform_features``: ``examples`` -> the Transform graph's features (TFMA reads the consensus target and the
@@ -28,6 +29,8 @@ from components.trainer.export import synthetic_scan_png, write_warmup_requests
 from radassist.contract import MODEL_INFO_PATH, Input, ModelInfo, Output, Signature
 
 MAX_WORKING_SIDE = 1024  # px: larger slices are segmented downscaled to this (memory: the encoder's first block)
+CONTENT_MARGIN = 16  # px of flat background segmented around an image's content (content_box)
+BACKGROUND_TOLERANCE = 1.5 / 255  # canonical values this close to the corners' are background
 SIGNATURES = (Signature.SEGMENT, Signature.SERVING_DEFAULT, "transform_features", Signature.MODEL_INFO)
 
 _LESION_FIELDS = {
@@ -41,6 +44,32 @@ _LESION_FIELDS = {
 def model_info(threshold: float) -> ModelInfo:
     return ModelInfo(class_names=("background", "nodule"), class_display_names=("Background", "Nodule"),
                      image_size=features.CROP_SIZE, signatures=SIGNATURES, lesion_threshold=float(threshold))
+
+
+def content_box(canonical: tf.Tensor, margin: int = CONTENT_MARGIN) -> tuple[tf.Tensor, tf.Tensor]:
+    """The part of a canonical [H, W, 1] image worth segmenting, int32 [y0, x0, y1, x1), and its background value.
+
+    The background is the value the four corners share (within BACKGROUND_TOLERANCE): air a window clipped to black,
+    the padding around a scanner's round field of view, what a lung mask flattened. The box holds every other pixel
+    plus ``margin`` px of background; the whole image (background 0) where the corners differ or nothing else is
+    there. Outside the box there is nothing but background, and the box is padded with it, so the map inside is the
+    whole image's but for the network's own border effects, at a fraction of the work on scans with a wide flat
+    border (a window that clips air to black, a lung mask).
+    """
+    image = canonical[..., 0]
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    corners = tf.stack([image[0, 0], image[0, -1], image[-1, 0], image[-1, -1]])
+    content = tf.abs(image - corners[0]) > BACKGROUND_TOLERANCE
+    rows = tf.cast(tf.where(tf.reduce_any(content, axis=1))[:, 0], tf.int32)
+    columns = tf.cast(tf.where(tf.reduce_any(content, axis=0))[:, 0], tf.int32)
+    flat = (tf.reduce_max(tf.abs(corners - corners[0])) <= BACKGROUND_TOLERANCE) & (tf.size(rows) > 0)
+
+    def around_content():
+        return tf.stack([tf.maximum(rows[0] - margin, 0), tf.maximum(columns[0] - margin, 0),
+                         tf.minimum(rows[-1] + 1 + margin, height), tf.minimum(columns[-1] + 1 + margin, width)])
+
+    box = tf.cond(flat, around_content, lambda: tf.stack([0, 0, height, width]))
+    return box, tf.where(flat, corners[0], 0.0)
 
 
 def _round_up(value: tf.Tensor, multiple: int) -> tf.Tensor:
@@ -58,24 +87,31 @@ def build_segment(model, threshold: float):
         longer = tf.cast(tf.reduce_max(sizes, axis=1), tf.float32)
         scale = tf.minimum(1.0, MAX_WORKING_SIDE / tf.maximum(longer, 1.0))
         working = tf.maximum(tf.cast(tf.round(tf.cast(sizes, tf.float32) * scale[:, None]), tf.int32), 1)
-        padded = _round_up(tf.reduce_max(working, axis=0), ENCODER_STRIDE)
 
-        def prepare(item):
-            encoded, size, work = item
+        def working_image(encoded, size, work):
             grey = intensity.decode_grey(encoded)
             grey = tf.cond(tf.reduce_all(tf.equal(size, work)), lambda: grey,
                            lambda: tf.image.resize(grey, work, antialias=True))
-            canonical = intensity.canonical(grey)
-            return tf.image.pad_to_bounding_box(canonical, 0, 0, padded[0], padded[1])
+            return intensity.canonical(grey)
 
-        batch = tf.map_fn(prepare, (images, sizes, working),
+        boxes, backgrounds = tf.map_fn(lambda item: content_box(working_image(*item)), (images, sizes, working),
+                                       fn_output_signature=(tf.int32, tf.float32))
+        padded = _round_up(tf.reduce_max(boxes[:, 2:] - boxes[:, :2], axis=0), ENCODER_STRIDE)
+
+        def prepare(item):
+            encoded, size, work, box, background = item
+            content = working_image(encoded, size, work)[box[0]:box[2], box[1]:box[3]]
+            return tf.image.pad_to_bounding_box(content - background, 0, 0, padded[0], padded[1]) + background
+
+        batch = tf.map_fn(prepare, (images, sizes, working, boxes, backgrounds),
                           fn_output_signature=tf.TensorSpec([None, None, 1], tf.float32))
         probability = tf.sigmoid(tf.cast(model(batch, training=False), tf.float32))[..., 0]
         largest = tf.reduce_max(sizes, axis=0)
 
         def finish(item):
-            chart, size, work = item
-            chart = chart[:work[0], :work[1]]
+            chart, size, work, box = item
+            chart = tf.pad(chart[:box[2] - box[0], :box[3] - box[1]],
+                           [[box[0], work[0] - box[2]], [box[1], work[1] - box[3]]])
             chart = tf.cond(tf.reduce_all(tf.equal(size, work)), lambda: chart,
                             lambda: tf.image.resize(chart[..., None], size)[..., 0])
             result = {Output.PROBABILITY_MAP: tf.pad(chart, [[0, largest[0] - size[0]], [0, largest[1] - size[1]]])}
@@ -90,7 +126,7 @@ def build_segment(model, threshold: float):
         if with_lesions:
             signature[Output.LESION_COUNT] = tf.TensorSpec([], tf.int32)
             signature.update({name: tf.TensorSpec([rows, *dims.get(name, [])], tf.float32) for name in _LESION_FIELDS})
-        result = tf.map_fn(finish, (probability, sizes, working), fn_output_signature=signature)
+        result = tf.map_fn(finish, (probability, sizes, working, boxes), fn_output_signature=signature)
         result[Output.IMAGE_SIZE] = sizes
         return result
 

@@ -130,7 +130,7 @@ def sample_windows(images: np.ndarray, targets: np.ndarray, rng: np.random.Gener
     return np.stack(inputs)[..., None].astype(np.float32), np.stack(outputs)[..., None].astype(np.float32)
 
 
-def _loss(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+def segmentation_loss(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Pixel cross-entropy plus soft Dice per window (1 for a window that holds nothing and predicts nothing)."""
     probability = tf.sigmoid(logits)
     cross_entropy = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(targets, logits))
@@ -168,7 +168,7 @@ class TrainedSegmenter:
 _SPEED_PROBE_STEPS = (5, 25)  # the steps between which the speed is timed (the first ones trace the graph)
 
 
-def _affordable_steps(budget_s: float, elapsed_s: float, seconds_per_step: float, done: int) -> int:
+def affordable_steps(budget_s: float, elapsed_s: float, seconds_per_step: float, done: int) -> int:
     """Steps the rest of the budget pays for, at the measured speed, counting those done; 10 % held back for the
     epochs' bookkeeping and the machine's variance."""
     return done + max(0, int((budget_s - elapsed_s) * 0.9 / seconds_per_step))
@@ -193,7 +193,7 @@ def train(config: SegmentationConfig, images: np.ndarray, targets: np.ndarray,
     @tf.function(reduce_retracing=True)
     def step(inputs, outputs):
         with tf.GradientTape() as tape:
-            loss = _loss(outputs, tf.cast(model(inputs, training=True), tf.float32))
+            loss = segmentation_loss(outputs, tf.cast(model(inputs, training=True), tf.float32))
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
         return loss
@@ -217,7 +217,7 @@ def train(config: SegmentationConfig, images: np.ndarray, targets: np.ndarray,
             elif probe_started is not None and done == _SPEED_PROBE_STEPS[1]:
                 now = time.perf_counter()
                 speed = (now - probe_started) / (_SPEED_PROBE_STEPS[1] - _SPEED_PROBE_STEPS[0])
-                total = min(planned, _affordable_steps(config.time_budget_s, now - started, speed, done))
+                total = min(planned, affordable_steps(config.time_budget_s, now - started, speed, done))
                 total_steps.assign(float(total))
         if epoch_losses:
             losses.append(float(np.mean(epoch_losses)))
