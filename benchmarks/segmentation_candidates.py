@@ -9,9 +9,14 @@ slices. Exploration for the next recipe, not the served figures (those are ``ben
   intensity, the intensity of a 3 px ring around it, their difference and the share of the ring above half the
   threshold, fitted on the validation crops' lesions (overlapping the consensus or not), applied to the whole slices.
 - ``missed_by_patient``: the whole-slice nodules no lesion overlaps, per patient.
+- ``--whole-slice-folds K``: the experiment of training on whole slices too (recipe.WholeSlices: a share of each
+  batch's windows from them). The slices' patients fall into K folds; each fold's model trains on the crops and on
+  the other folds' whole slices and is measured on its own fold's, so every whole-slice figure is on patients its
+  model never saw (the crops' test patients are none of them). ``runs`` holds each model's record; no candidate
+  score (it would need a model per fold).
 
 Usage: python -m benchmarks.segmentation_candidates --data ../shared/data/lung-seg [--training-json '{...}']
-       [--weights model.h5] -> benchmarks/results/segmentation_candidates.json
+       [--weights model.h5 | --whole-slice-folds 2] -> benchmarks/results/segmentation_candidates.json
 """
 
 import argparse
@@ -28,6 +33,8 @@ from benchmarks import write_result
 from benchmarks.segmentation import EIGHT_CONNECTED, RESULTS_DIR, full_slices, lesion_labels, png
 from components.segmentation import intensity, recipe
 from components.segmentation.data import load_crops
+from components.segmentation.unet import build_unet
+from components.trainer.recipes import keras_policy
 
 PROBABILITY_CUTS = (0.0, 0.9, 0.99)
 SCORE_CUTS = (0.0, 0.3, 0.5, 0.7, 0.8)
@@ -87,73 +94,104 @@ def evaluate(found_per_image: list[list[tuple[np.ndarray, list[float]]]], masks:
     return operating_points(scored, nodules, len(found_per_image), cuts), missed
 
 
+def patient_folds(patient_of: list[str], count: int) -> list[set[str]]:
+    """``count`` sets of patients with about as many whole slices each (largest patients first, each to the fold
+    with fewest slices so far)."""
+    if count < 2:
+        raise ValueError(f"--whole-slice-folds needs at least 2 folds, not {count}")
+    slices = {patient: patient_of.count(patient) for patient in set(patient_of)}
+    if count > len(slices):
+        raise ValueError(f"{count} folds of {len(slices)} patients")
+    folds: list[set[str]] = [set() for _ in range(count)]
+    for patient in sorted(slices, key=lambda patient: (-slices[patient], patient)):
+        min(folds, key=lambda fold: sum(slices[p] for p in fold)).add(patient)
+    return folds
+
+
+def fit(config: recipe.SegmentationConfig, images: np.ndarray, targets: np.ndarray,
+        whole_slices: recipe.WholeSlices | None, weights: str | None) -> tuple:
+    """(model, its training record): trained here, or ``weights`` of an earlier run of the same config."""
+    if weights:
+        with keras_policy(recipe.dtype_policy(config)):
+            model = build_unet(config.unet)
+        model.load_weights(weights)
+        return model, {"weights": weights}
+    trained = recipe.train(config, images, targets, whole_slices=whole_slices,
+                           progress=lambda epoch, epochs, loss: print(f"epoch {epoch}/{epochs} loss {loss:.3f}",
+                                                                      flush=True))
+    return trained.model, {"train_seconds": round(trained.train_seconds, 1), "train_steps": trained.steps,
+                           "planned_train_steps": trained.planned_steps}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="whole-slice lesion rules of the segmentation recipe (issue 13)")
     parser.add_argument("--data", default="../shared/data/lung-seg")
     parser.add_argument("--training-json", default='{"negative_fraction": 0.3, "time_budget_s": null}')
     parser.add_argument("--weights", help="weights of an earlier run of the same --training-json (skips training)")
+    parser.add_argument("--whole-slice-folds", type=int, default=0,
+                        help="K >= 2: train K models, each also on windows of the whole slices of the patients "
+                             "outside its fold, and measure each on its fold's whole slices")
     parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "segmentation_candidates.json"))
     args = parser.parse_args()
+    if args.weights and args.whole_slice_folds:
+        parser.error("--whole-slice-folds trains a model per fold: it takes no --weights")
     started = time.time()
     config = recipe.SegmentationConfig.from_dict(json.loads(args.training_json))
     crops = load_crops(os.path.join(args.data, "lidc-idri-nodule-crops128"))
     train, valid, test = (crops.of_split(name) for name in ("train", "val", "test"))
-    if args.weights:
-        from components.segmentation.unet import build_unet
-        from components.trainer.recipes import keras_policy
-
-        with keras_policy(recipe.dtype_policy(config)):
-            model = build_unet(config.unet)
-        model.load_weights(args.weights)
-        train_seconds = train_steps = planned_steps = None
-    else:
-        trained = recipe.train(config, train.images / 255.0, train.consensus,
-                               progress=lambda epoch, epochs, loss: print(f"epoch {epoch}/{epochs} loss {loss:.3f}",
-                                                                          flush=True))
-        model, train_seconds = trained.model, trained.train_seconds
-        train_steps, planned_steps = trained.steps, trained.planned_steps
-    valid_map = recipe.probabilities(model, valid.images / 255.0)
-    threshold = recipe.choose_threshold(valid_map, valid.consensus, valid.patient_id)
-    test_map = recipe.probabilities(model, test.images / 255.0)
     names, greys, masks = [], [], []
     for name, image, mask in full_slices(args.data):
         names.append(name)
         greys.append(canonical_slice(image))
         masks.append(mask)
-    slice_found = [candidates(recipe.probabilities(model, grey[None], batch_size=1)[0], grey, threshold)
-                   for grey in greys]
-    valid_found = [candidates(probability, grey, threshold)
-                   for probability, grey in zip(valid_map, valid.images / 255.0, strict=True)]
+    patient_of = [name[:4] for name in names]
+    folds = patient_folds(patient_of, args.whole_slice_folds) if args.whole_slice_folds else [set(patient_of)]
+    runs, slice_found, valid_found = [], [None] * len(names), []
+    for held_out in folds:
+        trained_on = [index for index, patient in enumerate(patient_of) if patient not in held_out]
+        whole_slices = (recipe.WholeSlices(np.stack([greys[i] for i in trained_on]),
+                                           np.stack([masks[i] for i in trained_on])) if trained_on else None)
+        model, run = fit(config, train.images / 255.0, train.consensus, whole_slices, args.weights)
+        valid_map = recipe.probabilities(model, valid.images / 255.0)
+        threshold = recipe.choose_threshold(valid_map, valid.consensus, valid.patient_id)
+        test_map = recipe.probabilities(model, test.images / 255.0)
+        for index, patient in enumerate(patient_of):
+            if patient in held_out:
+                slice_found[index] = candidates(recipe.probabilities(model, greys[index][None], batch_size=1)[0],
+                                                greys[index], threshold)
+        if not args.whole_slice_folds:
+            valid_found = [candidates(probability, grey, threshold)
+                           for probability, grey in zip(valid_map, valid.images / 255.0, strict=True)]
+        runs.append({**run, "whole_slices_held_out": sorted(f"LIDC-IDRI-{p}" for p in held_out),
+                     "whole_slices_trained_on": len(trained_on), "lesion_threshold": threshold,
+                     "test_patient_dice_mean": recipe.patient_mean(recipe.dice(test_map >= threshold, test.consensus),
+                                                                   test.patient_id)})
+        print(f"threshold {threshold}, test Dice {runs[-1]['test_patient_dice_mean']:.3f}", flush=True)
     by_probability, missed = evaluate(slice_found, masks)
-    valid_by_probability, _ = evaluate(valid_found, list(valid.consensus))
-    features = [values for found in valid_found for _, values in found]
-    labels = [bool(mask[region].any()) for found, mask in zip(valid_found, valid.consensus, strict=True)
-              for region, _ in found]
-    model_score = LogisticRegression(max_iter=2000).fit(np.array(features), np.array(labels))
-    by_score, _ = evaluate(slice_found, masks, score=lambda values: float(model_score.predict_proba([values])[0, 1]))
-    patients = sorted({name[:4] for name in names})
-    missed_by_patient = {f"LIDC-IDRI-{patient}": {
-        "nodules": int(sum(len(m) for name, m in zip(names, missed, strict=True) if name[:4] == patient)),
-        "missed": int(sum(m.sum() for name, m in zip(names, missed, strict=True) if name[:4] == patient))}
-        for patient in patients}
-    result = {
-        "training": config.to_dict(), "weights": args.weights, "train_seconds": train_seconds,
-        "train_steps": train_steps, "planned_train_steps": planned_steps,
-        "lesion_threshold": threshold,
-        "test_patient_dice_mean": recipe.patient_mean(recipe.dice(test_map >= threshold, test.consensus),
-                                                      test.patient_id),
-        "max_probability_rule": {"whole_slices": by_probability, "validation_crops": valid_by_probability},
-        "candidate_score": {"fitted_on": f"{len(labels)} lesions of the validation crops ({sum(labels)} on the "
-                                         "consensus)", "whole_slices": by_score},
-        "missed_by_patient": missed_by_patient,
-        "wall_seconds": round(time.time() - started, 1),
-    }
-    print(f"threshold {threshold}, test Dice {result['test_patient_dice_mean']:.3f}")
+    result = {"training": config.to_dict(), "weights": args.weights, "runs": runs,
+              "test_patient_dice_mean": float(np.mean([run["test_patient_dice_mean"] for run in runs])),
+              "max_probability_rule": {"whole_slices": by_probability}}
+    by_score = []
+    if valid_found:  # one model: its lesions on the validation crops, and a score fitted on them
+        result["max_probability_rule"]["validation_crops"], _ = evaluate(valid_found, list(valid.consensus))
+        features = [values for found in valid_found for _, values in found]
+        labels = [bool(mask[region].any()) for found, mask in zip(valid_found, valid.consensus, strict=True)
+                  for region, _ in found]
+        model_score = LogisticRegression(max_iter=2000).fit(np.array(features), np.array(labels))
+        by_score, _ = evaluate(slice_found, masks,
+                               score=lambda values: float(model_score.predict_proba([values])[0, 1]))
+        result["candidate_score"] = {"fitted_on": f"{len(labels)} lesions of the validation crops ({sum(labels)} on "
+                                                  "the consensus)", "whole_slices": by_score}
+    result["missed_by_patient"] = {f"LIDC-IDRI-{patient}": {
+        "nodules": int(sum(len(m) for p, m in zip(patient_of, missed, strict=True) if p == patient)),
+        "missed": int(sum(m.sum() for p, m in zip(patient_of, missed, strict=True) if p == patient))}
+        for patient in sorted(set(patient_of))}
+    result["wall_seconds"] = round(time.time() - started, 1)
     for title, points in (("max probability", by_probability), ("candidate score", by_score)):
         for point in points:
             print(f"{title:<16} >= {point['cut']:<5} sensitivity {point['sensitivity']:.3f}  "
                   f"false lesions per slice {point['false_per_image']:.2f}")
-    print(missed_by_patient)
+    print(result["missed_by_patient"])
     write_result(result, args.output)
 
 

@@ -164,3 +164,31 @@ def test_the_candidate_benchmark_counts_found_nodules_and_false_lesions_at_each_
     assert [(p["cut"], p["sensitivity"], p["false_per_image"]) for p in points] == \
         [(0.0, 1.0, 1.0), (0.9, 1.0, 0.0), (0.99, 0.0, 0.0)]
     assert [m.tolist() for m in missed] == [[False]]
+
+
+def test_whole_slice_windows_lie_on_the_nodule_or_on_tissue_never_on_the_flat_background():
+    rng = np.random.default_rng(0)
+    images = np.full((2, 128, 128), 0.2, np.float32)  # a lung mask's flat background
+    images[:, 30:100, 20:110] = rng.random((2, 70, 90))  # tissue
+    targets = np.zeros((2, 128, 128), bool)
+    targets[0, 60:66, 70:76] = True  # slice 0's nodule; slice 1 has none
+    slices = recipe.WholeSlices(images, targets)
+    inputs, outputs = recipe.context_windows(slices, rng, window=32, count=40)
+    assert inputs.shape == outputs.shape == (40, 32, 32) and inputs.dtype == np.float32
+    assert all(not np.all(window == np.float32(0.2)) for window in inputs)  # centred on tissue
+    with_nodule = [index for index in range(0, 40, 2) if outputs[index].any()]
+    assert len(with_nodule) >= 5 and all(outputs[index].sum() == 36 for index in with_nodule)  # whole, 8 px inside
+    with pytest.raises(ValueError, match="must match"):
+        recipe.WholeSlices(images, targets[:, :64])
+
+
+def test_whole_slice_folds_split_patients_not_slices_and_balance_the_slices():
+    from benchmarks import segmentation_candidates as bench
+
+    patient_of = ["0002"] * 28 + ["0003"] * 24 + ["0007"] * 24 + ["0001"] * 8 + ["0004"] * 4
+    folds = bench.patient_folds(patient_of, 2)
+    assert sorted(p for fold in folds for p in fold) == ["0001", "0002", "0003", "0004", "0007"]
+    counts = sorted(sum(patient_of.count(p) for p in fold) for fold in folds)
+    assert counts == [40, 48]  # the most even split there is
+    with pytest.raises(ValueError):
+        bench.patient_folds(patient_of, 6)

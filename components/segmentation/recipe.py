@@ -7,6 +7,7 @@ the CPU has it. The full recipe trains every block, on whole crops, for longer: 
 """
 
 import dataclasses
+import functools
 import time
 import weakref
 from collections.abc import Callable
@@ -130,6 +131,59 @@ def sample_windows(images: np.ndarray, targets: np.ndarray, rng: np.random.Gener
     return np.stack(inputs)[..., None].astype(np.float32), np.stack(outputs)[..., None].astype(np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class WholeSlices:
+    """Whole slices to train on beside the crops: float grey ``images`` [M, H, W] in 0..1 (canonical, each slice
+    scaled as a whole, as the served model sees it) and bool ``targets`` [M, H, W]. On them the network sees what
+    the crops cannot show it: nodules at a whole slice's contrast and the vessels, airways and pleura around them."""
+
+    images: np.ndarray
+    targets: np.ndarray
+    fraction: float = 0.25  # of each batch's windows
+
+    def __post_init__(self):
+        if self.images.shape != self.targets.shape or self.images.ndim != 3:
+            raise ValueError(f"whole slices {self.images.shape} and targets {self.targets.shape} must match, [M, H, W]")
+
+    @functools.cached_property
+    def tissue(self) -> list[np.ndarray]:
+        """Per slice, the pixels that are not its most common value (the air, or the background a lung mask
+        flattened): where a window is worth centring."""
+        places = []
+        for image in self.images:
+            values, counts = np.unique(image, return_counts=True)
+            found = np.argwhere(image != values[np.argmax(counts)])
+            places.append(found if len(found) else np.argwhere(np.ones_like(image, bool)))
+        return places
+
+
+def context_windows(slices: WholeSlices, rng: np.random.Generator, window: int,
+                    count: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` windows of random whole slices, float32 [count, w, w] and bool targets: half placed on the slice's
+    nodule (its centroid at least 8 px inside the window) where it has one, the rest centred on random tissue
+    (vessels and all), turned and mirrored."""
+    size_y, size_x = slices.images.shape[1:3]
+    inputs, outputs = [], []
+    for index in range(count):
+        which = int(rng.integers(len(slices.images)))
+        image, target = slices.images[which], slices.targets[which]
+        if index % 2 == 0 and target.any():
+            centre_y, centre_x = np.argwhere(target).mean(axis=0).astype(int)
+            margin = min(8, window // 4)
+            top = centre_y - rng.integers(margin, window - margin)
+            left = centre_x - rng.integers(margin, window - margin)
+        else:
+            places = slices.tissue[which]
+            centre_y, centre_x = places[rng.integers(len(places))]
+            top, left = centre_y - window // 2, centre_x - window // 2
+        top, left = int(np.clip(top, 0, size_y - window)), int(np.clip(left, 0, size_x - window))
+        pixels, mask = _turned(image[top:top + window, left:left + window],
+                               target[top:top + window, left:left + window], rng)
+        inputs.append(pixels)
+        outputs.append(mask)
+    return np.stack(inputs).astype(np.float32), np.stack(outputs)
+
+
 def segmentation_loss(targets: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Pixel cross-entropy plus soft Dice per window (1 for a window that holds nothing and predicts nothing)."""
     probability = tf.sigmoid(logits)
@@ -175,11 +229,13 @@ def affordable_steps(budget_s: float, elapsed_s: float, seconds_per_step: float,
 
 
 def train(config: SegmentationConfig, images: np.ndarray, targets: np.ndarray,
-          progress: Callable[[int, int, float], None] | None = None) -> TrainedSegmenter:
+          progress: Callable[[int, int, float], None] | None = None,
+          whole_slices: WholeSlices | None = None) -> TrainedSegmenter:
     """Trains on float grey ``images`` [N, H, W] in 0..1 (canonical: the Transform graph's) and bool ``targets``
     [N, H, W] (the consensus); ``progress(epoch, epochs, loss)`` after each epoch. With a ``time_budget_s``, the
     speed is timed over the first steps and the run shortened (the rate schedule with it) to what the budget
-    affords on this machine."""
+    affords on this machine. ``whole_slices``: a share of each batch's windows comes from them (an experiment of
+    benchmarks/segmentation_candidates.py; the pipeline trains on the crops alone)."""
     tf_keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     policy = dtype_policy(config)
@@ -210,6 +266,10 @@ def train(config: SegmentationConfig, images: np.ndarray, targets: np.ndarray,
             rows = order[index * config.batch_size:(index + 1) * config.batch_size]
             inputs, outputs = sample_windows(images[rows], targets[rows], rng, config.window,
                                              config.negative_fraction)
+            if whole_slices is not None and whole_slices.fraction > 0:
+                count = max(1, round(len(rows) * whole_slices.fraction))
+                context, context_targets = context_windows(whole_slices, rng, config.window, count)
+                inputs[-count:], outputs[-count:] = context[..., None], context_targets[..., None]
             epoch_losses.append(float(step(tf.constant(inputs), tf.constant(outputs))))
             done += 1
             if config.time_budget_s and done == _SPEED_PROBE_STEPS[0]:
