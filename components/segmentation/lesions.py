@@ -32,7 +32,7 @@ def _spread_along_runs(labels: tf.Tensor, inside: tf.Tensor) -> tf.Tensor:
 
 def _max_3x3(labels: tf.Tensor) -> tf.Tensor:
     """Each pixel's largest label in its 3x3 neighbourhood, for labels >= 0: two passes of shifted maxima (a 3x3
-    max_pool2d on one channel is about ten times slower on CPUs)."""
+    max_pool2d on one channel is much slower on CPUs)."""
     padded = tf.pad(labels, [[1, 1], [1, 1]])
     rows = tf.maximum(tf.maximum(padded[:-2], padded[1:-1]), padded[2:])
     return tf.maximum(tf.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])

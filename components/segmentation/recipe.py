@@ -144,6 +144,8 @@ class WholeSlices:
     def __post_init__(self):
         if self.images.shape != self.targets.shape or self.images.ndim != 3:
             raise ValueError(f"whole slices {self.images.shape} and targets {self.targets.shape} must match, [M, H, W]")
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ValueError(f"the whole slices' share of a batch must be within 0..1, not {self.fraction}")
 
     @functools.cached_property
     def tissue(self) -> list[np.ndarray]:
