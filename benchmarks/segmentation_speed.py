@@ -31,7 +31,7 @@ import tf_keras
 from benchmarks import write_result
 from benchmarks.segmentation import RESULTS_DIR, full_slices, png
 from components.segmentation import export, intensity, lesions, recipe
-from components.segmentation.unet import build_unet
+from components.segmentation.unet import ENCODER_STRIDE, build_unet
 from components.trainer.recipes import keras_policy
 from radassist.contract import Output
 
@@ -43,27 +43,13 @@ DEFAULT_VARIANTS = [{}, {"unet": {"decoder_widths": [128, 64, 32, 16]}},
 def step_seconds(model: tf_keras.Model, config: recipe.SegmentationConfig, steps: int, seed: int = 0) -> float:
     """Median seconds of one optimiser step of ``config``'s loss on a batch of random windows."""
     rng = np.random.default_rng(seed)
-    optimizer = tf_keras.optimizers.Adam(config.learning_rate)
+    step = recipe.training_step(model, tf_keras.optimizers.Adam(config.learning_rate))
     shape = (config.batch_size, config.window, config.window, 1)
     inputs = tf.constant(rng.random(shape, np.float32))
     targets = tf.constant((rng.random(shape) > 0.9).astype(np.float32))
 
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            loss = recipe.segmentation_loss(targets, tf.cast(model(inputs, training=True), tf.float32))
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
-        return loss
-
-    for _ in range(2):  # tracing and first-touch allocations
-        step().numpy()
-    timings = []
-    for _ in range(steps):
-        started = time.perf_counter()
-        step().numpy()
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
+    step(inputs, targets).numpy()  # tracing; milliseconds() warms once more (first-touch allocations)
+    return milliseconds(lambda: step(inputs, targets).numpy(), steps) / 1000
 
 
 def milliseconds(call, repeats: int) -> float:
@@ -85,9 +71,10 @@ def segment_timings(model: tf_keras.Model, slices: list[np.ndarray], repeats: in
     for pixels in slices:
         changed = np.array(pixels, copy=True)
         changed[0, 0] = changed.max()  # the corners no longer agree: no flat border to skip
-        for encoded, timings in ((png(pixels), cropped), (png(changed), whole)):
-            timings.append(milliseconds(lambda encoded=encoded: segment(tf.constant([encoded])), repeats))
-        chart = segment(tf.constant([png(pixels)]))[Output.PROBABILITY_MAP][0]
+        encoded, encoded_whole = tf.constant([png(pixels)]), tf.constant([png(changed)])
+        cropped.append(milliseconds(lambda encoded=encoded: segment(encoded), repeats))
+        whole.append(milliseconds(lambda encoded=encoded_whole: segment(encoded), repeats))
+        chart = segment(encoded)[Output.PROBABILITY_MAP][0]
         lesion_step.append(milliseconds(lambda chart=chart: measure(chart).numpy(), repeats))
         counts.append(int(measure(chart)))
     return {"segment_ms_p50_content_box": statistics.median(cropped), "segment_ms_p50_whole": statistics.median(whole),
@@ -102,8 +89,9 @@ def network_timings(model: tf_keras.Model, slices: list[np.ndarray], repeats: in
     for pixels in slices:
         box, _ = export.content_box(intensity.canonical(intensity.decode_grey(tf.constant(png(pixels)))))
         y0, x0, y1, x1 = box.numpy()
-        boxes.append((-(-(y1 - y0) // 8) * 8, -(-(x1 - x0) // 8) * 8))
-    height, width = (int(np.median([box[axis] for box in boxes])) // 8 * 8 for axis in (0, 1))
+        boxes.append(tuple(-(-side // ENCODER_STRIDE) * ENCODER_STRIDE for side in (y1 - y0, x1 - x0)))
+    height, width = (int(np.median([box[axis] for box in boxes])) // ENCODER_STRIDE * ENCODER_STRIDE
+                     for axis in (0, 1))
     whole, cropped = tf.zeros((1, *slices[0].shape, 1)), tf.zeros((1, height, width, 1))
     return {"network_ms_p50_whole": milliseconds(lambda: network(whole).numpy(), repeats),
             "network_ms_p50_content_box": milliseconds(lambda: network(cropped).numpy(), repeats),

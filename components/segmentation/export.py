@@ -82,25 +82,29 @@ def build_segment(model, threshold: float):
 
     def segment(images: tf.Tensor, with_lesions: bool = True) -> dict[str, tf.Tensor]:
         images = tf.reshape(images, [-1])
-        sizes = tf.map_fn(lambda encoded: tf.shape(intensity.decode_grey(encoded))[:2], images,
-                          fn_output_signature=tf.int32)
-        longer = tf.cast(tf.reduce_max(sizes, axis=1), tf.float32)
-        scale = tf.minimum(1.0, MAX_WORKING_SIDE / tf.maximum(longer, 1.0))
-        working = tf.maximum(tf.cast(tf.round(tf.cast(sizes, tf.float32) * scale[:, None]), tf.int32), 1)
 
-        def working_image(encoded, size, work):
+        def working_image(encoded, size=None, work=None):
+            """The canonical image at its working size (and, without them, that size and the image's own)."""
             grey = intensity.decode_grey(encoded)
+            if size is None:
+                size = tf.shape(grey)[:2]
+                scale = tf.minimum(1.0, MAX_WORKING_SIDE / tf.maximum(tf.cast(tf.reduce_max(size), tf.float32), 1.0))
+                work = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32), 1)
             grey = tf.cond(tf.reduce_all(tf.equal(size, work)), lambda: grey,
                            lambda: tf.image.resize(grey, work, antialias=True))
-            return intensity.canonical(grey)
+            return intensity.canonical(grey), size, work
 
-        boxes, backgrounds = tf.map_fn(lambda item: content_box(working_image(*item)), (images, sizes, working),
-                                       fn_output_signature=(tf.int32, tf.float32))
+        def survey(encoded):  # one decode per image for its sizes and content box; prepare() decodes it again
+            canonical, size, work = working_image(encoded)
+            return (size, work, *content_box(canonical))
+
+        sizes, working, boxes, backgrounds = tf.map_fn(survey, images,
+                                                       fn_output_signature=(tf.int32, tf.int32, tf.int32, tf.float32))
         padded = _round_up(tf.reduce_max(boxes[:, 2:] - boxes[:, :2], axis=0), ENCODER_STRIDE)
 
         def prepare(item):
             encoded, size, work, box, background = item
-            content = working_image(encoded, size, work)[box[0]:box[2], box[1]:box[3]]
+            content = working_image(encoded, size, work)[0][box[0]:box[2], box[1]:box[3]]
             return tf.image.pad_to_bounding_box(content - background, 0, 0, padded[0], padded[1]) + background
 
         batch = tf.map_fn(prepare, (images, sizes, working, boxes, backgrounds),

@@ -221,6 +221,20 @@ class TrainedSegmenter:
     planned_steps: int   # epochs x steps per epoch: fewer were taken where the time budget ran short
 
 
+def training_step(model: tf_keras.Model, optimizer: tf_keras.optimizers.Optimizer):
+    """The recipe's optimiser step, traced: (windows, targets) [N, w, w, 1] -> the batch's loss."""
+
+    @tf.function(reduce_retracing=True)
+    def step(inputs, outputs):
+        with tf.GradientTape() as tape:
+            loss = segmentation_loss(outputs, tf.cast(model(inputs, training=True), tf.float32))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        return loss
+
+    return step
+
+
 _SPEED_PROBE_STEPS = (5, 25)  # the steps between which the speed is timed (the first ones trace the graph)
 
 
@@ -248,14 +262,7 @@ def train(config: SegmentationConfig, images: np.ndarray, targets: np.ndarray,
     total_steps = tf.Variable(float(total), trainable=False)
     optimizer = tf_keras.optimizers.Adam(_CosineDecay(config.learning_rate, total_steps, alpha=0.02))
 
-    @tf.function(reduce_retracing=True)
-    def step(inputs, outputs):
-        with tf.GradientTape() as tape:
-            loss = segmentation_loss(outputs, tf.cast(model(inputs, training=True), tf.float32))
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
-        return loss
-
+    step = training_step(model, optimizer)
     started, losses, done, probe_started = time.perf_counter(), [], 0, None
     for epoch in range(config.epochs):
         if done >= total:
